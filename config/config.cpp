@@ -1,0 +1,347 @@
+#include "config/config.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <yaml-cpp/yaml.h>
+
+namespace ztg {
+
+namespace {
+
+// Thrown inside the parser only; load_config turns it into a Result.
+struct ConfigError {
+    std::string msg;
+};
+
+[[noreturn]] void fail(const std::string& key, const std::string& why) {
+    throw ConfigError{key + ": " + why};
+}
+
+std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
+std::string idx(const std::string& a, size_t i) { return a + "[" + std::to_string(i) + "]"; }
+
+std::string describe(const YAML::Node& n) {
+    switch (n.Type()) {
+    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Null: return "nothing";
+    default: return "an undefined value";
+    }
+}
+
+// A mapping whose keys are checked against the known ones; reading a key marks it used.
+class Map {
+  public:
+    Map(const YAML::Node& n, std::string path) : n_(n), path_(std::move(path)) {
+        if (!n.IsMap()) fail(path_.empty() ? "(top level)" : path_, "expected a mapping, got " + describe(n));
+    }
+    YAML::Node get(const std::string& key) {
+        used_.insert(key);
+        const YAML::Node& n = n_; // const lookup: never inserts the key
+        return n[key];
+    }
+    std::string path(const std::string& key) const { return join(path_, key); }
+    void check_unknown(const std::set<std::string>& extra = {}) const {
+        for (const auto& kv : n_) {
+            const std::string k = kv.first.as<std::string>();
+            if (!used_.count(k) && !extra.count(k)) fail(join(path_, k), "unknown key");
+        }
+    }
+
+  private:
+    YAML::Node n_;
+    std::string path_;
+    std::set<std::string> used_;
+};
+
+std::string scalar(const YAML::Node& n, const std::string& key) {
+    if (!n.IsScalar()) fail(key, "expected a value, got " + describe(n));
+    return n.Scalar();
+}
+
+uint64_t unsigned_in(const YAML::Node& n, const std::string& key, uint64_t lo, uint64_t hi) {
+    const std::string s = scalar(n, key);
+    uint64_t v = 0;
+    int base = 10;
+    const char* b = s.data();
+    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        b += 2;
+    }
+    auto [ptr, ec] = std::from_chars(b, s.data() + s.size(), v, base);
+    if (ec != std::errc() || ptr != s.data() + s.size() || s.empty())
+        fail(key, "expected an unsigned integer, got '" + s + "'");
+    if (v < lo || v > hi)
+        fail(key, s + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi));
+    return v;
+}
+
+bool boolean(const YAML::Node& n, const std::string& key) {
+    const std::string s = scalar(n, key);
+    if (s == "true" || s == "yes" || s == "on") return true;
+    if (s == "false" || s == "no" || s == "off") return false;
+    fail(key, "expected true or false, got '" + s + "'");
+}
+
+std::string text(const YAML::Node& n, const std::string& key) {
+    std::string s = scalar(n, key);
+    if (s.empty()) fail(key, "must not be empty");
+    return s;
+}
+
+uint32_t ipv4(const YAML::Node& n, const std::string& key) {
+    const std::string s = scalar(n, key);
+    in_addr a{};
+    if (inet_pton(AF_INET, s.c_str(), &a) != 1)
+        fail(key, "'" + s + "' is not an IPv4 address (dotted quad)");
+    return ntohl(a.s_addr);
+}
+
+uint32_t unicast_ipv4(const YAML::Node& n, const std::string& key) {
+    const uint32_t ip = ipv4(n, key);
+    const uint8_t first = uint8_t(ip >> 24);
+    if (ip == 0 || ip == 0xFFFFFFFF || first == 0 || first == 127 || (first >= 224))
+        fail(key, format_ip(ip) + " is not a unicast host address");
+    return ip;
+}
+
+Mac mac(const YAML::Node& n, const std::string& key) {
+    const std::string s = scalar(n, key);
+    Mac m{};
+    unsigned v[6];
+    char tail;
+    if (s.size() != 17 ||
+        std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                    &tail) != 6)
+        fail(key, "'" + s + "' is not a MAC address (six hex pairs like 02:00:00:00:00:01)");
+    for (int i = 0; i < 6; i++) m[size_t(i)] = uint8_t(v[i]);
+    return m;
+}
+
+Mac unicast_mac(const YAML::Node& n, const std::string& key) {
+    Mac m = mac(n, key);
+    if (m[0] & 1) fail(key, format_mac(m) + " is a multicast/broadcast MAC");
+    if (m == Mac{}) fail(key, "00:00:00:00:00:00 is not a usable MAC");
+    return m;
+}
+
+template <class F>
+void each(const YAML::Node& n, const std::string& key, F f) {
+    if (!n.IsSequence()) fail(key, "expected a list, got " + describe(n));
+    for (size_t i = 0; i < n.size(); i++) f(n[i], idx(key, i), i);
+}
+
+void parse_dpdk(Map m, DpdkConfig& d) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    if (auto n = m.get("workers"); n) {
+        d.workers = uint32_t(unsigned_in(n, m.path("workers"), 1, 64));
+        if (d.workers > cores)
+            fail(m.path("workers"), std::to_string(d.workers) + " workers but this machine has " +
+                                        std::to_string(cores) + " cores");
+    }
+    if (auto n = m.get("memory_mb"); n) d.memory_mb = uint32_t(unsigned_in(n, m.path("memory_mb"), 64, 1 << 20));
+    if (auto n = m.get("no_huge"); n) d.no_huge = boolean(n, m.path("no_huge"));
+    if (auto n = m.get("file_prefix"); n) {
+        d.file_prefix = text(n, m.path("file_prefix"));
+        if (d.file_prefix.find_first_of("/ \t") != std::string::npos)
+            fail(m.path("file_prefix"), "must not contain '/' or spaces");
+    }
+    if (auto n = m.get("eal_args"); n)
+        each(n, m.path("eal_args"), [&](const YAML::Node& e, const std::string& k, size_t) {
+            std::string a = text(e, k);
+            if (a == "--in-memory" && d.no_huge)
+                fail(k, "--in-memory cannot be combined with no_huge (EAL refuses it)");
+            d.eal_args.push_back(a);
+        });
+    if (auto n = m.get("idle_sleep_us"); n) d.idle_sleep_us = uint32_t(unsigned_in(n, m.path("idle_sleep_us"), 0, 100000));
+    if (auto n = m.get("mbufs"); n) d.mbufs = uint32_t(unsigned_in(n, m.path("mbufs"), 1024, 1u << 24));
+    m.check_unknown();
+}
+
+void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
+    std::map<std::string, std::string> devices; // device name -> key that used it
+    std::map<std::string, std::string> names;
+    each(n, key, [&](const YAML::Node& e, const std::string& k, size_t) {
+        Map m(e, k);
+        PortConfig p;
+        auto name = m.get("name");
+        if (!name) fail(m.path("name"), "required");
+        p.name = text(name, m.path("name"));
+        if (p.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
+            fail(m.path("name"), "'" + p.name + "' may only use a-z, 0-9, '-' and '_'");
+        if (auto [it, fresh] = names.emplace(p.name, m.path("name")); !fresh)
+            fail(m.path("name"), "duplicate port name '" + p.name + "' (also " + it->second + ")");
+        auto role = m.get("role");
+        if (!role) fail(m.path("role"), "required (pods or ztunnel)");
+        const std::string r = scalar(role, m.path("role"));
+        if (r == "pods") p.role = PortRole::Pods;
+        else if (r == "ztunnel") p.role = PortRole::Ztunnel;
+        else fail(m.path("role"), "'" + r + "' is not a port role (pods or ztunnel)");
+        auto use_device = [&](const std::string& devargs, const std::string& dk) {
+            const std::string dev = device_name(devargs);
+            if (dev.empty()) fail(dk, "devargs must start with a device name, e.g. net_tap0,iface=x");
+            if (auto [it, fresh] = devices.emplace(dev, dk); !fresh)
+                fail(dk, "duplicate device '" + dev + "' (also " + it->second + ")");
+        };
+        auto dev = m.get("devargs");
+        if (!dev) fail(m.path("devargs"), "required (DPDK devargs, e.g. net_af_packet0,iface=veth0)");
+        p.devargs = text(dev, m.path("devargs"));
+        use_device(p.devargs, m.path("devargs"));
+        if (auto t = m.get("twin"); t && !t.IsNull()) {
+            p.twin = text(t, m.path("twin"));
+            use_device(*p.twin, m.path("twin"));
+            if (p.twin->rfind("net_tap", 0) != 0)
+                fail(m.path("twin"), "a kernel twin must be a net_tap device, got '" + device_name(*p.twin) + "'");
+        }
+        m.check_unknown();
+        c.ports.push_back(std::move(p));
+    });
+    const auto zt = std::count_if(c.ports.begin(), c.ports.end(), [](auto& p) { return p.role == PortRole::Ztunnel; });
+    if (zt != 1) fail(key, "exactly one port with role ztunnel is required, found " + std::to_string(zt));
+    if (c.ports.size() < 2) fail(key, "at least one port with role pods is required");
+}
+
+void parse_tunnel(Map m, TunnelConfig& t) {
+    if (auto n = m.get("vni"); n) t.vni = uint32_t(unsigned_in(n, m.path("vni"), 0, (1u << 24) - 1));
+    if (auto n = m.get("udp_port"); n) t.udp_port = uint16_t(unsigned_in(n, m.path("udp_port"), 1, 65535));
+    auto local = m.get("local_ip");
+    if (!local) fail(m.path("local_ip"), "required (the node address, outer source)");
+    t.local_ip = unicast_ipv4(local, m.path("local_ip"));
+    auto remote = m.get("remote_ip");
+    if (!remote) fail(m.path("remote_ip"), "required (the ztunnel pod address, outer destination)");
+    t.remote_ip = unicast_ipv4(remote, m.path("remote_ip"));
+    if (t.local_ip == t.remote_ip) fail(m.path("remote_ip"), "must differ from tunnel.local_ip");
+    if (auto n = m.get("next_hop_mac"); n && !(n.IsScalar() && n.Scalar() == "arp"))
+        t.next_hop_mac = unicast_mac(n, m.path("next_hop_mac"));
+    auto isrc = m.get("inner_src_mac");
+    if (!isrc) fail(m.path("inner_src_mac"), "required (the MAC of istioout)");
+    t.inner_src_mac = unicast_mac(isrc, m.path("inner_src_mac"));
+    auto idst = m.get("inner_dst_mac");
+    if (!idst) fail(m.path("inner_dst_mac"), "required (the MAC of pistioout)");
+    t.inner_dst_mac = unicast_mac(idst, m.path("inner_dst_mac"));
+    if (auto n = m.get("udp_checksum"); n) t.udp_checksum = boolean(n, m.path("udp_checksum"));
+    if (auto n = m.get("mtu"); n) t.mtu = uint16_t(unsigned_in(n, m.path("mtu"), 576, 9216));
+    m.check_unknown();
+}
+
+uint8_t protocol(const YAML::Node& n, const std::string& key) {
+    static const std::map<std::string, uint8_t> names = {
+        {"tcp", 6}, {"udp", 17}, {"icmp", 1}, {"sctp", 132}};
+    const std::string s = scalar(n, key);
+    if (auto it = names.find(s); it != names.end()) return it->second;
+    if (!s.empty() && std::all_of(s.begin(), s.end(), ::isdigit)) return uint8_t(unsigned_in(n, key, 0, 255));
+    fail(key, "'" + s + "' is not a protocol (tcp, udp, icmp, sctp or a number 0-255)");
+}
+
+Config parse(const YAML::Node& root, const std::string& source) {
+    Config c;
+    c.source = source;
+    Map top(root, "");
+    if (auto n = top.get("role"); n) {
+        const std::string r = scalar(n, "role");
+        if (r == "node") c.role = Role::Node;
+        else if (r == "endpoint") fail("role", "'endpoint' is not available in this version (only node)");
+        else fail("role", "'" + r + "' is not a role (node)");
+    } else {
+        fail("role", "required (node)");
+    }
+    if (auto n = top.get("dpdk"); n) parse_dpdk(Map(n, "dpdk"), c.dpdk);
+    auto ports = top.get("ports");
+    if (!ports) fail("ports", "required (one or more pods ports and one ztunnel port)");
+    parse_ports(ports, "ports", c);
+    auto tunnel = top.get("tunnel");
+    if (!tunnel) fail("tunnel", "required (local_ip, remote_ip, inner MACs)");
+    parse_tunnel(Map(tunnel, "tunnel"), c.tunnel);
+    if (auto n = top.get("redirect"); n) {
+        Map r(n, "redirect");
+        if (auto p = r.get("protocols"); p) {
+            c.protocols.clear();
+            each(p, "redirect.protocols", [&](const YAML::Node& e, const std::string& k, size_t) {
+                const uint8_t v = protocol(e, k);
+                if (std::find(c.protocols.begin(), c.protocols.end(), v) != c.protocols.end())
+                    fail(k, "protocol listed twice");
+                c.protocols.push_back(v);
+            });
+        }
+        r.check_unknown();
+    }
+    if (auto n = top.get("limits"); n) {
+        Map l(n, "limits");
+        if (auto p = l.get("pods"); p) c.pod_capacity = uint32_t(unsigned_in(p, "limits.pods", 8, 1u << 26));
+        l.check_unknown();
+    }
+    if (auto n = top.get("pods"); n && !n.IsNull()) {
+        std::map<uint32_t, std::string> seen;
+        each(n, "pods", [&](const YAML::Node& e, const std::string& k, size_t) {
+            const uint32_t ip = unicast_ipv4(e, k);
+            if (auto [it, fresh] = seen.emplace(ip, k); !fresh)
+                fail(k, "duplicate pod " + format_ip(ip) + " (also " + it->second + ")");
+            if (ip == c.tunnel.remote_ip) fail(k, format_ip(ip) + " is the ztunnel (tunnel.remote_ip)");
+            c.pods.push_back(ip);
+        });
+        if (c.pods.size() > c.pod_capacity)
+            fail("pods", std::to_string(c.pods.size()) + " pods exceed limits.pods " + std::to_string(c.pod_capacity));
+    }
+    if (auto n = top.get("log"); n) {
+        Map l(n, "log");
+        if (auto lv = l.get("level"); lv) {
+            c.log_level = scalar(lv, "log.level");
+            static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "off"};
+            if (!levels.count(c.log_level))
+                fail("log.level", "'" + c.log_level + "' is not one of trace, debug, info, warn, error, off");
+        }
+        l.check_unknown();
+    }
+    top.check_unknown();
+    return c;
+}
+
+} // namespace
+
+std::string device_name(const std::string& devargs) {
+    std::string d = devargs.substr(0, devargs.find(','));
+    return d.find_first_of(" =") == std::string::npos ? d : std::string{};
+}
+
+std::string format_ip(uint32_t ip) {
+    return std::to_string(ip >> 24) + "." + std::to_string((ip >> 16) & 255) + "." +
+           std::to_string((ip >> 8) & 255) + "." + std::to_string(ip & 255);
+}
+
+std::string format_mac(const Mac& m) {
+    char b[18];
+    std::snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    return b;
+}
+
+Result<Config> parse_config(const std::string& yaml_text, const std::string& source) {
+    try {
+        const YAML::Node root = YAML::Load(yaml_text);
+        if (!root.IsDefined() || root.IsNull()) return err(source + ": the file is empty");
+        return parse(root, source);
+    } catch (const ConfigError& e) {
+        return err(e.msg);
+    } catch (const YAML::Exception& e) {
+        return err(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                   ": YAML syntax: " + e.msg);
+    }
+}
+
+Result<Config> load_config(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) return err(path + ": cannot open the file");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return parse_config(ss.str(), path);
+}
+
+} // namespace ztg

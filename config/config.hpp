@@ -1,0 +1,69 @@
+// The typed, validated configuration (YAML schema in config/README.md). Produced by
+// load_config(); every rejection names the key path and the reason.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/result.hpp"
+
+namespace ztg {
+
+using Mac = std::array<uint8_t, 6>;
+
+enum class Role { Node, Endpoint };
+enum class PortRole { Pods, Ztunnel };
+
+struct PortConfig {
+    std::string name;
+    PortRole role = PortRole::Pods;
+    std::string devargs;
+    std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
+};
+
+struct DpdkConfig {
+    uint32_t workers = 1;
+    uint32_t memory_mb = 256;
+    bool no_huge = true;
+    std::string file_prefix; // empty: ztgeneve-<pid>
+    std::vector<std::string> eal_args;
+    uint32_t idle_sleep_us = 0; // 0: busy-poll
+    uint32_t mbufs = 0;         // 0: sized from ports and queues
+};
+
+struct TunnelConfig {
+    uint32_t vni = 1001;
+    uint16_t udp_port = 6081;
+    uint32_t local_ip = 0;  // host byte order
+    uint32_t remote_ip = 0; // host byte order
+    std::optional<Mac> next_hop_mac; // empty: resolve by ARP
+    Mac inner_src_mac{};
+    Mac inner_dst_mac{};
+    bool udp_checksum = false;
+    uint16_t mtu = 1500;
+};
+
+struct Config {
+    std::string source; // file name, for messages
+    Role role = Role::Node;
+    DpdkConfig dpdk;
+    std::vector<PortConfig> ports;
+    TunnelConfig tunnel;
+    std::vector<uint8_t> protocols{6}; // IPv4 protocol numbers redirected
+    std::vector<uint32_t> pods;        // host byte order
+    uint32_t pod_capacity = 65536;
+    std::string log_level = "info";
+};
+
+Result<Config> load_config(const std::string& path);
+Result<Config> parse_config(const std::string& yaml_text, const std::string& source);
+
+// The DPDK device name in devargs ("net_tap0,iface=x" -> "net_tap0").
+std::string device_name(const std::string& devargs);
+std::string format_ip(uint32_t host_order_ip);
+std::string format_mac(const Mac& mac);
+
+} // namespace ztg

@@ -1,0 +1,116 @@
+// ztgeneve: command line, start-up in order (config, EAL, ports, workers), the control
+// loop until SIGINT/SIGTERM, then an orderly stop and the counters.
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <rte_cycles.h>
+
+#include "config/config.hpp"
+#include "control/runtime.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: ztgeneve --config FILE [--file-prefix NAME]
+       ztgeneve --check FILE
+       ztgeneve --help | --version
+
+  --config FILE       run the dataplane described by FILE (YAML, see config/README.md)
+  --check FILE        validate FILE and exit: 0 if valid, 2 with the key and reason if not
+  --file-prefix NAME  DPDK runtime file prefix (overrides dpdk.file_prefix)
+
+On SIGINT or SIGTERM ztgeneve stops its workers, closes its ports and prints its counters
+as one line 'ztgeneve-counters {json}' on stdout. Live counters: DPDK telemetry command
+/ztgeneve/counters on /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2.
+)";
+
+volatile std::sig_atomic_t g_signal = 0;
+
+void on_signal(int sig) { g_signal = sig; }
+
+int fail(const std::string& msg, int code = 1) {
+    std::fprintf(stderr, "ztgeneve: error: %s\n", msg.c_str());
+    return code;
+}
+
+int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+
+    ztg::Runtime rt(cfg);
+    if (auto s = rt.init_eal(argv0, prefix); !s) return fail(s.error());
+    if (auto s = rt.open_ports(); !s) return fail(s.error());
+    if (auto s = rt.start_workers(); !s) {
+        rt.stop();
+        return fail(s.error());
+    }
+    ztg::telemetry_attach(&rt);
+    spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}", cfg.dpdk.workers,
+                 rt.devices().size(), rt.pod_count(), ztg::format_ip(cfg.tunnel.local_ip),
+                 ztg::format_ip(cfg.tunnel.remote_ip), cfg.tunnel.vni, cfg.tunnel.udp_port);
+    while (g_signal == 0) {
+        rt.poll_events();
+        rte_delay_us_sleep(10 * 1000);
+    }
+    spdlog::info("signal {}: stopping", int(g_signal));
+    rt.stop();
+    ztg::telemetry_detach();
+    std::printf("ztgeneve-counters %s\n", rt.counters_json().c_str());
+    std::fflush(stdout);
+    std::fputs(rt.counters_table().c_str(), stderr);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::string config, check, prefix;
+    for (int i = 1; i < argc; i++) {
+        const std::string a = argv[i];
+        auto value = [&](std::string& out) {
+            if (i + 1 >= argc) return false;
+            out = argv[++i];
+            return true;
+        };
+        if (a == "--help" || a == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else if (a == "--version") {
+            std::printf("ztgeneve %s\n", ZTG_VERSION);
+            return 0;
+        } else if (a == "--config") {
+            if (!value(config)) return fail("--config needs a file", 64);
+        } else if (a == "--check") {
+            if (!value(check)) return fail("--check needs a file", 64);
+        } else if (a == "--file-prefix") {
+            if (!value(prefix)) return fail("--file-prefix needs a name", 64);
+        } else {
+            std::fputs(kUsage, stderr);
+            return fail("unknown argument '" + a + "'", 64);
+        }
+    }
+    if (check.empty() == config.empty()) {
+        std::fputs(kUsage, stderr);
+        return fail("give exactly one of --config FILE or --check FILE", 64);
+    }
+    auto cfg = ztg::load_config(check.empty() ? config : check);
+    if (!cfg) {
+        std::fprintf(stderr, "ztgeneve: config error: %s\n", cfg.error().c_str());
+        return 2;
+    }
+    if (!check.empty()) {
+        std::printf("config OK: %s (%zu ports, %zu pods)\n", check.c_str(), cfg->ports.size(), cfg->pods.size());
+        return 0;
+    }
+    auto logger = spdlog::stderr_color_mt("ztgeneve");
+    logger->set_pattern("ztgeneve: %^%l%$: %v");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(cfg->log_level));
+    return run(*cfg, argv[0], prefix);
+}

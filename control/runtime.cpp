@@ -1,0 +1,333 @@
+#include "control/runtime.hpp"
+
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+#include "pipelines/node.hpp"
+
+namespace ztg {
+
+namespace {
+
+constexpr uint16_t kRxDesc = 512;
+constexpr uint16_t kTxDesc = 512;
+
+rte_ether_addr to_ether(const Mac& m) {
+    rte_ether_addr a;
+    std::memcpy(a.addr_bytes, m.data(), 6);
+    return a;
+}
+
+std::string ether_str(const rte_ether_addr& a) {
+    char b[RTE_ETHER_ADDR_FMT_SIZE];
+    rte_ether_format_addr(b, sizeof b, &a);
+    return b;
+}
+
+int launch(void* arg) {
+    auto* ctx = static_cast<WorkerCtx*>(arg);
+    run_worker(*ctx, node_pipeline());
+    return 0;
+}
+
+} // namespace
+
+Runtime::~Runtime() {
+    stop();
+    if (eal_up_) rte_eal_cleanup();
+}
+
+Status Runtime::init_eal(const std::string& argv0, const std::string& prefix_override) {
+    const DpdkConfig& d = cfg_.dpdk;
+    std::vector<std::string> a = {argv0};
+    std::string prefix = !prefix_override.empty() ? prefix_override
+                         : !d.file_prefix.empty() ? d.file_prefix
+                                                  : "ztgeneve-" + std::to_string(getpid());
+    a.push_back("--file-prefix=" + prefix);
+    // lcore 0 is the control thread; worker i runs on lcore i, pinned to cpu i mod ncpu.
+    const unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
+    std::string lcores = "0@0";
+    for (uint32_t i = 1; i <= d.workers; i++) lcores += "," + std::to_string(i) + "@" + std::to_string(i % ncpu);
+    a.push_back("--lcores=" + lcores);
+    a.push_back("-m");
+    a.push_back(std::to_string(d.memory_mb));
+    if (d.no_huge) a.push_back("--no-huge");
+    a.push_back("--no-pci");
+    a.push_back("--log-level=*:warning");
+    for (const auto& p : cfg_.ports) {
+        a.push_back("--vdev=" + p.devargs);
+        if (p.twin) a.push_back("--vdev=" + *p.twin);
+    }
+    for (const auto& e : d.eal_args) a.push_back(e);
+
+    std::string line;
+    for (const auto& s : a) line += " " + s;
+    spdlog::debug("EAL arguments:{}", line);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    if (rte_eal_init(int(argv.size()), argv.data()) < 0)
+        return err("DPDK EAL init failed (" + std::string(rte_strerror(rte_errno)) + "); arguments:" + line);
+    eal_up_ = true;
+    return Ok{};
+}
+
+Result<uint16_t> Runtime::open_device(const std::string& devargs, const std::string& key, DevKind kind) {
+    const std::string name = device_name(devargs);
+    uint16_t port_id;
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id) != 0)
+        return err(key + ": DPDK device '" + name + "' did not probe (see the EAL message above; is the interface there?)");
+    Device dev;
+    dev.port_id = port_id;
+    dev.kind = kind;
+    topo_.devs.push_back(dev);
+    return uint16_t(topo_.devs.size() - 1);
+}
+
+Status Runtime::setup_queues(uint16_t d) {
+    Device& dev = topo_.devs[d];
+    const DeviceInfo& inf = info_[d];
+    const uint16_t q = uint16_t(cfg_.dpdk.workers);
+    rte_eth_dev_info di;
+    if (int rc = rte_eth_dev_info_get(dev.port_id, &di); rc != 0)
+        return err(inf.key + ": cannot query device: " + rte_strerror(-rc));
+    if (di.max_rx_queues < q || di.max_tx_queues < q)
+        return err(inf.key + ": device '" + device_name(inf.devargs) + "' offers " + std::to_string(di.max_rx_queues) +
+                   " rx / " + std::to_string(di.max_tx_queues) + " tx queues; " + std::to_string(q) +
+                   " workers need " + std::to_string(q) + " (net_af_packet: add qpairs=" + std::to_string(q) + ")");
+    rte_eth_conf conf{};
+    if (q > 1 && di.flow_type_rss_offloads != 0) {
+        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & di.flow_type_rss_offloads;
+    }
+    if (int rc = rte_eth_dev_configure(dev.port_id, q, q, &conf); rc != 0)
+        return err(inf.key + ": configuring '" + device_name(inf.devargs) + "' failed: " + rte_strerror(-rc));
+    uint16_t nrx = kRxDesc, ntx = kTxDesc;
+    rte_eth_dev_adjust_nb_rx_tx_desc(dev.port_id, &nrx, &ntx);
+    const int socket = rte_eth_dev_socket_id(dev.port_id);
+    for (uint16_t i = 0; i < q; i++) {
+        if (int rc = rte_eth_rx_queue_setup(dev.port_id, i, nrx, unsigned(socket), nullptr, pool_); rc != 0)
+            return err(inf.key + ": rx queue " + std::to_string(i) + " setup failed: " + rte_strerror(-rc));
+        if (int rc = rte_eth_tx_queue_setup(dev.port_id, i, ntx, unsigned(socket), nullptr); rc != 0)
+            return err(inf.key + ": tx queue " + std::to_string(i) + " setup failed: " + rte_strerror(-rc));
+    }
+    if (int rc = rte_eth_dev_start(dev.port_id); rc != 0)
+        return err(inf.key + ": starting '" + device_name(inf.devargs) + "' failed: " + rte_strerror(-rc));
+    started_[d] = true;
+    if (dev.kind != DevKind::Twin) rte_eth_promiscuous_enable(dev.port_id); // frames for the twin's MAC
+    rte_eth_macaddr_get(dev.port_id, &dev.mac);
+    return Ok{};
+}
+
+Status Runtime::open_ports() {
+    const uint32_t w = cfg_.dpdk.workers;
+    // Every device's rings full, plus what workers hold in flight, plus slack.
+    size_t ndev = 0;
+    for (const auto& p : cfg_.ports) ndev += p.twin ? 2 : 1;
+    const uint32_t mbufs = cfg_.dpdk.mbufs != 0 ? cfg_.dpdk.mbufs
+                                                : uint32_t(ndev * w * (kRxDesc + kTxDesc) + w * 4 * kBurst + 2048);
+    pool_ = rte_pktmbuf_pool_create("ztg_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, int(rte_socket_id()));
+    if (pool_ == nullptr)
+        return err("dpdk.memory_mb: cannot allocate " + std::to_string(mbufs) + " mbufs (" +
+                   rte_strerror(rte_errno) + "); raise dpdk.memory_mb or set dpdk.mbufs");
+
+    for (size_t i = 0; i < cfg_.ports.size(); i++) {
+        const PortConfig& p = cfg_.ports[i];
+        const std::string key = "ports[" + std::to_string(i) + "]";
+        const DevKind kind = p.role == PortRole::Ztunnel ? DevKind::Ztunnel : DevKind::Pods;
+        auto d = open_device(p.devargs, key + ".devargs", kind);
+        if (!d) return err(d.error());
+        info_.push_back({p.name, p.devargs, key + ".devargs"});
+        if (kind == DevKind::Ztunnel) topo_.ztunnel = *d;
+        if (p.twin) {
+            auto t = open_device(*p.twin, key + ".twin", DevKind::Twin);
+            if (!t) return err(t.error());
+            info_.push_back({p.name + ".twin", *p.twin, key + ".twin"});
+            topo_.devs[*d].peer = *t;
+            topo_.devs[*t].peer = *d;
+        }
+    }
+    started_.assign(topo_.devs.size(), false);
+    for (uint16_t d = 0; d < topo_.devs.size(); d++)
+        if (auto s = setup_queues(d); !s) return s;
+    // A port answers to its twin's MAC: that is the address the kernel gives its neighbours.
+    for (auto& dev : topo_.devs)
+        if (dev.kind != DevKind::Twin && dev.peer != kNoDev) dev.mac = topo_.devs[dev.peer].mac;
+    return Ok{};
+}
+
+std::unique_ptr<Snapshot> Runtime::build_snapshot() const {
+    auto s = std::make_unique<Snapshot>();
+    const TunnelConfig& t = cfg_.tunnel;
+    s->ztunnel_ip = Ip4::from_host(t.remote_ip);
+    s->local_ip = Ip4::from_host(t.local_ip);
+    for (uint8_t p : cfg_.protocols) s->set_redirect(p);
+    s->max_inner_len = uint16_t(t.mtu - kOuterLen);
+    s->ztunnel_port_mac = topo_.devs[topo_.ztunnel].mac;
+    s->nexthop_known = nexthop_.has_value();
+    if (nexthop_) s->nexthop_mac = *nexthop_;
+    TunnelParams tp;
+    tp.outer_src = s->ztunnel_port_mac;
+    tp.outer_dst = s->nexthop_mac;
+    tp.local = s->local_ip;
+    tp.remote = s->ztunnel_ip;
+    tp.vni = t.vni;
+    tp.udp_port = t.udp_port;
+    tp.inner_src = to_ether(t.inner_src_mac);
+    tp.inner_dst = to_ether(t.inner_dst_mac);
+    tp.udp_checksum = t.udp_checksum;
+    s->tmpl = make_template(tp);
+    s->generation = generation_.load(std::memory_order_relaxed) + 1;
+    return s;
+}
+
+void Runtime::publish(std::unique_ptr<Snapshot> s) {
+    generation_.store(s->generation, std::memory_order_relaxed);
+    const Snapshot* old = shared_.snapshot.exchange(s.release(), std::memory_order_acq_rel);
+    if (old != nullptr) {
+        if (workers_running_) rcu_->synchronize(); // no worker still reads `old`
+        delete old;
+    }
+}
+
+Status Runtime::start_workers() {
+    const uint32_t w = cfg_.dpdk.workers;
+    rcu_ = std::make_unique<Rcu>(w);
+    if (!rcu_->ok()) return err("dpdk.memory_mb: cannot allocate the QSBR variable");
+    pods_ = std::make_unique<PodTable>("ztg_pods", cfg_.pod_capacity, *rcu_);
+    if (!pods_->ok())
+        return err("limits.pods: cannot create a pod table of " + std::to_string(cfg_.pod_capacity) + " (" +
+                   rte_strerror(rte_errno) + "); raise dpdk.memory_mb or lower limits.pods");
+    for (size_t i = 0; i < cfg_.pods.size(); i++)
+        if (!pods_->add(Ip4::from_host(cfg_.pods[i])))
+            return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) + " to the pod table");
+    if (cfg_.tunnel.next_hop_mac) nexthop_ = to_ether(*cfg_.tunnel.next_hop_mac);
+    publish(build_snapshot());
+
+    shared_.topo = &topo_;
+    shared_.pods = pods_.get();
+    shared_.rcu = rcu_.get();
+    shared_.pool = pool_;
+    shared_.idle_sleep_us = cfg_.dpdk.idle_sleep_us;
+    counters_.resize(w);
+    for (uint32_t i = 0; i < w; i++) {
+        counters_[i] = std::vector<DeviceCounters>(topo_.devs.size());
+        events_.push_back(std::make_unique<EventQueue>());
+        auto ctx = std::make_unique<WorkerCtx>();
+        ctx->id = uint16_t(i);
+        ctx->shared = &shared_;
+        ctx->counters = &counters_[i];
+        ctx->events = events_.back().get();
+        workers_.push_back(std::move(ctx));
+    }
+    unsigned lcore;
+    uint32_t i = 0;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+        if (i == w) break;
+        if (int rc = rte_eal_remote_launch(launch, workers_[i].get(), lcore); rc != 0)
+            return err("dpdk.workers: cannot launch worker " + std::to_string(i) + " on lcore " + std::to_string(lcore));
+        worker_lcores_.push_back(lcore);
+        i++;
+    }
+    workers_running_ = true;
+    if (i != w) return err("dpdk.workers: only " + std::to_string(i) + " worker lcores available");
+    return Ok{};
+}
+
+void Runtime::poll_events() {
+    bool changed = false;
+    for (auto& q : events_) {
+        Event e;
+        while (q->pop(e)) {
+            if (e.kind == Event::Kind::NextHopMac &&
+                (!nexthop_ || !rte_is_same_ether_addr(&*nexthop_, &e.mac))) {
+                spdlog::info("ztunnel {} is at {}{}", format_ip(e.ip.host()), ether_str(e.mac),
+                             nexthop_ ? " (was " + ether_str(*nexthop_) + ")" : "");
+                nexthop_ = e.mac;
+                changed = true;
+            }
+        }
+    }
+    if (changed) publish(build_snapshot());
+}
+
+void Runtime::stop() {
+    if (workers_running_) {
+        shared_.stop.store(true, std::memory_order_release);
+        for (unsigned l : worker_lcores_) rte_eal_wait_lcore(l);
+        workers_running_ = false;
+    }
+    for (uint16_t d = 0; d < started_.size(); d++) {
+        if (!started_[d]) continue;
+        rte_eth_dev_stop(topo_.devs[d].port_id);
+        started_[d] = false;
+    }
+    for (const Device& dev : topo_.devs) rte_eth_dev_close(dev.port_id); // net_tap removes its tap
+    topo_.devs.clear();
+    delete shared_.snapshot.exchange(nullptr, std::memory_order_acq_rel);
+    pods_.reset();
+    rcu_.reset();
+    if (pool_ != nullptr) {
+        rte_mempool_free(pool_);
+        pool_ = nullptr;
+    }
+}
+
+uint64_t Runtime::counter(size_t dev, Ctr c) const {
+    uint64_t sum = 0;
+    for (const auto& w : counters_) sum += w[dev].get(c);
+    return sum;
+}
+
+std::string Runtime::counters_json() const {
+    std::ostringstream o;
+    auto block = [&](const std::vector<const std::vector<DeviceCounters>*>& ws) {
+        o << "{";
+        for (size_t d = 0; d < info_.size(); d++) {
+            o << (d ? "," : "") << "\"" << info_[d].name << "\":{";
+            for (size_t c = 0; c < kNumCtr; c++) {
+                uint64_t v = 0;
+                for (auto* w : ws) v += (*w)[d].get(Ctr(c));
+                o << (c ? "," : "") << "\"" << kCtrName[c] << "\":" << v;
+            }
+            o << "}";
+        }
+        o << "}";
+    };
+    std::vector<const std::vector<DeviceCounters>*> all;
+    for (const auto& w : counters_) all.push_back(&w);
+    o << "{\"ports\":";
+    block(all);
+    o << ",\"workers\":[";
+    for (size_t i = 0; i < counters_.size(); i++) {
+        o << (i ? "," : "") << "{\"id\":" << i << ",\"ports\":";
+        block({&counters_[i]});
+        o << "}";
+    }
+    o << "],\"pods\":" << pod_count() << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
+    return o.str();
+}
+
+std::string Runtime::counters_table() const {
+    std::ostringstream o;
+    char line[256];
+    std::snprintf(line, sizeof line, "%-22s %-18s %14s\n", "device", "counter", "packets");
+    o << line;
+    for (size_t d = 0; d < info_.size(); d++)
+        for (size_t c = 0; c < kNumCtr; c++)
+            if (uint64_t v = counter(d, Ctr(c)); v != 0) {
+                std::snprintf(line, sizeof line, "%-22s %-18s %14llu\n", info_[d].name.c_str(), kCtrName[c],
+                              static_cast<unsigned long long>(v));
+                o << line;
+            }
+    return o.str();
+}
+
+} // namespace ztg

@@ -1,0 +1,74 @@
+// The running dataplane as the control thread sees it: EAL, ports, the pod table, the
+// published snapshot, the workers and their counters and event queues.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "config/result.hpp"
+#include "dataplane/worker.hpp"
+
+namespace ztg {
+
+struct DeviceInfo {
+    std::string name;    // "productpage" or "productpage.twin"
+    std::string devargs;
+    std::string key;     // config key path, for messages
+};
+
+class Runtime {
+  public:
+    explicit Runtime(Config cfg) : cfg_(std::move(cfg)) {}
+    ~Runtime();
+
+    // Start-up, in order; each returns an error naming the config key or DPDK device.
+    Status init_eal(const std::string& argv0, const std::string& file_prefix_override);
+    Status open_ports();
+    Status start_workers();
+
+    // Control loop body: drains worker events, republishes the snapshot if needed.
+    void poll_events();
+    void stop(); // stops workers, drains and closes ports
+
+    // Counters summed over workers, as JSON: {"ports": {...}, "workers": [...], ...}.
+    std::string counters_json() const;
+    std::string counters_table() const;
+    uint64_t counter(size_t dev, Ctr c) const;
+    const std::vector<DeviceInfo>& devices() const { return info_; }
+    const Config& config() const { return cfg_; }
+    uint32_t pod_count() const { return pods_ ? pods_->size() : 0; }
+
+  private:
+    Result<uint16_t> open_device(const std::string& devargs, const std::string& key, DevKind kind);
+    Status setup_queues(uint16_t dev);
+    void publish(std::unique_ptr<Snapshot> s);
+    std::unique_ptr<Snapshot> build_snapshot() const;
+
+    Config cfg_;
+    bool eal_up_ = false;
+    std::unique_ptr<Rcu> rcu_;
+    std::unique_ptr<PodTable> pods_;
+    rte_mempool* pool_ = nullptr;
+    Topology topo_;
+    std::vector<DeviceInfo> info_;
+    std::vector<bool> started_;
+    Shared shared_;
+    std::vector<std::unique_ptr<WorkerCtx>> workers_;
+    std::vector<std::vector<DeviceCounters>> counters_; // [worker][device]
+    std::vector<std::unique_ptr<EventQueue>> events_;
+    std::vector<unsigned> worker_lcores_;
+    bool workers_running_ = false;
+    std::atomic<uint64_t> generation_{0}; // read by the telemetry thread
+    std::optional<rte_ether_addr> nexthop_;
+};
+
+// Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.
+void telemetry_attach(Runtime* rt);
+void telemetry_detach();
+
+} // namespace ztg

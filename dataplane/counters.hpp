@@ -1,0 +1,67 @@
+// Per-worker, per-device counters. Each worker owns its block (single writer): it adds a
+// burst's worth at a time with relaxed load+store; readers (control, telemetry) sum the
+// workers' blocks with relaxed loads. Blocks are cache-line aligned so workers never share.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+namespace ztg {
+
+#define ZTG_COUNTERS(X)                                                                       \
+    X(rx, "frames received from the device")                                                \
+    X(tx, "frames sent out of the device")                                                  \
+    X(redirect, "TCP of a meshed pod, Geneve-encapsulated toward ztunnel")                  \
+    X(direct, "meshed pod to the ztunnel IP itself, forwarded unencapsulated")              \
+    X(pass, "handed to the kernel twin (or, from a twin, out of its port)")                 \
+    X(drop_no_twin, "would pass to the kernel twin, but the port has none")                 \
+    X(drop_too_big, "redirect that would exceed the tunnel MTU after 50 bytes of headers")  \
+    X(drop_no_nexthop, "redirect/direct while the ztunnel MAC is not resolved yet")         \
+    X(drop_tx_full, "the device's tx queue was full")                                       \
+    X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")         \
+    X(arp_sent, "ARP requests sent to resolve the ztunnel next hop")                        \
+    X(events_lost, "worker-to-control events lost because the queue was full")
+
+enum class Ctr : uint8_t {
+#define ZTG_ENUM(name, help) name,
+    ZTG_COUNTERS(ZTG_ENUM)
+#undef ZTG_ENUM
+        count
+};
+constexpr size_t kNumCtr = size_t(Ctr::count);
+
+constexpr std::array<const char*, kNumCtr> kCtrName = {
+#define ZTG_NAME(name, help) #name,
+    ZTG_COUNTERS(ZTG_NAME)
+#undef ZTG_NAME
+};
+constexpr std::array<const char*, kNumCtr> kCtrHelp = {
+#define ZTG_HELP(name, help) help,
+    ZTG_COUNTERS(ZTG_HELP)
+#undef ZTG_HELP
+};
+
+struct alignas(64) DeviceCounters {
+    std::array<std::atomic<uint64_t>, kNumCtr> v{};
+
+    // Single writer: the owning worker.
+    void add(Ctr c, uint64_t n) {
+        auto& a = v[size_t(c)];
+        a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    uint64_t get(Ctr c) const { return v[size_t(c)].load(std::memory_order_relaxed); }
+};
+
+// A burst's tally, kept in registers/stack and added to the shared block once.
+struct BurstTally {
+    std::array<uint32_t, kNumCtr> n{};
+    void inc(Ctr c, uint32_t k = 1) { n[size_t(c)] += k; }
+    void flush_to(DeviceCounters& d) {
+        for (size_t i = 0; i < kNumCtr; i++)
+            if (n[i] != 0) d.add(Ctr(i), n[i]);
+        n = {};
+    }
+};
+
+} // namespace ztg

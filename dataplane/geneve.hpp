@@ -1,0 +1,101 @@
+// Geneve encapsulation as the kernel's istioout device does it (RFC 8926): a 64-byte
+// template (outer Ethernet + IPv4 + UDP + Geneve, then the inner Ethernet header) is
+// copied in front of the packet's IPv4 header; per packet only the lengths, the ECN bits,
+// the incremental IPv4 checksum and the UDP source port change.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include <rte_ether.h>
+#include <rte_geneve.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_udp.h>
+
+#include "dataplane/net.hpp"
+#include "dataplane/parse.hpp"
+
+namespace ztg {
+
+constexpr uint16_t kGenevePort = RTE_GENEVE_DEFAULT_PORT; // 6081
+constexpr uint16_t kTransEtherBridging = RTE_GENEVE_TYPE_ETH; // 0x6558
+constexpr uint16_t kOuterLen = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) +
+                               sizeof(rte_udp_hdr) + sizeof(rte_geneve_hdr); // 50
+constexpr uint16_t kOuterIpOff = sizeof(rte_ether_hdr);
+constexpr uint16_t kOuterUdpOff = kOuterIpOff + sizeof(rte_ipv4_hdr);
+constexpr uint16_t kGeneveOff = kOuterUdpOff + sizeof(rte_udp_hdr);
+static_assert(kOuterLen == 50, "outer headers are 14 + 20 + 8 + 8 bytes");
+
+struct TunnelParams {
+    rte_ether_addr outer_src{}, outer_dst{};   // this port's MAC, the ztunnel next hop
+    Ip4 local, remote;                         // outer source, outer destination
+    uint32_t vni = 1001;
+    uint16_t udp_port = kGenevePort;
+    rte_ether_addr inner_src{}, inner_dst{};   // istioout, pistioout
+    bool udp_checksum = false;
+};
+
+// The precomputed header: exactly one cache line.
+struct alignas(64) EncapTemplate {
+    static constexpr uint16_t kSize = kOuterLen + sizeof(rte_ether_hdr); // 64
+    std::array<uint8_t, kSize> bytes{};
+    uint32_t ip_sum = 0;       // one's-complement sum of the outer IPv4 header, length 0, ECN 0
+    bool udp_checksum = false;
+};
+static_assert(sizeof(EncapTemplate::bytes) == 64);
+
+EncapTemplate make_template(const TunnelParams& t);
+
+// UDP source port for a flow (RFC 8926 §3.3): a hash of the inner 5-tuple folded into the
+// dynamic range 49152-65535, so it is never 0 and stable per flow. Fragments use ports 0.
+inline uint16_t flow_source_port(const Parsed& p) {
+    uint64_t x = (uint64_t(p.src.raw) << 32 | p.dst.raw) * 0x9E3779B97F4A7C15ull;
+    x ^= (uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32) *
+         0xC2B2AE3D27D4EB4Full;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return uint16_t(0xC000u | (x & 0x3FFFu));
+}
+
+// Folds a 32-bit one's-complement sum and complements it: an IPv4 header checksum.
+inline uint16_t fold_complement(uint32_t sum) {
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    return uint16_t(~sum);
+}
+
+// Encapsulates the IPv4 packet described by p (parsed from m). On return m starts with
+// the outer Ethernet header. The caller has checked that p.ip_len fits the tunnel MTU.
+// Returns false (m unchanged in meaning, to be dropped) if the mbuf lacks headroom.
+inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
+    // Drop the pod's Ethernet (+VLAN) header and any Ethernet padding after the IPv4 packet.
+    rte_pktmbuf_adj(m, p.l3_off);
+    if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
+    auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, EncapTemplate::kSize));
+    if (h == nullptr) return false;
+    rte_mov64(h, t.bytes.data());
+
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(h + kOuterIpOff);
+    const uint16_t outer_len = uint16_t(p.ip_len + EncapTemplate::kSize - sizeof(rte_ether_hdr));
+    const uint8_t ecn = p.tos & RTE_IPV4_HDR_ECN_MASK; // RFC 6040 normal mode: copy
+    ip->type_of_service = ecn;
+    ip->total_length = rte_cpu_to_be_16(outer_len);
+    // The template's sum was taken in host order of the 16-bit words; tos is the low byte
+    // of the first word, the total length the second word.
+    ip->hdr_checksum = rte_cpu_to_be_16(fold_complement(t.ip_sum + ecn + outer_len));
+
+    auto* udp = reinterpret_cast<rte_udp_hdr*>(h + kOuterUdpOff);
+    udp->src_port = rte_cpu_to_be_16(flow_source_port(p));
+    udp->dgram_len = rte_cpu_to_be_16(uint16_t(outer_len - sizeof(rte_ipv4_hdr)));
+    if (t.udp_checksum) {
+        udp->dgram_cksum = 0;
+        udp->dgram_cksum = rte_ipv4_udptcp_cksum_mbuf(m, ip, kOuterUdpOff);
+    }
+    m->l2_len = sizeof(rte_ether_hdr);
+    m->l3_len = sizeof(rte_ipv4_hdr);
+    return true;
+}
+
+} // namespace ztg

@@ -1,0 +1,65 @@
+#include "dataplane/worker.hpp"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+
+namespace ztg {
+
+void WorkerCtx::flush(uint16_t dev) {
+    TxQueue& q = tx[dev];
+    if (q.n == 0) return;
+    const uint16_t port = shared->topo->devs[dev].port_id;
+    const uint16_t sent = rte_eth_tx_burst(port, id, q.pkts.data(), q.n);
+    DeviceCounters& c = ctr(dev);
+    c.add(Ctr::tx, sent);
+    if (sent < q.n) {
+        c.add(Ctr::drop_tx_full, uint64_t(q.n - sent));
+        rte_pktmbuf_free_bulk(q.pkts.data() + sent, q.n - sent);
+    }
+    q.n = 0;
+}
+
+void WorkerCtx::flush_all() {
+    for (uint16_t dev : tx_dirty) flush(dev);
+    tx_dirty.clear();
+}
+
+void run_worker(WorkerCtx& ctx, const Pipeline& pipeline) {
+    Shared& sh = *ctx.shared;
+    const auto& devs = sh.topo->devs;
+    ctx.tx.assign(devs.size(), TxQueue{});
+    ctx.tx_dirty.reserve(devs.size() * 2);
+    sh.rcu->reader_start(ctx.id);
+
+    // Back off only after this many empty rounds, so a busy worker never sleeps.
+    constexpr uint32_t kIdleRounds = 256;
+    uint32_t idle = 0;
+    rte_mbuf* pkts[kBurst];
+    while (!sh.stop.load(std::memory_order_acquire)) {
+        ctx.snap = sh.snapshot.load(std::memory_order_acquire);
+        uint32_t got = 0;
+        for (uint16_t d = 0; d < devs.size(); d++) {
+            const uint16_t n = rte_eth_rx_burst(devs[d].port_id, ctx.id, pkts, kBurst);
+            if (n == 0) continue;
+            got += n;
+            ctx.ctr(d).add(Ctr::rx, n);
+            pipeline.stage[size_t(devs[d].kind)](ctx, d, pkts, n);
+            ctx.flush_all();
+        }
+        if (pipeline.tick != nullptr) {
+            pipeline.tick(ctx);
+            ctx.flush_all();
+        }
+        ctx.snap = nullptr;
+        sh.rcu->quiescent(ctx.id);
+        if (got != 0) {
+            idle = 0;
+        } else if (sh.idle_sleep_us != 0 && ++idle > kIdleRounds) {
+            rte_delay_us_sleep(sh.idle_sleep_us);
+        }
+    }
+    ctx.flush_all();
+    sh.rcu->reader_stop(ctx.id);
+}
+
+} // namespace ztg

@@ -1,0 +1,107 @@
+// The worker: one per lcore, run to completion over bursts. It polls its rx queue of every
+// device, hands each burst to the stage of that device's kind (set by the role's
+// pipeline), sends what the stage queued, reports a QSBR quiescent state each round, and
+// backs off when idle.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include <boost/lockfree/spsc_queue.hpp>
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include "dataplane/counters.hpp"
+#include "dataplane/pod_table.hpp"
+#include "dataplane/rcu.hpp"
+#include "dataplane/snapshot.hpp"
+
+namespace ztg {
+
+constexpr uint16_t kBurst = 32;
+constexpr uint16_t kNoDev = 0xFFFF;
+
+enum class DevKind : uint8_t { Pods, Ztunnel, Twin, count };
+
+// One DPDK device the workers poll: a configured port or the kernel twin of one.
+struct Device {
+    uint16_t port_id = 0;    // ethdev port
+    DevKind kind = DevKind::Pods;
+    uint16_t peer = kNoDev;  // a port's twin, or a twin's port (index into Topology::devs)
+    rte_ether_addr mac{};    // the MAC this device answers to (a port: its twin's, if any)
+};
+
+// Fixed for the life of the process once workers start.
+struct Topology {
+    std::vector<Device> devs;
+    uint16_t ztunnel = kNoDev; // index of the ztunnel port
+};
+
+// Worker -> control notifications; the control thread logs and acts on them.
+struct Event {
+    enum class Kind : uint8_t { NextHopMac } kind = Kind::NextHopMac;
+    Ip4 ip;
+    rte_ether_addr mac{};
+};
+using EventQueue = boost::lockfree::spsc_queue<Event, boost::lockfree::capacity<256>>;
+
+// What control shares with every worker.
+struct Shared {
+    const Topology* topo = nullptr;
+    std::atomic<const Snapshot*> snapshot{nullptr};
+    PodTable* pods = nullptr;
+    Rcu* rcu = nullptr;
+    rte_mempool* pool = nullptr;
+    std::atomic<bool> stop{false};
+    uint32_t idle_sleep_us = 0;
+};
+
+struct TxQueue {
+    std::array<rte_mbuf*, 2 * kBurst> pkts{};
+    uint16_t n = 0;
+};
+
+// A worker's own state; stages receive it and touch nothing else.
+struct WorkerCtx {
+    uint16_t id = 0;       // worker index = rx/tx queue index = QSBR thread id
+    Shared* shared = nullptr;
+    const Snapshot* snap = nullptr; // valid until the next quiescent state
+    std::vector<DeviceCounters>* counters = nullptr; // [device]
+    EventQueue* events = nullptr;
+    std::vector<TxQueue> tx;        // [device]
+    std::vector<uint16_t> tx_dirty; // devices with queued packets
+    uint64_t next_arp_tsc = 0;
+
+    // Queues m for transmission out of device dev (sent at the end of the burst).
+    void send(uint16_t dev, rte_mbuf* m) {
+        TxQueue& q = tx[dev];
+        if (q.n == 0) tx_dirty.push_back(dev);
+        else if (q.n == q.pkts.size()) flush(dev);
+        q.pkts[q.n++] = m;
+    }
+    void flush(uint16_t dev);
+    void flush_all();
+    void post(const Event& e) {
+        if (!events->push(e)) (*counters)[0].add(Ctr::events_lost, 1);
+    }
+    DeviceCounters& ctr(uint16_t dev) { return (*counters)[dev]; }
+};
+
+// A stage: takes a burst received on device dev and sorts every packet to an output
+// (ctx.send), or frees it with a counted reason. It owns the mbufs it is given.
+using Stage = void (*)(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
+// Called once per poll round with the current snapshot, for timed work (ARP resolution).
+using Tick = void (*)(WorkerCtx& ctx);
+
+struct Pipeline {
+    std::array<Stage, size_t(DevKind::count)> stage{};
+    Tick tick = nullptr;
+};
+
+// Runs until shared.stop. Launched on a worker lcore by control.
+void run_worker(WorkerCtx& ctx, const Pipeline& pipeline);
+
+} // namespace ztg
