@@ -199,8 +199,6 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         if (auto t = m.get("twin"); t && !t.IsNull()) {
             p.twin = text(t, m.path("twin"));
             use_device(*p.twin, m.path("twin"));
-            if (p.twin->rfind("net_tap", 0) != 0)
-                fail(m.path("twin"), "a kernel twin must be a net_tap device, got '" + device_name(*p.twin) + "'");
         }
         m.check_unknown();
         c.ports.push_back(std::move(p));

@@ -31,11 +31,15 @@ PodTable::~PodTable() { rte_hash_free(h_); }
 
 bool PodTable::add(Ip4 ip) {
     if (contains(ip)) return true;
-    return rte_hash_add_key(h_, &ip.raw) >= 0;
+    if (rte_hash_add_key(h_, &ip.raw) < 0) return false;
+    size_.fetch_add(1, std::memory_order_relaxed);
+    return true;
 }
 
-bool PodTable::del(Ip4 ip) { return rte_hash_del_key(h_, &ip.raw) >= 0; }
-
-uint32_t PodTable::size() const { return uint32_t(rte_hash_count(h_)); }
+bool PodTable::del(Ip4 ip) {
+    if (rte_hash_del_key(h_, &ip.raw) < 0) return false;
+    size_.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+}
 
 } // namespace ztg

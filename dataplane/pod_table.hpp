@@ -3,6 +3,7 @@
 // thread is the single writer; deleted slots are reused only after a QSBR grace period.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -29,7 +30,8 @@ class PodTable {
     // Writer (control thread). add: true if present afterwards; del: true if it was there.
     bool add(Ip4 ip);
     bool del(Ip4 ip);
-    uint32_t size() const;
+    // Pods in the table (deleted slots awaiting their grace period are not counted).
+    uint32_t size() const { return size_.load(std::memory_order_relaxed); }
 
     // Readers (workers). Bit i of the result is set when keys[i] is a pod. n <= kMaxBulk.
     uint64_t lookup_bulk(const Ip4* keys, uint32_t n) const {
@@ -45,6 +47,7 @@ class PodTable {
   private:
     rte_hash* h_ = nullptr;
     uint32_t capacity_;
+    std::atomic<uint32_t> size_{0}; // written by the control thread, read by telemetry
 };
 
 } // namespace ztg

@@ -1,0 +1,166 @@
+#include "tests/support/harness.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include <rte_eal.h>
+#include <rte_ip.h>
+#include <unistd.h>
+
+#include "pipelines/node.hpp"
+
+namespace ztg::test {
+
+void eal_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        std::string prefix = "--file-prefix=ztg-test-" + std::to_string(getpid());
+        const char* args[] = {"test", "--no-huge", "-m", "512", "--no-pci", "--no-telemetry",
+                              "--log-level=*:error", "-l", "0", prefix.c_str()};
+        std::vector<char*> argv;
+        for (const char* a : args) argv.push_back(const_cast<char*>(a));
+        if (rte_eal_init(int(argv.size()), argv.data()) < 0) {
+            std::fprintf(stderr, "EAL init failed\n");
+            std::abort();
+        }
+        std::atexit([] { rte_eal_cleanup(); });
+    });
+}
+
+Snapshot lab_snapshot() {
+    Snapshot s;
+    s.ztunnel_ip = ip4(10, 244, 2, 10);
+    s.local_ip = ip4(10, 244, 2, 1);
+    s.set_redirect(6);
+    s.max_inner_len = 1500 - kOuterLen;
+    s.nexthop_known = true;
+    s.nexthop_mac = {{0x02, 0, 0, 0, 0x02, 0x0a}};
+    s.ztunnel_port_mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
+    TunnelParams tp;
+    tp.outer_src = s.ztunnel_port_mac;
+    tp.outer_dst = s.nexthop_mac;
+    tp.local = s.local_ip;
+    tp.remote = s.ztunnel_ip;
+    tp.vni = 1001;
+    tp.inner_src = {{0x02, 0, 0, 0, 0x7f, 0x01}};
+    tp.inner_dst = {{0x02, 0, 0, 0, 0x7f, 0x02}};
+    s.tmpl = make_template(tp);
+    return s;
+}
+
+Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
+    eal_once();
+    static int n = 0;
+    const std::string id = std::to_string(n++);
+    pool = rte_pktmbuf_pool_create(("tp" + id).c_str(), 8191, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    rcu = std::make_unique<Rcu>(1);
+    pods = std::make_unique<PodTable>("tpods" + id, pod_capacity, *rcu);
+    if (pool == nullptr || !rcu->ok() || !pods->ok()) std::abort();
+    topo.devs.resize(4);
+    topo.devs[kPods] = {0, DevKind::Pods, pods_twin ? kPodsTwin : kNoDev, {}};
+    topo.devs[kPodsTwin] = {1, DevKind::Twin, kPods, {}};
+    topo.devs[kZt] = {2, DevKind::Ztunnel, kZtTwin, {}};
+    topo.devs[kZtTwin] = {3, DevKind::Twin, kZt, {}};
+    topo.ztunnel = kZt;
+    snap = lab_snapshot();
+    shared.topo = &topo;
+    shared.pods = pods.get();
+    shared.rcu = rcu.get();
+    shared.pool = pool;
+    shared.snapshot.store(&snap, std::memory_order_release);
+    counters = std::vector<DeviceCounters>(topo.devs.size());
+    ctx.id = 0;
+    ctx.shared = &shared;
+    ctx.counters = &counters;
+    ctx.events = &events;
+    ctx.tx.assign(topo.devs.size(), TxQueue{});
+    ctx.tx_dirty.reserve(8);
+    ctx.snap = &snap;
+}
+
+Harness::~Harness() {
+    for (uint16_t d = 0; d < ctx.tx.size(); d++)
+        for (rte_mbuf* m : take(d)) rte_pktmbuf_free(m);
+    pods.reset();
+    rcu.reset();
+    rte_mempool_free(pool);
+}
+
+void Harness::set_snapshot(const Snapshot& s) {
+    snap = s;
+    ctx.snap = &snap;
+}
+
+rte_mbuf* Harness::frame(const std::vector<uint8_t>& bytes) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool);
+    if (m == nullptr) std::abort();
+    char* p = rte_pktmbuf_append(m, uint16_t(bytes.size()));
+    if (p == nullptr) std::abort();
+    std::memcpy(p, bytes.data(), bytes.size());
+    return m;
+}
+
+void Harness::run_pods(std::vector<rte_mbuf*> pkts) {
+    for (size_t i = 0; i < pkts.size(); i += kBurst) {
+        const uint16_t n = uint16_t(std::min<size_t>(kBurst, pkts.size() - i));
+        node_from_pods(ctx, kPods, pkts.data() + i, n);
+    }
+}
+
+std::vector<rte_mbuf*> Harness::take(uint16_t dev) {
+    TxQueue& q = ctx.tx[dev];
+    std::vector<rte_mbuf*> out(q.pkts.begin(), q.pkts.begin() + q.n);
+    q.n = 0;
+    ctx.tx_dirty.clear();
+    return out;
+}
+
+std::vector<uint8_t> make_frame(const FrameSpec& f) {
+    std::vector<uint8_t> b;
+    auto put = [&](std::initializer_list<uint8_t> l) { b.insert(b.end(), l); };
+    auto put16 = [&](uint16_t v) { put({uint8_t(v >> 8), uint8_t(v)}); };
+    auto put32 = [&](uint32_t v) { put16(uint16_t(v >> 16)); put16(uint16_t(v)); };
+    put({0x02, 0, 0, 0, 0x01, 0x03, 0x02, 0, 0, 0, 0x02, 0x03}); // dst: twin, src: pod
+    if (f.vlan >= 0) {
+        put16(0x8100);
+        put16(uint16_t(f.vlan));
+    }
+    put16(0x0800);
+    const size_t ip = b.size();
+    const uint16_t l4 = f.proto == 6 ? 20 : f.proto == 17 ? 8 : 0;
+    const uint16_t total = uint16_t(20 + l4 + f.payload);
+    put({0x45, f.tos});
+    put16(total);
+    put16(0x1234);
+    put16(f.frag);
+    put({f.ttl, f.proto});
+    put16(0);
+    put32(f.src);
+    put32(f.dst);
+    uint32_t sum = 0;
+    for (size_t i = ip; i < ip + 20; i += 2) sum += uint32_t(b[i]) << 8 | b[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    b[ip + 10] = uint8_t(~sum >> 8);
+    b[ip + 11] = uint8_t(~sum);
+    if (f.proto == 6) {
+        put16(f.sport);
+        put16(f.dport);
+        put32(1);
+        put32(0);
+        put({0x50, 0x02});
+        put16(64240);
+        put16(0);
+        put16(0);
+    } else if (f.proto == 17) {
+        put16(f.sport);
+        put16(f.dport);
+        put16(uint16_t(8 + f.payload));
+        put16(0);
+    }
+    for (uint16_t i = 0; i < f.payload; i++) b.push_back(uint8_t(i));
+    return b;
+}
+
+} // namespace ztg::test

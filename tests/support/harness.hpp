@@ -1,0 +1,59 @@
+// A dataplane without ports, for unit tests and benchmarks: EAL in memory (no hugepages,
+// no PCI, a private file prefix), one mempool, a pod table, a snapshot and a WorkerCtx
+// whose stages queue into ctx.tx[] where the caller can look at what they sent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <rte_mbuf.h>
+
+#include "dataplane/worker.hpp"
+
+namespace ztg::test {
+
+// Initialises EAL once per process; aborts the test binary if it cannot.
+void eal_once();
+
+struct Harness {
+    // Devices: 0 = pods port, 1 = its twin, 2 = ztunnel port, 3 = ztunnel twin.
+    static constexpr uint16_t kPods = 0, kPodsTwin = 1, kZt = 2, kZtTwin = 3;
+
+    explicit Harness(uint32_t pod_capacity = 1024, bool pods_twin = true);
+    ~Harness();
+
+    rte_mbuf* frame(const std::vector<uint8_t>& bytes); // an mbuf holding bytes
+    void run_pods(std::vector<rte_mbuf*> pkts);           // node_from_pods over a burst
+    std::vector<rte_mbuf*> take(uint16_t dev);            // what the stage sent to dev
+    uint64_t counter(uint16_t dev, Ctr c) const { return counters[dev].get(c); }
+    void set_snapshot(const Snapshot& s);
+
+    rte_mempool* pool = nullptr;
+    std::unique_ptr<Rcu> rcu;
+    std::unique_ptr<PodTable> pods;
+    Topology topo;
+    Shared shared;
+    Snapshot snap;
+    std::vector<DeviceCounters> counters;
+    EventQueue events;
+    WorkerCtx ctx;
+};
+
+// The lab's tunnel: 10.244.2.1 -> 10.244.2.10, VNI 1001, next hop known.
+Snapshot lab_snapshot();
+
+// Frame builders (network byte order inside): Ethernet [+ VLAN] + IPv4 + TCP/UDP.
+struct FrameSpec {
+    uint32_t src = 0x0af40203, dst = 0x0a60000a; // 10.244.2.3 -> 10.96.0.10
+    uint8_t proto = 6;
+    uint16_t sport = 40000, dport = 9080;
+    uint8_t tos = 0, ttl = 64;
+    uint16_t payload = 0;
+    int vlan = -1; // VLAN ID, or -1 for none
+    uint16_t frag = 0x4000; // DF
+};
+std::vector<uint8_t> make_frame(const FrameSpec& f);
+
+} // namespace ztg::test

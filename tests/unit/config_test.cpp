@@ -1,0 +1,109 @@
+// Config validation: good configs load with their defaults; each bad one is refused with
+// the key path and the reason a user needs to fix it.
+#include <gtest/gtest.h>
+
+#include "config/config.hpp"
+
+using namespace ztg;
+
+namespace {
+
+const std::string kGood = R"(
+role: node
+ports:
+  - {name: pods0, role: pods, devargs: "net_af_packet0,iface=v0", twin: "net_tap0,iface=t0"}
+  - {name: zt, role: ztunnel, devargs: "net_af_packet1,iface=v1"}
+tunnel:
+  local_ip: 10.244.2.1
+  remote_ip: 10.244.2.10
+  inner_src_mac: "02:00:00:00:7f:01"
+  inner_dst_mac: "02:00:00:00:7f:02"
+pods: [10.244.2.3, 10.244.2.2]
+)";
+
+TEST(Config, GoodConfigAndDefaults) {
+    auto c = parse_config(kGood, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->tunnel.vni, 1001u);
+    EXPECT_EQ(c->tunnel.udp_port, 6081);
+    EXPECT_FALSE(c->tunnel.udp_checksum);
+    EXPECT_FALSE(c->tunnel.next_hop_mac.has_value()) << "default is ARP";
+    EXPECT_EQ(c->tunnel.mtu, 1500);
+    EXPECT_EQ(c->protocols, std::vector<uint8_t>{6});
+    EXPECT_EQ(c->dpdk.workers, 1u);
+    ASSERT_EQ(c->ports.size(), 2u);
+    EXPECT_EQ(*c->ports[0].twin, "net_tap0,iface=t0");
+    EXPECT_EQ(c->pods.size(), 2u);
+    EXPECT_EQ(c->pods[0], 0x0af40203u);
+}
+
+struct Bad {
+    const char* what;
+    std::string from, to; // replace `from` in kGood by `to`
+    const char* message; // the whole message, or its machine-independent start
+};
+
+class BadConfig : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(BadConfig, RefusedWithKeyAndReason) {
+    const Bad& b = GetParam();
+    std::string y = kGood;
+    const auto at = y.find(b.from);
+    ASSERT_NE(at, std::string::npos) << b.from;
+    y.replace(at, b.from.size(), b.to);
+    auto c = parse_config(y, "bad.yaml");
+    ASSERT_FALSE(c.ok()) << b.what;
+    // Messages are compared whole; two end where the text depends on the machine.
+    EXPECT_TRUE(c.error().starts_with(b.message)) << "got: " << c.error();
+}
+
+const Bad kBad[] = {
+    {"unknown top key", "role: node", "role: node\nrolle: x", "rolle: unknown key"},
+    {"unknown nested key", "  local_ip:", "  locl_ip: 1.2.3.4\n  local_ip:", "tunnel.locl_ip: unknown key"},
+    {"wrong role", "role: node", "role: router", "role: 'router' is not a role (node)"},
+    {"bad ip", "local_ip: 10.244.2.1", "local_ip: 10.244.2.300",
+     "tunnel.local_ip: '10.244.2.300' is not an IPv4 address (dotted quad)"},
+    {"vni too big", "  local_ip:", "  vni: 16777216\n  local_ip:", "tunnel.vni: 16777216 is out of range 0..16777215"},
+    {"port 0", "  local_ip:", "  udp_port: 0\n  local_ip:", "tunnel.udp_port: 0 is out of range 1..65535"},
+    {"wrong type", "  local_ip:", "  udp_checksum: maybe\n  local_ip:",
+     "tunnel.udp_checksum: expected true or false, got 'maybe'"},
+    {"short mac", "\"02:00:00:00:7f:01\"", "\"02:00:00:00:7f\"",
+     "tunnel.inner_src_mac: '02:00:00:00:7f' is not a MAC address (six hex pairs like 02:00:00:00:00:01)"},
+    {"multicast mac", "\"02:00:00:00:7f:02\"", "\"01:00:5e:00:00:01\"",
+     "tunnel.inner_dst_mac: 01:00:5e:00:00:01 is a multicast/broadcast MAC"},
+    {"missing required", "  remote_ip: 10.244.2.10\n", "",
+     "tunnel.remote_ip: required (the ztunnel pod address, outer destination)"},
+    {"duplicate device", "net_af_packet1,iface=v1", "net_af_packet0,iface=v1",
+     "ports[1].devargs: duplicate device 'net_af_packet0' (also ports[0].devargs)"},
+    {"duplicate name", "name: zt", "name: pods0", "ports[1].name: duplicate port name 'pods0' (also ports[0].name)"},
+    {"no ztunnel port", "role: ztunnel", "role: pods", "ports: exactly one port with role ztunnel is required, found 0"},
+    {"bad port role", "role: ztunnel", "role: tunnel", "ports[1].role: 'tunnel' is not a port role (pods or ztunnel)"},
+    {"duplicate pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.3, 10.244.2.3]",
+     "pods[1]: duplicate pod 10.244.2.3 (also pods[0])"},
+    {"pods not a list", "[10.244.2.3, 10.244.2.2]", "10.244.2.3", "pods: expected a list, got '10.244.2.3'"},
+    {"ztunnel as pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.10]", "pods[0]: 10.244.2.10 is the ztunnel (tunnel.remote_ip)"},
+    {"bad protocol", "role: node", "role: node\nredirect: {protocols: [tcp, gre]}",
+     "redirect.protocols[1]: 'gre' is not a protocol (tcp, udp, icmp, sctp or a number 0-255)"},
+    {"too many workers", "role: node", "role: node\ndpdk: {workers: 64}", "dpdk.workers: 64 workers but this machine has "},
+    {"in-memory with no-huge", "role: node", "role: node\ndpdk: {eal_args: [--in-memory]}",
+     "dpdk.eal_args[0]: --in-memory cannot be combined with no_huge (EAL refuses it)"},
+    {"mtu too small", "  local_ip:", "  mtu: 100\n  local_ip:", "tunnel.mtu: 100 is out of range 576..9216"},
+    {"same local and remote", "remote_ip: 10.244.2.10", "remote_ip: 10.244.2.1",
+     "tunnel.remote_ip: must differ from tunnel.local_ip"},
+    {"yaml syntax", "role: node", "role: [node", "bad.yaml:"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Config, BadConfig, ::testing::ValuesIn(kBad), [](const auto& tpi) {
+    std::string n = tpi.param.what;
+    for (auto& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    return n;
+});
+
+TEST(Config, MissingFileNamesTheFile) {
+    auto c = load_config("/nonexistent/ztg.yaml");
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.error(), "/nonexistent/ztg.yaml: cannot open the file");
+}
+
+} // namespace
