@@ -200,6 +200,7 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
             p.twin = text(t, m.path("twin"));
             use_device(*p.twin, m.path("twin"));
         }
+        if (auto mc = m.get("mac"); mc) p.mac = unicast_mac(mc, m.path("mac"));
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });

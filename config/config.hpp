@@ -22,6 +22,7 @@ struct PortConfig {
     PortRole role = PortRole::Pods;
     std::string devargs;
     std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
+    std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)
 };
 
 struct DpdkConfig {

@@ -157,9 +157,15 @@ Status Runtime::open_ports() {
     started_.assign(topo_.devs.size(), false);
     for (uint16_t d = 0; d < topo_.devs.size(); d++)
         if (auto s = setup_queues(d); !s) return s;
-    // A port answers to its twin's MAC: that is the address the kernel gives its neighbours.
+    // A port answers to its twin's MAC, the address the kernel gives its neighbours,
+    // unless the config names one.
     for (auto& dev : topo_.devs)
         if (dev.kind != DevKind::Twin && dev.peer != kNoDev) dev.mac = topo_.devs[dev.peer].mac;
+    for (size_t d = 0, p = 0; d < topo_.devs.size(); d++) {
+        if (topo_.devs[d].kind == DevKind::Twin) continue;
+        if (cfg_.ports[p].mac) topo_.devs[d].mac = to_ether(*cfg_.ports[p].mac);
+        p++;
+    }
     return Ok{};
 }
 

@@ -1,0 +1,52 @@
+"""A reference Geneve encapsulator written with scapy, independent of ztgeneve's C++:
+what the kernel's istioout device would put on the wire for a redirected packet.
+Used to build the expected pcaps of the packet-in/packet-out cases."""
+from scapy.all import IP, UDP, Ether, Raw
+from scapy.contrib.geneve import GENEVE
+
+M64 = (1 << 64) - 1
+
+
+def _le(b):
+    return int.from_bytes(b, "little")
+
+
+def flow_source_port(ip_bytes):
+    """ztgeneve's documented UDP source-port hash (README, 'UDP source port'): a 64-bit
+    mix of the inner addresses, ports and protocol, folded into 49152-65535. Fields
+    are taken as they lie in memory (network byte order read on a little-endian host);
+    fragments hash with ports 0."""
+    ihl = (ip_bytes[0] & 15) * 4
+    proto = ip_bytes[9]
+    frag = int.from_bytes(ip_bytes[6:8], "big") & 0x3FFF
+    src, dst = _le(ip_bytes[12:16]), _le(ip_bytes[16:20])
+    sport = dport = 0
+    if proto in (6, 17, 132) and frag == 0 and len(ip_bytes) >= ihl + 4:
+        sport, dport = _le(ip_bytes[ihl:ihl + 2]), _le(ip_bytes[ihl + 2:ihl + 4])
+    x = (((src << 32) | dst) * 0x9E3779B97F4A7C15) & M64
+    x ^= (((sport << 16) | dport | (proto << 32)) * 0xC2B2AE3D27D4EB4F) & M64
+    x ^= x >> 29
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 32
+    return 0xC000 | (x & 0x3FFF)
+
+
+def encapsulate(ip_bytes, t):
+    """Outer Ethernet/IPv4/UDP/Geneve + inner Ethernet around the inner IPv4 packet."""
+    ecn = ip_bytes[1] & 3
+    outer = (Ether(dst=t["next_hop_mac"], src=t["port_mac"]) /
+             IP(src=t["local_ip"], dst=t["remote_ip"], ttl=64, flags="DF", id=0, tos=ecn) /
+             UDP(sport=flow_source_port(ip_bytes), dport=t.get("udp_port", 6081),
+                 chksum=None if t.get("udp_checksum") else 0) /
+             GENEVE(vni=t.get("vni", 1001), proto=0x6558) /
+             Ether(dst=t["inner_dst_mac"], src=t["inner_src_mac"], type=0x0800) /
+             Raw(ip_bytes))
+    return bytes(outer)
+
+
+def route_direct(ip_bytes, t):
+    """A routed hop to the ztunnel IP: new MACs, TTL - 1, checksum recomputed."""
+    ip = IP(ip_bytes)
+    ip.ttl -= 1
+    del ip.chksum
+    return bytes(Ether(dst=t["next_hop_mac"], src=t["port_mac"], type=0x0800) / ip)
