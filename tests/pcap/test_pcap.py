@@ -86,10 +86,10 @@ def test_case(case, netns, tmp_path):
 
         def all_received():
             try:
-                c = telemetry.query(prefix, "/ztgeneve/counters")
+                c = telemetry.counters(prefix)
             except telemetry.TelemetryError:
                 return False
-            return c["pods"]["rx"] >= spec["frames"]
+            return c["ports"]["pods"]["rx"] >= spec["frames"]
 
         deadline = time.monotonic() + 20
         while not all_received():

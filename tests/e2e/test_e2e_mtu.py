@@ -1,0 +1,40 @@
+"""A redirected packet that no longer fits the MTU after the 50 bytes of encapsulation is
+never sent oversized; one that fits is sent whole."""
+import time
+
+import pytest
+from conftest import PODS, VIP, ns_of, twin_mac
+
+import netns
+import pcaputil as pu
+from pcaputil import IP, TCP, UDP
+
+POD = "reviews-v2"
+MTU = 1500
+
+
+def _send(lab, ip_len, sport):
+    zt = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in", name=f"mtu-{ip_len}")
+    with zt:
+        out = netns.client(ns_of(POD), "rawtcp", VIP, 9080, "--ip-len", ip_len, "--src", PODS[POD],
+                           "--dst-mac", twin_mac(POD), "--sport", sport)
+        assert out == "sent"
+        got = zt.wait_for(lambda p: pu.outer_is_geneve(p) and TCP in pu.inner_frame(p)
+                          and pu.inner_frame(p)[TCP].sport == sport, count=1, timeout=2)
+        if not got:
+            time.sleep(0.5)
+    return [p for p in zt.packets() if pu.outer_is_geneve(p)], got
+
+
+def test_largest_fitting_packet_is_encapsulated(lab):
+    allp, got = _send(lab, MTU - 50, 40001)
+    assert got, f"a {MTU - 50}-byte packet (fits after encap) did not reach ztunnel"
+    assert len(bytes(got[0][IP])) == MTU, "outer IPv4 packet should be exactly the MTU"
+    assert len(bytes(pu.inner_frame(got[0])[IP])) == MTU - 50
+
+
+def test_too_big_packet_never_sent_oversized(lab):
+    allp, got = _send(lab, MTU - 49, 40002)
+    oversized = [len(bytes(p[IP])) for p in allp if len(bytes(p[IP])) > MTU]
+    assert not oversized, f"ztunnel received outer IPv4 packets of {oversized} bytes > MTU {MTU}"
+    assert not got, "a packet that cannot fit after encapsulation was sent to ztunnel"
