@@ -180,12 +180,20 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
             fail(m.path("name"), "'" + p.name + "' may only use a-z, 0-9, '-' and '_'");
         if (auto [it, fresh] = names.emplace(p.name, m.path("name")); !fresh)
             fail(m.path("name"), "duplicate port name '" + p.name + "' (also " + it->second + ")");
+        const bool node = c.role == Role::Node;
+        const char* roles = node ? "pods or ztunnel" : "uplink or tunnel";
         auto role = m.get("role");
-        if (!role) fail(m.path("role"), "required (pods or ztunnel)");
+        if (!role) fail(m.path("role"), std::string("required (") + roles + ")");
         const std::string r = scalar(role, m.path("role"));
-        if (r == "pods") p.role = PortRole::Pods;
-        else if (r == "ztunnel") p.role = PortRole::Ztunnel;
-        else fail(m.path("role"), "'" + r + "' is not a port role (pods or ztunnel)");
+        if (node && r == "pods") p.role = PortRole::Pods;
+        else if (node && r == "ztunnel") p.role = PortRole::Ztunnel;
+        else if (!node && r == "uplink") p.role = PortRole::Uplink;
+        else if (!node && r == "tunnel") p.role = PortRole::Tunnel;
+        else fail(m.path("role"), "'" + r + "' is not a port role of " + (node ? "a node" : "an endpoint") + " (" + roles + ")");
+        if (auto v = m.get("vni"); v) {
+            if (p.role != PortRole::Tunnel) fail(m.path("vni"), "only a port with role tunnel carries a vni");
+            p.vni = uint32_t(unsigned_in(v, m.path("vni"), 0, (1u << 24) - 1));
+        }
         auto use_device = [&](const std::string& devargs, const std::string& dk) {
             const std::string dev = device_name(devargs);
             if (dev.empty()) fail(dk, "devargs must start with a device name, e.g. net_tap0,iface=x");
@@ -204,12 +212,15 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });
-    const auto zt = std::count_if(c.ports.begin(), c.ports.end(), [](auto& p) { return p.role == PortRole::Ztunnel; });
-    if (zt != 1) fail(key, "exactly one port with role ztunnel is required, found " + std::to_string(zt));
-    if (c.ports.size() < 2) fail(key, "at least one port with role pods is required");
+    auto count = [&](PortRole r) { return std::count_if(c.ports.begin(), c.ports.end(), [&](auto& p) { return p.role == r; }); };
+    const bool node = c.role == Role::Node;
+    const char* link = node ? "ztunnel" : "uplink";
+    if (auto found = count(node ? PortRole::Ztunnel : PortRole::Uplink); found != 1)
+        fail(key, std::string("exactly one port with role ") + link + " is required, found " + std::to_string(found));
+    if (c.ports.size() < 2) fail(key, std::string("at least one port with role ") + (node ? "pods" : "tunnel") + " is required");
 }
 
-void parse_tunnel(Map m, TunnelConfig& t) {
+void parse_tunnel(Map m, TunnelConfig& t, bool node) {
     if (auto n = m.get("vni"); n) t.vni = uint32_t(unsigned_in(n, m.path("vni"), 0, (1u << 24) - 1));
     if (auto n = m.get("udp_port"); n) t.udp_port = uint16_t(unsigned_in(n, m.path("udp_port"), 1, 65535));
     auto local = m.get("local_ip");
@@ -222,11 +233,17 @@ void parse_tunnel(Map m, TunnelConfig& t) {
     if (auto n = m.get("next_hop_mac"); n && !(n.IsScalar() && n.Scalar() == "arp"))
         t.next_hop_mac = unicast_mac(n, m.path("next_hop_mac"));
     auto isrc = m.get("inner_src_mac");
-    if (!isrc) fail(m.path("inner_src_mac"), "required (the MAC of istioout)");
-    t.inner_src_mac = unicast_mac(isrc, m.path("inner_src_mac"));
     auto idst = m.get("inner_dst_mac");
-    if (!idst) fail(m.path("inner_dst_mac"), "required (the MAC of pistioout)");
-    t.inner_dst_mac = unicast_mac(idst, m.path("inner_dst_mac"));
+    if (node) {
+        if (!isrc) fail(m.path("inner_src_mac"), "required (the MAC of istioout)");
+        t.inner_src_mac = unicast_mac(isrc, m.path("inner_src_mac"));
+        if (!idst) fail(m.path("inner_dst_mac"), "required (the MAC of pistioout)");
+        t.inner_dst_mac = unicast_mac(idst, m.path("inner_dst_mac"));
+        if (auto n = m.get("inner_ip"); n) t.inner_ip = unicast_ipv4(n, m.path("inner_ip"));
+    } else {
+        for (const char* k : {"inner_src_mac", "inner_dst_mac", "inner_ip"})
+            if (m.get(k)) fail(m.path(k), "only for role node (the endpoint keeps the kernel's inner frame)");
+    }
     if (auto n = m.get("udp_checksum"); n) t.udp_checksum = boolean(n, m.path("udp_checksum"));
     if (auto n = m.get("mtu"); n) t.mtu = uint16_t(unsigned_in(n, m.path("mtu"), 576, 9216));
     m.check_unknown();
@@ -248,10 +265,10 @@ Config parse(const YAML::Node& root, const std::string& source) {
     if (auto n = top.get("role"); n) {
         const std::string r = scalar(n, "role");
         if (r == "node") c.role = Role::Node;
-        else if (r == "endpoint") fail("role", "'endpoint' is not available in this version (only node)");
-        else fail("role", "'" + r + "' is not a role (node)");
+        else if (r == "endpoint") c.role = Role::Endpoint;
+        else fail("role", "'" + r + "' is not a role (node or endpoint)");
     } else {
-        fail("role", "required (node)");
+        fail("role", "required (node or endpoint)");
     }
     if (auto n = top.get("dpdk"); n) parse_dpdk(Map(n, "dpdk"), c.dpdk);
     auto ports = top.get("ports");
@@ -259,7 +276,17 @@ Config parse(const YAML::Node& root, const std::string& source) {
     parse_ports(ports, "ports", c);
     auto tunnel = top.get("tunnel");
     if (!tunnel) fail("tunnel", "required (local_ip, remote_ip, inner MACs)");
-    parse_tunnel(Map(tunnel, "tunnel"), c.tunnel);
+    parse_tunnel(Map(tunnel, "tunnel"), c.tunnel, c.role == Role::Node);
+    for (size_t i = 0; i < c.ports.size(); i++)
+        if (c.ports[i].role == PortRole::Tunnel) {
+            if (!c.ports[i].vni) c.ports[i].vni = c.tunnel.vni;
+            for (size_t j = 0; j < i; j++)
+                if (c.ports[j].role == PortRole::Tunnel && c.ports[j].vni == c.ports[i].vni)
+                    fail(idx("ports", i) + ".vni", "VNI " + std::to_string(*c.ports[i].vni) + " is carried by ports[" + std::to_string(j) + "] already");
+        }
+    if (c.role == Role::Endpoint)
+        for (const char* k : {"redirect", "pods", "limits"})
+            if (top.get(k)) fail(k, "only for role node");
     if (auto n = top.get("redirect"); n) {
         Map r(n, "redirect");
         if (auto p = r.get("protocols"); p) {

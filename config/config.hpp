@@ -15,7 +15,7 @@ namespace ztg {
 using Mac = std::array<uint8_t, 6>;
 
 enum class Role { Node, Endpoint };
-enum class PortRole { Pods, Ztunnel };
+enum class PortRole { Pods, Ztunnel, Uplink, Tunnel };
 
 struct PortConfig {
     std::string name;
@@ -23,6 +23,7 @@ struct PortConfig {
     std::string devargs;
     std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
     std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)
+    std::optional<uint32_t> vni;     // role tunnel: the VNI carried (set from tunnel.vni if absent)
 };
 
 struct DpdkConfig {
@@ -45,6 +46,7 @@ struct TunnelConfig {
     Mac inner_dst_mac{};
     bool udp_checksum = false;
     uint16_t mtu = 1500;
+    uint32_t inner_ip = 0xC0A87F01; // istioout's address, 192.168.127.1 (node role)
 };
 
 struct Config {

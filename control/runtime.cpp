@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "pipelines/endpoint.hpp"
 #include "pipelines/node.hpp"
 
 namespace ztg {
@@ -32,9 +33,14 @@ std::string ether_str(const rte_ether_addr& a) {
     return b;
 }
 
+struct Launch {
+    WorkerCtx* ctx;
+    const Pipeline* pipeline;
+};
+
 int launch(void* arg) {
-    auto* ctx = static_cast<WorkerCtx*>(arg);
-    run_worker(*ctx, node_pipeline());
+    auto* l = static_cast<Launch*>(arg);
+    run_worker(*l->ctx, *l->pipeline);
     return 0;
 }
 
@@ -121,7 +127,8 @@ Status Runtime::setup_queues(uint16_t d) {
     if (int rc = rte_eth_dev_start(dev.port_id); rc != 0)
         return err(inf.key + ": starting '" + device_name(inf.devargs) + "' failed: " + rte_strerror(-rc));
     started_[d] = true;
-    if (dev.kind != DevKind::Twin) rte_eth_promiscuous_enable(dev.port_id); // frames for the twin's MAC
+    if (dev.kind != DevKind::Twin && dev.kind != DevKind::Tunnel)
+        rte_eth_promiscuous_enable(dev.port_id); // frames for the twin's MAC
     rte_eth_macaddr_get(dev.port_id, &dev.mac);
     return Ok{};
 }
@@ -141,11 +148,15 @@ Status Runtime::open_ports() {
     for (size_t i = 0; i < cfg_.ports.size(); i++) {
         const PortConfig& p = cfg_.ports[i];
         const std::string key = "ports[" + std::to_string(i) + "]";
-        const DevKind kind = p.role == PortRole::Ztunnel ? DevKind::Ztunnel : DevKind::Pods;
+        const DevKind kind = p.role == PortRole::Ztunnel ? DevKind::Ztunnel
+                             : p.role == PortRole::Uplink ? DevKind::Uplink
+                             : p.role == PortRole::Tunnel ? DevKind::Tunnel
+                                                          : DevKind::Pods;
         auto d = open_device(p.devargs, key + ".devargs", kind);
         if (!d) return err(d.error());
         info_.push_back({p.name, p.devargs, key + ".devargs"});
-        if (kind == DevKind::Ztunnel) topo_.ztunnel = *d;
+        if (kind == DevKind::Ztunnel || kind == DevKind::Uplink) topo_.link = *d;
+        if (kind == DevKind::Tunnel) topo_.devs[*d].vni = *p.vni;
         if (p.twin) {
             auto t = open_device(*p.twin, key + ".twin", DevKind::Twin);
             if (!t) return err(t.error());
@@ -172,24 +183,37 @@ Status Runtime::open_ports() {
 std::unique_ptr<Snapshot> Runtime::build_snapshot() const {
     auto s = std::make_unique<Snapshot>();
     const TunnelConfig& t = cfg_.tunnel;
-    s->ztunnel_ip = Ip4::from_host(t.remote_ip);
+    s->remote_ip = Ip4::from_host(t.remote_ip);
     s->local_ip = Ip4::from_host(t.local_ip);
     for (uint8_t p : cfg_.protocols) s->set_redirect(p);
     s->max_inner_len = uint16_t(t.mtu - kOuterLen);
-    s->ztunnel_port_mac = topo_.devs[topo_.ztunnel].mac;
+    s->link_mac = topo_.devs[topo_.link].mac;
     s->nexthop_known = nexthop_.has_value();
     if (nexthop_) s->nexthop_mac = *nexthop_;
     TunnelParams tp;
-    tp.outer_src = s->ztunnel_port_mac;
+    tp.outer_src = s->link_mac;
     tp.outer_dst = s->nexthop_mac;
     tp.local = s->local_ip;
-    tp.remote = s->ztunnel_ip;
+    tp.remote = s->remote_ip;
     tp.vni = t.vni;
     tp.udp_port = t.udp_port;
     tp.inner_src = to_ether(t.inner_src_mac);
     tp.inner_dst = to_ether(t.inner_dst_mac);
     tp.udp_checksum = t.udp_checksum;
     s->tmpl = make_template(tp);
+    s->decap.local = s->local_ip;
+    s->decap.remote = s->remote_ip;
+    s->decap.udp_port = t.udp_port;
+    s->vni = t.vni;
+    s->inner_ip = Ip4::from_host(t.inner_ip);
+    s->inner_mac = tp.inner_src;
+    s->tunnel_tmpl.resize(topo_.devs.size());
+    for (size_t d = 0; d < topo_.devs.size(); d++)
+        if (topo_.devs[d].kind == DevKind::Tunnel) {
+            TunnelParams per = tp;
+            per.vni = topo_.devs[d].vni;
+            s->tunnel_tmpl[d] = make_template(per);
+        }
     s->generation = generation_.load(std::memory_order_relaxed) + 1;
     return s;
 }
@@ -233,11 +257,15 @@ Status Runtime::start_workers() {
         ctx->events = events_.back().get();
         workers_.push_back(std::move(ctx));
     }
+    const Pipeline& pipeline = cfg_.role == Role::Node ? node_pipeline() : endpoint_pipeline();
+    static std::vector<Launch> launches;
+    launches.clear();
+    for (auto& ctx : workers_) launches.push_back({ctx.get(), &pipeline});
     unsigned lcore;
     uint32_t i = 0;
     RTE_LCORE_FOREACH_WORKER(lcore) {
         if (i == w) break;
-        if (int rc = rte_eal_remote_launch(launch, workers_[i].get(), lcore); rc != 0)
+        if (int rc = rte_eal_remote_launch(launch, &launches[i], lcore); rc != 0)
             return err("dpdk.workers: cannot launch worker " + std::to_string(i) + " on lcore " + std::to_string(lcore));
         worker_lcores_.push_back(lcore);
         i++;
@@ -254,10 +282,14 @@ void Runtime::poll_events() {
         while (q->pop(e)) {
             if (e.kind == Event::Kind::NextHopMac &&
                 (!nexthop_ || !rte_is_same_ether_addr(&*nexthop_, &e.mac))) {
-                spdlog::info("ztunnel {} is at {}{}", format_ip(e.ip.host()), ether_str(e.mac),
+                spdlog::info("tunnel peer {} is at {}{}", format_ip(e.ip.host()), ether_str(e.mac),
                              nexthop_ ? " (was " + ether_str(*nexthop_) + ")" : "");
                 nexthop_ = e.mac;
                 changed = true;
+            } else if (e.kind == Event::Kind::PodSeen && e.dev < info_.size()) {
+                const PodLocation loc = PodLocation::of(e.dev, e.mac);
+                if (pods_->location(e.ip) != loc && pods_->set_location(e.ip, loc))
+                    spdlog::info("pod {} is at {} on port {}", format_ip(e.ip.host()), ether_str(e.mac), info_[e.dev].name);
             }
         }
     }
@@ -278,6 +310,7 @@ void Runtime::stop() {
     for (const Device& dev : topo_.devs) rte_eth_dev_close(dev.port_id); // net_tap removes its tap
     topo_.devs.clear();
     delete shared_.snapshot.exchange(nullptr, std::memory_order_acq_rel);
+    if (pods_) final_pods_ = pods_->size();
     pods_.reset();
     rcu_.reset();
     if (pool_ != nullptr) {

@@ -41,7 +41,7 @@ class Runtime {
     uint64_t counter(size_t dev, Ctr c) const;
     const std::vector<DeviceInfo>& devices() const { return info_; }
     const Config& config() const { return cfg_; }
-    uint32_t pod_count() const { return pods_ ? pods_->size() : 0; }
+    uint32_t pod_count() const { return pods_ ? pods_->size() : final_pods_; }
 
   private:
     Result<uint16_t> open_device(const std::string& devargs, const std::string& key, DevKind kind);
@@ -65,6 +65,7 @@ class Runtime {
     bool workers_running_ = false;
     std::atomic<uint64_t> generation_{0}; // read by the telemetry thread
     std::optional<rte_ether_addr> nexthop_;
+    uint32_t final_pods_ = 0; // pod count when the table was freed, for the exit report
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

@@ -6,11 +6,13 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 #include <rte_ether.h>
 #include <rte_geneve.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
+#include <rte_memcpy.h>
 #include <rte_udp.h>
 
 #include "dataplane/net.hpp"
@@ -66,28 +68,29 @@ inline uint16_t fold_complement(uint32_t sum) {
     return uint16_t(~sum);
 }
 
-// Encapsulates the IPv4 packet described by p (parsed from m). On return m starts with
-// the outer Ethernet header. The caller has checked that p.ip_len fits the tunnel MTU.
-// Returns false (m unchanged in meaning, to be dropped) if the mbuf lacks headroom.
-inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
-    // Drop the pod's Ethernet (+VLAN) header and any Ethernet padding after the IPv4 packet.
-    rte_pktmbuf_adj(m, p.l3_off);
-    if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
-    auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, EncapTemplate::kSize));
+// Prepends the tunnel headers to m and fills in what changes per packet. hdr is 64 (the
+// outer headers plus the template's inner Ethernet header: m holds an L3 payload) or
+// kOuterLen (m already starts with the inner Ethernet header). Returns false, m unchanged,
+// if the mbuf lacks headroom.
+inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hdr, uint8_t ecn, uint16_t sport) {
+    auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, hdr));
     if (h == nullptr) return false;
-    rte_mov64(h, t.bytes.data());
-
+    if (hdr == EncapTemplate::kSize) {
+        rte_mov64(h, t.bytes.data());
+    } else {
+        rte_mov32(h, t.bytes.data());
+        rte_mov16(h + 32, t.bytes.data() + 32);
+        std::memcpy(h + 48, t.bytes.data() + 48, kOuterLen - 48);
+    }
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(h + kOuterIpOff);
-    const uint16_t outer_len = uint16_t(p.ip_len + EncapTemplate::kSize - sizeof(rte_ether_hdr));
-    const uint8_t ecn = p.tos & RTE_IPV4_HDR_ECN_MASK; // RFC 6040 normal mode: copy
+    const uint16_t outer_len = uint16_t(m->pkt_len - sizeof(rte_ether_hdr));
     ip->type_of_service = ecn;
     ip->total_length = rte_cpu_to_be_16(outer_len);
     // The template's sum was taken in host order of the 16-bit words; tos is the low byte
     // of the first word, the total length the second word.
     ip->hdr_checksum = rte_cpu_to_be_16(fold_complement(t.ip_sum + ecn + outer_len));
-
     auto* udp = reinterpret_cast<rte_udp_hdr*>(h + kOuterUdpOff);
-    udp->src_port = rte_cpu_to_be_16(flow_source_port(p));
+    udp->src_port = rte_cpu_to_be_16(sport);
     udp->dgram_len = rte_cpu_to_be_16(uint16_t(outer_len - sizeof(rte_ipv4_hdr)));
     if (t.udp_checksum) {
         udp->dgram_cksum = 0;
@@ -96,6 +99,17 @@ inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
     m->l2_len = sizeof(rte_ether_hdr);
     m->l3_len = sizeof(rte_ipv4_hdr);
     return true;
+}
+
+// Encapsulates the IPv4 packet described by p (parsed from m) as istioout does: the pod's
+// Ethernet header (and VLAN tag, and any padding) is replaced by the template's inner one.
+// The caller has checked that p.ip_len fits the tunnel MTU. Returns false (m to be
+// dropped) if the mbuf lacks headroom.
+inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
+    rte_pktmbuf_adj(m, p.l3_off);
+    if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
+    // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
+    return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK, flow_source_port(p));
 }
 
 } // namespace ztg

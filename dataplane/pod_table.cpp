@@ -36,6 +36,12 @@ bool PodTable::add(Ip4 ip) {
     return true;
 }
 
+bool PodTable::set_location(Ip4 ip, PodLocation loc) {
+    if (!contains(ip)) return false;
+    // Replacing the data of an existing key is one atomic store in RW_CONCURRENCY_LF mode.
+    return rte_hash_add_key_data(h_, &ip.raw, reinterpret_cast<void*>(uintptr_t(loc.word))) >= 0;
+}
+
 bool PodTable::del(Ip4 ip) {
     if (rte_hash_del_key(h_, &ip.raw) < 0) return false;
     size_.fetch_sub(1, std::memory_order_relaxed);

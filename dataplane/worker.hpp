@@ -24,7 +24,9 @@ namespace ztg {
 constexpr uint16_t kBurst = 32;
 constexpr uint16_t kNoDev = 0xFFFF;
 
-enum class DevKind : uint8_t { Pods, Ztunnel, Twin, count };
+// Node role: Pods and Ztunnel ports; endpoint role: one Uplink (toward the node) and a
+// Tunnel tap per VNI; either role: the Twin of any port.
+enum class DevKind : uint8_t { Pods, Ztunnel, Twin, Uplink, Tunnel, count };
 
 // One DPDK device the workers poll: a configured port or the kernel twin of one.
 struct Device {
@@ -32,19 +34,24 @@ struct Device {
     DevKind kind = DevKind::Pods;
     uint16_t peer = kNoDev;  // a port's twin, or a twin's port (index into Topology::devs)
     rte_ether_addr mac{};    // the MAC this device answers to (a port: its twin's, if any)
+    uint32_t vni = 0;        // a Tunnel tap: the VNI it carries
 };
 
 // Fixed for the life of the process once workers start.
 struct Topology {
     std::vector<Device> devs;
-    uint16_t ztunnel = kNoDev; // index of the ztunnel port
+    uint16_t link = kNoDev; // the device toward the tunnel peer (node: ztunnel port; endpoint: uplink)
 };
 
 // Worker -> control notifications; the control thread logs and acts on them.
 struct Event {
-    enum class Kind : uint8_t { NextHopMac } kind = Kind::NextHopMac;
+    enum class Kind : uint8_t {
+        NextHopMac, // ARP from the tunnel peer: ip is at mac
+        PodSeen,    // pod ip sent from mac on device dev
+    } kind = Kind::NextHopMac;
     Ip4 ip;
     rte_ether_addr mac{};
+    uint16_t dev = kNoDev;
 };
 using EventQueue = boost::lockfree::spsc_queue<Event, boost::lockfree::capacity<256>>;
 
@@ -74,6 +81,7 @@ struct WorkerCtx {
     std::vector<TxQueue> tx;        // [device]
     std::vector<uint16_t> tx_dirty; // devices with queued packets
     uint64_t next_arp_tsc = 0;
+    uint64_t last_pod_seen = 0; // last PodSeen posted (ip ^ location), to post each change once
 
     // Queues m for transmission out of device dev (sent at the end of the burst).
     void send(uint16_t dev, rte_mbuf* m) {

@@ -1,5 +1,8 @@
-// Small actions the pipelines share: hand a frame to the kernel twin, learn a next hop.
+// Small actions both roles share: hand a frame to the kernel twin, learn and resolve the
+// tunnel peer's MAC by ARP.
 #pragma once
+
+#include <cstring>
 
 #include <rte_arp.h>
 #include <rte_ether.h>
@@ -20,8 +23,8 @@ inline void to_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, BurstTally& t) {
     ctx.send(twin, m);
 }
 
-// If m is an ARP request or reply whose sender is `ip`, returns the sender's MAC.
-inline const rte_ether_addr* arp_sender_mac(const rte_mbuf* m, Ip4 ip) {
+// The ARP header of m if it is an Ethernet/IPv4 ARP request or reply (untagged).
+inline const rte_arp_hdr* arp_of(const rte_mbuf* m) {
     if (m->data_len < sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return nullptr;
     const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
     if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return nullptr;
@@ -30,9 +33,25 @@ inline const rte_ether_addr* arp_sender_mac(const rte_mbuf* m, Ip4 ip) {
         arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
         arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4)
         return nullptr;
-    uint32_t sip;
-    std::memcpy(&sip, &arp->arp_data.arp_sip, 4);
-    return sip == ip.raw ? &arp->arp_data.arp_sha : nullptr;
+    return arp;
 }
+
+inline Ip4 arp_sender_ip(const rte_arp_hdr* arp) {
+    Ip4 ip;
+    std::memcpy(&ip.raw, &arp->arp_data.arp_sip, 4);
+    return ip;
+}
+
+// On the tunnel link: ARP from the peer (re)teaches us its MAC, e.g. after it restarts.
+inline void snoop_peer_arp(WorkerCtx& ctx, const rte_mbuf* m) {
+    const Snapshot& s = *ctx.snap;
+    const rte_arp_hdr* arp = arp_of(m);
+    if (arp == nullptr || arp_sender_ip(arp) != s.remote_ip) return;
+    if (s.nexthop_known && rte_is_same_ether_addr(&arp->arp_data.arp_sha, &s.nexthop_mac)) return;
+    ctx.post(Event{Event::Kind::NextHopMac, s.remote_ip, arp->arp_data.arp_sha, kNoDev});
+}
+
+// Worker 0, once per poll round: while the peer's MAC is unknown, ask for it once a second.
+void resolve_peer_tick(WorkerCtx& ctx);
 
 } // namespace ztg

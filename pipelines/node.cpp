@@ -1,11 +1,12 @@
 #include "pipelines/node.hpp"
 
 #include <cstring>
+#include <optional>
 
-#include <rte_cycles.h>
 #include <rte_ip.h>
 #include <rte_prefetch.h>
 
+#include "dataplane/decap.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
@@ -28,18 +29,94 @@ bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
     rte_pktmbuf_adj(m, uint16_t(p.l3_off - sizeof(rte_ether_hdr))); // drop a VLAN tag
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->dst_addr = s.nexthop_mac;
-    eth->src_addr = s.ztunnel_port_mac;
+    eth->src_addr = s.link_mac;
     eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
     return true;
+}
+
+// Tells control where a pod was seen, once per change (the return path delivers there).
+void note_pod(WorkerCtx& ctx, Ip4 ip, PodLocation known, uint16_t dev, const rte_ether_addr& mac) {
+    const PodLocation here = PodLocation::of(dev, mac);
+    if (known == here) return;
+    const uint64_t key = here.word * 0x9E3779B97F4A7C15ull ^ ip.raw;
+    if (key == ctx.last_pod_seen) return;
+    ctx.last_pod_seen = key;
+    ctx.post(Event{Event::Kind::PodSeen, ip, mac, dev});
+}
+
+// An ARP request inside the tunnel for istioout's own address (the ztunnel side's
+// `default via 192.168.127.1 dev pistioout` needs it): answered as istioout would, back
+// through the tunnel. Returns nothing if m is not such a request, else tunnel_arp_reply
+// (sent) or drop_no_headroom (m to be freed).
+std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+    auto* b = rte_pktmbuf_mtod(m, uint8_t*);
+    if (m->data_len < inner_off + sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return {};
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(b + inner_off);
+    if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return {};
+    auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
+    uint32_t tip;
+    std::memcpy(&tip, &arp->arp_data.arp_tip, 4);
+    if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) || tip != s.inner_ip.raw ||
+        arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4)
+        return {};
+    const rte_ether_addr asker = arp->arp_data.arp_sha;
+    arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+    arp->arp_data.arp_tha = asker;
+    std::memcpy(&arp->arp_data.arp_tip, &arp->arp_data.arp_sip, 4);
+    arp->arp_data.arp_sha = s.inner_mac;
+    std::memcpy(&arp->arp_data.arp_sip, &s.inner_ip.raw, 4);
+    rte_pktmbuf_adj(m, uint16_t(inner_off + sizeof(rte_ether_hdr)));
+    if (m->pkt_len > sizeof(rte_arp_hdr)) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - sizeof(rte_arp_hdr)));
+    if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000)) return Ctr::drop_no_headroom;
+    auto* inner = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, kOuterLen);
+    inner->dst_addr = asker;
+    inner->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+    ctx.send(ctx.shared->topo->link, m);
+    return Ctr::tunnel_arp_reply;
+}
+
+// A valid Geneve frame from ztunnel (inner frame at g.inner_off): delivered to the pod
+// that owns the inner destination, as if the kernel had routed it out of istioout's peer
+// veth. Returns the counter that tells what happened; m was sent when it is decap or
+// tunnel_arp_reply, and is the caller's to free otherwise.
+Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
+    if (g.vni != s.vni) return Ctr::decap_bad_vni;
+    if (auto arp = answer_tunnel_arp(ctx, m, g.inner_off, s)) return *arp;
+    auto* b = rte_pktmbuf_mtod(m, uint8_t*);
+    const uint32_t avail = m->data_len - g.inner_off;
+    const auto* eth = reinterpret_cast<const rte_ether_hdr*>(b + g.inner_off);
+    if (avail < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) ||
+        eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+        return Ctr::decap_bad_inner;
+    uint8_t* ip = b + g.inner_off + sizeof(rte_ether_hdr);
+    const uint32_t ihl = (ip[0] & 0x0f) * 4u;
+    const uint32_t total = uint32_t(ip[2]) << 8 | ip[3];
+    if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || total > avail - sizeof(rte_ether_hdr))
+        return Ctr::decap_bad_inner;
+    Ip4 dst;
+    std::memcpy(&dst.raw, ip + 16, 4);
+    const PodLocation loc = ctx.shared->pods->location(dst);
+    if (!loc.known()) return Ctr::decap_unknown_pod;
+    if (!ecn_decapsulate(g.outer_ecn, ip)) return Ctr::decap_ecn_drop;
+
+    rte_pktmbuf_adj(m, g.inner_off);
+    const uint32_t frame = sizeof(rte_ether_hdr) + total;
+    if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
+    auto* out = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+    out->dst_addr = loc.mac();
+    out->src_addr = ctx.shared->topo->devs[loc.dev()].mac;
+    ctx.send(loc.dev(), m);
+    return Ctr::decap;
 }
 
 } // namespace
 
 void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
-    const uint16_t zt = ctx.shared->topo->ztunnel;
+    const uint16_t zt = ctx.shared->topo->link;
     Parsed p[kBurst];
     Ip4 src[kBurst];
+    PodLocation loc[kBurst];
     for (uint16_t i = 0; i < n && i < kPrefetchAhead; i++)
         rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     for (uint16_t i = 0; i < n; i++) {
@@ -47,14 +124,21 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
         p[i] = parse_frame(pkts[i]);
         src[i] = p[i].src; // 0.0.0.0 for non-IPv4: never a pod
     }
-    const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n);
+    const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n, loc);
 
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
+        const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
+        if (pod) note_pod(ctx, p[i].src, loc[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
         // The kernel's mark rule: -p <proto> -m set --match-set ztunnel-pods-ips src.
-        const bool marked = p[i].ipv4 && ((is_pod >> i) & 1) && s.redirects(p[i].proto);
-        if (!marked) {
+        if (!pod || !s.redirects(p[i].proto)) {
+            if (!p[i].ipv4)
+                if (const rte_arp_hdr* arp = arp_of(m); arp != nullptr) { // a pod's ARP: learn it too
+                    const Ip4 sip = arp_sender_ip(arp);
+                    PodLocation l;
+                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &l) != 0) note_pod(ctx, sip, l, dev, arp->arp_data.arp_sha);
+                }
             to_twin(ctx, dev, m, t);
             continue;
         }
@@ -63,7 +147,7 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
             rte_pktmbuf_free(m);
             continue;
         }
-        if (p[i].dst == s.ztunnel_ip) { // table 101: ZT_IP dev <veth> scope link
+        if (p[i].dst == s.remote_ip) { // table 101: ZT_IP dev <veth> scope link
             if (forward_direct(m, p[i], s)) {
                 t.inc(Ctr::direct);
                 ctx.send(zt, m);
@@ -92,11 +176,17 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
     const Snapshot& s = *ctx.snap;
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
-        // Learn (or re-learn, after a ztunnel restart) the next hop from its ARP.
-        if (const rte_ether_addr* mac = arp_sender_mac(pkts[i], s.ztunnel_ip);
-            mac != nullptr && (!s.nexthop_known || !rte_is_same_ether_addr(mac, &s.nexthop_mac)))
-            ctx.post(Event{Event::Kind::NextHopMac, s.ztunnel_ip, *mac});
-        to_twin(ctx, dev, pkts[i], t);
+        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        rte_mbuf* m = pkts[i];
+        snoop_peer_arp(ctx, m);
+        const GeneveView g = inspect_geneve(m, s.decap);
+        if (g.verdict == Tunnel::NotOurs) { // ztunnel's own traffic, ARP: the kernel's
+            to_twin(ctx, dev, m, t);
+            continue;
+        }
+        const Ctr c = g.verdict == Tunnel::Drop ? g.reason : deliver_to_pod(ctx, m, g, s);
+        t.inc(c);
+        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply) rte_pktmbuf_free(m);
     }
     t.flush_to(ctx.ctr(dev));
 }
@@ -107,34 +197,7 @@ void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     ctx.ctr(dev).add(Ctr::pass, n);
 }
 
-void node_tick(WorkerCtx& ctx) {
-    const Snapshot& s = *ctx.snap;
-    if (ctx.id != 0 || s.nexthop_known) return;
-    const uint64_t now = rte_get_tsc_cycles();
-    if (now < ctx.next_arp_tsc) return;
-    ctx.next_arp_tsc = now + rte_get_tsc_hz(); // one request a second until answered
-
-    rte_mbuf* m = rte_pktmbuf_alloc(ctx.shared->pool);
-    if (m == nullptr) return;
-    constexpr uint16_t kLen = sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr);
-    auto* eth = reinterpret_cast<rte_ether_hdr*>(rte_pktmbuf_append(m, kLen));
-    std::memset(eth->dst_addr.addr_bytes, 0xFF, RTE_ETHER_ADDR_LEN);
-    eth->src_addr = s.ztunnel_port_mac;
-    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
-    auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
-    arp->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
-    arp->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-    arp->arp_hlen = RTE_ETHER_ADDR_LEN;
-    arp->arp_plen = 4;
-    arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REQUEST);
-    arp->arp_data.arp_sha = s.ztunnel_port_mac;
-    std::memcpy(&arp->arp_data.arp_sip, &s.local_ip.raw, 4);
-    std::memset(arp->arp_data.arp_tha.addr_bytes, 0, RTE_ETHER_ADDR_LEN);
-    std::memcpy(&arp->arp_data.arp_tip, &s.ztunnel_ip.raw, 4);
-    const uint16_t zt = ctx.shared->topo->ztunnel;
-    ctx.ctr(zt).add(Ctr::arp_sent, 1);
-    ctx.send(zt, m);
-}
+void node_tick(WorkerCtx& ctx) { resolve_peer_tick(ctx); }
 
 const Pipeline& node_pipeline() {
     static const Pipeline p = [] {

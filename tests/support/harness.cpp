@@ -17,7 +17,10 @@ void eal_once() {
     static std::once_flag once;
     std::call_once(once, [] {
         std::string prefix = "--file-prefix=ztg-test-" + std::to_string(getpid());
-        const char* args[] = {"test", "--no-huge", "-m", "512", "--no-pci", "--no-telemetry",
+        // ZTG_TEST_EAL_MEM (MB) lets benchmarks with a million pods ask for more memory.
+        const char* mem = std::getenv("ZTG_TEST_EAL_MEM");
+        const std::string mb = mem != nullptr ? mem : "512";
+        const char* args[] = {"test", "--no-huge", "-m", mb.c_str(), "--no-pci", "--no-telemetry",
                               "--log-level=*:error", "-l", "0", prefix.c_str()};
         std::vector<char*> argv;
         for (const char* a : args) argv.push_back(const_cast<char*>(a));
@@ -31,18 +34,18 @@ void eal_once() {
 
 Snapshot lab_snapshot() {
     Snapshot s;
-    s.ztunnel_ip = ip4(10, 244, 2, 10);
+    s.remote_ip = ip4(10, 244, 2, 10);
     s.local_ip = ip4(10, 244, 2, 1);
     s.set_redirect(6);
     s.max_inner_len = 1500 - kOuterLen;
     s.nexthop_known = true;
     s.nexthop_mac = {{0x02, 0, 0, 0, 0x02, 0x0a}};
-    s.ztunnel_port_mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
+    s.link_mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
     TunnelParams tp;
-    tp.outer_src = s.ztunnel_port_mac;
+    tp.outer_src = s.link_mac;
     tp.outer_dst = s.nexthop_mac;
     tp.local = s.local_ip;
-    tp.remote = s.ztunnel_ip;
+    tp.remote = s.remote_ip;
     tp.vni = 1001;
     tp.inner_src = {{0x02, 0, 0, 0, 0x7f, 0x01}};
     tp.inner_dst = {{0x02, 0, 0, 0, 0x7f, 0x02}};
@@ -63,7 +66,7 @@ Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
     topo.devs[kPodsTwin] = {1, DevKind::Twin, kPods, {}};
     topo.devs[kZt] = {2, DevKind::Ztunnel, kZtTwin, {}};
     topo.devs[kZtTwin] = {3, DevKind::Twin, kZt, {}};
-    topo.ztunnel = kZt;
+    topo.link = kZt;
     snap = lab_snapshot();
     shared.topo = &topo;
     shared.pods = pods.get();

@@ -70,7 +70,7 @@ TEST_P(Classify, Verdict) {
         EXPECT_EQ(h.counter(Harness::kPods, Ctr::direct), 1u);
         auto* eth = rte_pktmbuf_mtod(zt[0], rte_ether_hdr*);
         EXPECT_TRUE(rte_is_same_ether_addr(&eth->dst_addr, &h.snap.nexthop_mac));
-        EXPECT_TRUE(rte_is_same_ether_addr(&eth->src_addr, &h.snap.ztunnel_port_mac));
+        EXPECT_TRUE(rte_is_same_ether_addr(&eth->src_addr, &h.snap.link_mac));
         EXPECT_EQ(eth->ether_type, rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) << "VLAN tag must be gone";
         auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
         EXPECT_EQ(ip->time_to_live, c.frame.ttl - 1);

@@ -43,6 +43,8 @@ struct Bad {
     const char* message; // the whole message, or its machine-independent start
 };
 
+void PrintTo(const Bad& b, std::ostream* os) { *os << b.what; }
+
 class BadConfig : public ::testing::TestWithParam<Bad> {};
 
 TEST_P(BadConfig, RefusedWithKeyAndReason) {
@@ -60,7 +62,7 @@ TEST_P(BadConfig, RefusedWithKeyAndReason) {
 const Bad kBad[] = {
     {"unknown top key", "role: node", "role: node\nrolle: x", "rolle: unknown key"},
     {"unknown nested key", "  local_ip:", "  locl_ip: 1.2.3.4\n  local_ip:", "tunnel.locl_ip: unknown key"},
-    {"wrong role", "role: node", "role: router", "role: 'router' is not a role (node)"},
+    {"wrong role", "role: node", "role: router", "role: 'router' is not a role (node or endpoint)"},
     {"bad ip", "local_ip: 10.244.2.1", "local_ip: 10.244.2.300",
      "tunnel.local_ip: '10.244.2.300' is not an IPv4 address (dotted quad)"},
     {"vni too big", "  local_ip:", "  vni: 16777216\n  local_ip:", "tunnel.vni: 16777216 is out of range 0..16777215"},
@@ -77,7 +79,7 @@ const Bad kBad[] = {
      "ports[1].devargs: duplicate device 'net_af_packet0' (also ports[0].devargs)"},
     {"duplicate name", "name: zt", "name: pods0", "ports[1].name: duplicate port name 'pods0' (also ports[0].name)"},
     {"no ztunnel port", "role: ztunnel", "role: pods", "ports: exactly one port with role ztunnel is required, found 0"},
-    {"bad port role", "role: ztunnel", "role: tunnel", "ports[1].role: 'tunnel' is not a port role (pods or ztunnel)"},
+    {"bad port role", "role: ztunnel", "role: tunnel", "ports[1].role: 'tunnel' is not a port role of a node (pods or ztunnel)"},
     {"duplicate pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.3, 10.244.2.3]",
      "pods[1]: duplicate pod 10.244.2.3 (also pods[0])"},
     {"pods not a list", "[10.244.2.3, 10.244.2.2]", "10.244.2.3", "pods: expected a list, got '10.244.2.3'"},
@@ -99,6 +101,36 @@ INSTANTIATE_TEST_SUITE_P(Config, BadConfig, ::testing::ValuesIn(kBad), [](const 
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
     return n;
 });
+
+const std::string kEndpoint = R"(
+role: endpoint
+ports:
+  - {name: uplink, role: uplink, devargs: "net_af_packet0,iface=ztlink", twin: "net_tap0,iface=eth0"}
+  - {name: pistioout, role: tunnel, devargs: "net_tap1,iface=pistioout"}
+  - {name: pistioin, role: tunnel, vni: 1000, devargs: "net_tap2,iface=pistioin"}
+tunnel: {local_ip: 10.244.2.10, remote_ip: 10.244.2.1}
+)";
+
+TEST(Config, EndpointRole) {
+    auto c = parse_config(kEndpoint, "ep.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->role, Role::Endpoint);
+    EXPECT_EQ(c->ports[1].role, PortRole::Tunnel);
+    EXPECT_EQ(*c->ports[1].vni, 1001u) << "a tunnel port defaults to tunnel.vni";
+    EXPECT_EQ(*c->ports[2].vni, 1000u);
+}
+
+TEST(Config, EndpointRefusesNodeKeysAndDuplicateVnis) {
+    std::string y = kEndpoint + "pods: [10.244.2.3]\n";
+    EXPECT_EQ(parse_config(y, "ep.yaml").error(), "pods: only for role node");
+    y = kEndpoint;
+    y.replace(y.find("vni: 1000"), 9, "vni: 1001");
+    EXPECT_EQ(parse_config(y, "ep.yaml").error(), "ports[2].vni: VNI 1001 is carried by ports[1] already");
+    y = kEndpoint;
+    y.replace(y.find("role: uplink"), 12, "role: pods");
+    EXPECT_EQ(parse_config(y, "ep.yaml").error(),
+              "ports[0].role: 'pods' is not a port role of an endpoint (uplink or tunnel)");
+}
 
 TEST(Config, MissingFileNamesTheFile) {
     auto c = load_config("/nonexistent/ztg.yaml");

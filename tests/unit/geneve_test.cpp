@@ -114,10 +114,10 @@ TEST_F(GeneveTest, VlanAndPaddingDoNotReachTheInnerFrame) {
 TEST_F(GeneveTest, UdpChecksumWhenConfigured) {
     TunnelParams tp;
     Snapshot s = lab_snapshot();
-    tp.outer_src = s.ztunnel_port_mac;
+    tp.outer_src = s.link_mac;
     tp.outer_dst = s.nexthop_mac;
     tp.local = s.local_ip;
-    tp.remote = s.ztunnel_ip;
+    tp.remote = s.remote_ip;
     tp.udp_checksum = true;
     t = make_template(tp);
     FrameSpec f;

@@ -1,0 +1,235 @@
+// Micro benchmarks of the fast path (perf/README.md): pod-table lookups, parse + Geneve
+// encapsulation, and the node's pods stage, over bursts of 32. Only the stage under test
+// is timed, with the TSC; the time is fed to google-benchmark as manual time, so its
+// items_per_second (packets) covers the same region as the cycles/pkt counter.
+#include <bit>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <rte_atomic.h>
+#include <rte_cycles.h>
+#include <rte_ip.h>
+#include <rte_memcpy.h>
+
+#include "dataplane/geneve.hpp"
+#include "dataplane/parse.hpp"
+#include "pipelines/node.hpp"
+#include "tests/support/harness.hpp"
+
+using namespace ztg;
+using ztg::test::Harness;
+
+namespace {
+
+constexpr uint32_t kStream = 1u << 20; // source addresses, cycled through
+constexpr uint32_t kRingBursts = 64;   // bursts of mbufs, cycled through (2048 mbufs)
+constexpr uint16_t kFrameLen = 64;     // Ethernet + IPv4 + TCP + 10 bytes of payload
+
+// The i-th address of a fixed permutation of 10.0.0.0/8 (an odd multiplier is a bijection
+// mod 2^24): pods are 0..n-1; the addresses from n up share the range but are not pods.
+Ip4 addr(uint32_t i) {
+    return Ip4::from_host(0x0A000000u | ((i * 0x9E3779B1u) & 0xFFFFFFu));
+}
+
+// A harness whose pod table holds `pods` pods, and a stream of source addresses drawn
+// uniformly from them 90% of the time, else from non-pods: no locality, the worst case
+// for the caches once the table outgrows them.
+struct World {
+    std::unique_ptr<Harness> h;
+    std::vector<Ip4> stream;
+
+    explicit World(uint32_t pods) {
+        const uint32_t capacity = std::max(1024u, pods + pods / 4);
+        h = std::make_unique<Harness>(capacity);
+        // Every pod already seen on the pods port (from the MAC make_frame uses), as in a
+        // steady state: the stage then posts no PodSeen events.
+        const rte_ether_addr mac{{0x02, 0, 0, 0, 0x02, 0x03}};
+        const PodLocation loc = PodLocation::of(Harness::kPods, mac);
+        for (uint32_t i = 0; i < pods; i++)
+            if (!h->pods->add(addr(i)) || !h->pods->set_location(addr(i), loc)) std::abort();
+        std::mt19937 gen(42);
+        auto rng = [&gen] { return uint32_t(gen()); };
+        stream.resize(kStream);
+        for (Ip4& a : stream)
+            a = rng() % 10 != 0 ? addr(rng() % pods) : addr(pods + rng() % kStream);
+    }
+};
+
+// Built once per pod count (a million adds take a while); cleared by main before EAL goes.
+std::map<uint32_t, std::unique_ptr<World>> g_worlds;
+
+World& world(int64_t pods) {
+    auto& w = g_worlds[uint32_t(pods)];
+    if (!w) w = std::make_unique<World>(uint32_t(pods));
+    return *w;
+}
+
+// kRingBursts bursts of 64-byte TCP frames (pod -> service VIP), restored after each use
+// from a pristine copy, with the next source address of the stream. Never freed or
+// allocated while timing.
+struct Ring {
+    std::vector<rte_mbuf*> m = std::vector<rte_mbuf*>(kRingBursts * kBurst);
+    std::vector<uint8_t> pristine;
+    const World& w;
+    uint32_t next_src = 0;
+
+    explicit Ring(const World& world_) : w(world_) {
+        test::FrameSpec f;
+        f.payload = kFrameLen - 54;
+        pristine = test::make_frame(f);
+        if (pristine.size() != kFrameLen ||
+            rte_pktmbuf_alloc_bulk(w.h->pool, m.data(), unsigned(m.size())) != 0)
+            std::abort();
+        for (uint32_t b = 0; b < kRingBursts; b++) restore(b);
+    }
+    ~Ring() {
+        for (rte_mbuf* x : m) rte_pktmbuf_free(x);
+    }
+    rte_mbuf** burst(uint32_t b) { return &m[b * kBurst]; }
+
+    void restore(uint32_t b) {
+        for (uint16_t i = 0; i < kBurst; i++) {
+            rte_mbuf* x = burst(b)[i];
+            x->data_off = RTE_PKTMBUF_HEADROOM;
+            x->data_len = kFrameLen;
+            x->pkt_len = kFrameLen;
+            auto* d = rte_pktmbuf_mtod(x, uint8_t*);
+            rte_mov64(d, pristine.data());
+            auto* ip = reinterpret_cast<rte_ipv4_hdr*>(d + sizeof(rte_ether_hdr));
+            ip->src_addr = w.stream[next_src++ % kStream].raw;
+            ip->hdr_checksum = 0;
+            ip->hdr_checksum = rte_ipv4_cksum(ip);
+        }
+    }
+};
+
+double g_tsc_hz = 0;
+
+// Times f() with the TSC; the compiler barriers keep the work between the two reads.
+template <class F>
+void timed(benchmark::State& state, uint64_t& cycles, F&& f) {
+    const uint64_t t0 = rte_rdtsc();
+    rte_compiler_barrier();
+    f();
+    rte_compiler_barrier();
+    const uint64_t dt = rte_rdtsc() - t0;
+    cycles += dt;
+    state.SetIterationTime(double(dt) / g_tsc_hz);
+}
+
+void report(benchmark::State& state, uint64_t cycles) {
+    const double pkts = double(state.iterations()) * kBurst;
+    state.counters["cycles/pkt"] = double(cycles) / pkts;
+    state.SetItemsProcessed(int64_t(pkts));
+}
+
+// What timed() costs with nothing inside: the floor under every figure below.
+void BM_rdtsc_only(benchmark::State& state) {
+    uint64_t cycles = 0;
+    for (auto _ : state) timed(state, cycles, [] {});
+    report(state, cycles);
+}
+
+// What the untimed restore of a burst costs (excluded from the other figures).
+void BM_restore_only(benchmark::State& state) {
+    Ring r(world(10));
+    uint64_t cycles = 0;
+    uint32_t b = 0;
+    for (auto _ : state) {
+        timed(state, cycles, [&] { r.restore(b); });
+        b = (b + 1) % kRingBursts;
+    }
+    report(state, cycles);
+}
+
+// PodTable::lookup_bulk over bursts of 32 source addresses.
+void BM_classify(benchmark::State& state) {
+    const World& w = world(state.range(0));
+    uint64_t cycles = 0, hits = 0;
+    uint32_t off = 0;
+    for (auto _ : state) {
+        const Ip4* keys = &w.stream[off];
+        off = (off + kBurst) % kStream;
+        uint64_t found = 0;
+        timed(state, cycles, [&] { found = w.h->pods->lookup_bulk(keys, kBurst); });
+        benchmark::DoNotOptimize(found);
+        hits += uint64_t(std::popcount(found));
+    }
+    report(state, cycles);
+    state.counters["hit"] = double(hits) / (double(state.iterations()) * kBurst);
+}
+
+// parse_frame + encapsulate of every frame of a burst (no classification).
+void BM_parse_encap(benchmark::State& state) {
+    World& w = world(10);
+    Ring r(w);
+    const EncapTemplate& tmpl = w.h->snap.tmpl;
+    uint64_t cycles = 0, ok = 0;
+    uint32_t b = 0;
+    for (auto _ : state) {
+        rte_mbuf** pkts = r.burst(b);
+        timed(state, cycles, [&] {
+            for (uint16_t i = 0; i < kBurst; i++) {
+                const Parsed p = parse_frame(pkts[i]);
+                ok += encapsulate(pkts[i], p, tmpl);
+            }
+        });
+        r.restore(b);
+        b = (b + 1) % kRingBursts;
+    }
+    if (ok != uint64_t(state.iterations()) * kBurst) state.SkipWithError("encapsulate failed");
+    report(state, cycles);
+}
+
+// The whole node stage for a pods port, node_from_pods: parse, classify, encapsulate (or
+// pass to the kernel twin), queue into ctx.tx[]. The mbufs are taken back and restored.
+void BM_classify_encap(benchmark::State& state) {
+    World& w = world(state.range(0));
+    Harness& h = *w.h;
+    Ring r(w);
+    uint64_t cycles = 0, redirected = 0, events = 0;
+    uint32_t b = 0;
+    for (auto _ : state) {
+        rte_mbuf** pkts = r.burst(b);
+        timed(state, cycles, [&] { node_from_pods(h.ctx, Harness::kPods, pkts, kBurst); });
+        const size_t zt = h.take(Harness::kZt).size();
+        if (zt + h.take(Harness::kPodsTwin).size() != kBurst) {
+            state.SkipWithError("the stage dropped frames");
+            break;
+        }
+        redirected += zt;
+        events += h.events.consume_all([](const Event&) {});
+        r.restore(b);
+        b = (b + 1) % kRingBursts;
+    }
+    report(state, cycles);
+    state.counters["redirect"] = double(redirected) / (double(state.iterations()) * kBurst);
+    state.counters["events"] = double(events); // worker -> control: expected 0
+}
+
+} // namespace
+
+BENCHMARK(BM_rdtsc_only)->UseManualTime();
+BENCHMARK(BM_restore_only)->UseManualTime();
+BENCHMARK(BM_classify)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
+BENCHMARK(BM_parse_encap)->UseManualTime();
+BENCHMARK(BM_classify_encap)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
+
+int main(int argc, char** argv) {
+    // The harness's EAL (no hugepages, -m 512, or ZTG_TEST_EAL_MEM MB) holds all of this:
+    // the full run needs between 128 and 256 MB.
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    test::eal_once();
+    g_tsc_hz = double(rte_get_tsc_hz());
+    benchmark::AddCustomContext("tsc_hz", std::to_string(rte_get_tsc_hz()));
+    benchmark::RunSpecifiedBenchmarks();
+    g_worlds.clear(); // before the EAL cleanup that eal_once registered with atexit
+    benchmark::Shutdown();
+    return 0;
+}

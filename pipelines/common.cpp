@@ -1,0 +1,36 @@
+#include "pipelines/common.hpp"
+
+#include <rte_cycles.h>
+
+namespace ztg {
+
+void resolve_peer_tick(WorkerCtx& ctx) {
+    const Snapshot& s = *ctx.snap;
+    if (ctx.id != 0 || s.nexthop_known) return;
+    const uint64_t now = rte_get_tsc_cycles();
+    if (now < ctx.next_arp_tsc) return;
+    ctx.next_arp_tsc = now + rte_get_tsc_hz();
+
+    rte_mbuf* m = rte_pktmbuf_alloc(ctx.shared->pool);
+    if (m == nullptr) return;
+    constexpr uint16_t kLen = sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr);
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(rte_pktmbuf_append(m, kLen));
+    std::memset(eth->dst_addr.addr_bytes, 0xFF, RTE_ETHER_ADDR_LEN);
+    eth->src_addr = s.link_mac;
+    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+    auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
+    arp->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+    arp->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+    arp->arp_hlen = RTE_ETHER_ADDR_LEN;
+    arp->arp_plen = 4;
+    arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REQUEST);
+    arp->arp_data.arp_sha = s.link_mac;
+    std::memcpy(&arp->arp_data.arp_sip, &s.local_ip.raw, 4);
+    std::memset(arp->arp_data.arp_tha.addr_bytes, 0, RTE_ETHER_ADDR_LEN);
+    std::memcpy(&arp->arp_data.arp_tip, &s.remote_ip.raw, 4);
+    const uint16_t link = ctx.shared->topo->link;
+    ctx.ctr(link).add(Ctr::arp_sent, 1);
+    ctx.send(link, m);
+}
+
+} // namespace ztg
