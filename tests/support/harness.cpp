@@ -101,7 +101,7 @@ rte_mbuf* Harness::frame(const std::vector<uint8_t>& bytes) {
     if (m == nullptr) std::abort();
     char* p = rte_pktmbuf_append(m, uint16_t(bytes.size()));
     if (p == nullptr) std::abort();
-    std::memcpy(p, bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
     return m;
 }
 
