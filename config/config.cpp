@@ -25,16 +25,25 @@ struct ConfigError {
     throw ConfigError{key + ": " + why};
 }
 
-std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
-std::string idx(const std::string& a, size_t i) { return a + "[" + std::to_string(i) + "]"; }
+std::string join(const std::string& a, const std::string& b) {
+    return a.empty() ? b : a + "." + b;
+}
+std::string idx(const std::string& a, size_t i) {
+    return a + "[" + std::to_string(i) + "]";
+}
 
 std::string describe(const YAML::Node& n) {
     switch (n.Type()) {
-    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Null: return "nothing";
-    default: return "an undefined value";
+    case YAML::NodeType::Scalar:
+        return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Sequence:
+        return "a list";
+    case YAML::NodeType::Map:
+        return "a mapping";
+    case YAML::NodeType::Null:
+        return "nothing";
+    default:
+        return "an undefined value";
     }
 }
 
@@ -42,7 +51,8 @@ std::string describe(const YAML::Node& n) {
 class Map {
   public:
     Map(const YAML::Node& n, std::string path) : n_(n), path_(std::move(path)) {
-        if (!n.IsMap()) fail(path_.empty() ? "(top level)" : path_, "expected a mapping, got " + describe(n));
+        if (!n.IsMap())
+            fail(path_.empty() ? "(top level)" : path_, "expected a mapping, got " + describe(n));
     }
     YAML::Node get(const std::string& key) {
         used_.insert(key);
@@ -119,9 +129,8 @@ Mac mac(const YAML::Node& n, const std::string& key) {
     Mac m{};
     unsigned v[6];
     char tail;
-    if (s.size() != 17 ||
-        std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                    &tail) != 6)
+    if (s.size() != 17 || std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2],
+                                      &v[3], &v[4], &v[5], &tail) != 6)
         fail(key, "'" + s + "' is not a MAC address (six hex pairs like 02:00:00:00:00:01)");
     for (int i = 0; i < 6; i++) m[size_t(i)] = uint8_t(v[i]);
     return m;
@@ -148,7 +157,8 @@ void parse_dpdk(Map m, DpdkConfig& d) {
             fail(m.path("workers"), std::to_string(d.workers) + " workers but this machine has " +
                                         std::to_string(cores) + " cores");
     }
-    if (auto n = m.get("memory_mb"); n) d.memory_mb = uint32_t(unsigned_in(n, m.path("memory_mb"), 64, 1 << 20));
+    if (auto n = m.get("memory_mb"); n)
+        d.memory_mb = uint32_t(unsigned_in(n, m.path("memory_mb"), 64, 1 << 20));
     if (auto n = m.get("no_huge"); n) d.no_huge = boolean(n, m.path("no_huge"));
     if (auto n = m.get("file_prefix"); n) {
         d.file_prefix = text(n, m.path("file_prefix"));
@@ -162,8 +172,10 @@ void parse_dpdk(Map m, DpdkConfig& d) {
                 fail(k, "--in-memory cannot be combined with no_huge (EAL refuses it)");
             d.eal_args.push_back(a);
         });
-    if (auto n = m.get("idle_sleep_us"); n) d.idle_sleep_us = uint32_t(unsigned_in(n, m.path("idle_sleep_us"), 0, 100000));
-    if (auto n = m.get("mbufs"); n) d.mbufs = uint32_t(unsigned_in(n, m.path("mbufs"), 1024, 1u << 24));
+    if (auto n = m.get("idle_sleep_us"); n)
+        d.idle_sleep_us = uint32_t(unsigned_in(n, m.path("idle_sleep_us"), 0, 100000));
+    if (auto n = m.get("mbufs"); n)
+        d.mbufs = uint32_t(unsigned_in(n, m.path("mbufs"), 1024, 1u << 24));
     m.check_unknown();
 }
 
@@ -185,23 +197,32 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         auto role = m.get("role");
         if (!role) fail(m.path("role"), std::string("required (") + roles + ")");
         const std::string r = scalar(role, m.path("role"));
-        if (node && r == "pods") p.role = PortRole::Pods;
-        else if (node && r == "ztunnel") p.role = PortRole::Ztunnel;
-        else if (!node && r == "uplink") p.role = PortRole::Uplink;
-        else if (!node && r == "tunnel") p.role = PortRole::Tunnel;
-        else fail(m.path("role"), "'" + r + "' is not a port role of " + (node ? "a node" : "an endpoint") + " (" + roles + ")");
+        if (node && r == "pods")
+            p.role = PortRole::Pods;
+        else if (node && r == "ztunnel")
+            p.role = PortRole::Ztunnel;
+        else if (!node && r == "uplink")
+            p.role = PortRole::Uplink;
+        else if (!node && r == "tunnel")
+            p.role = PortRole::Tunnel;
+        else
+            fail(m.path("role"), "'" + r + "' is not a port role of " +
+                                     (node ? "a node" : "an endpoint") + " (" + roles + ")");
         if (auto v = m.get("vni"); v) {
-            if (p.role != PortRole::Tunnel) fail(m.path("vni"), "only a port with role tunnel carries a vni");
+            if (p.role != PortRole::Tunnel)
+                fail(m.path("vni"), "only a port with role tunnel carries a vni");
             p.vni = uint32_t(unsigned_in(v, m.path("vni"), 0, (1u << 24) - 1));
         }
         auto use_device = [&](const std::string& devargs, const std::string& dk) {
             const std::string dev = device_name(devargs);
-            if (dev.empty()) fail(dk, "devargs must start with a device name, e.g. net_tap0,iface=x");
+            if (dev.empty())
+                fail(dk, "devargs must start with a device name, e.g. net_tap0,iface=x");
             if (auto [it, fresh] = devices.emplace(dev, dk); !fresh)
                 fail(dk, "duplicate device '" + dev + "' (also " + it->second + ")");
         };
         auto dev = m.get("devargs");
-        if (!dev) fail(m.path("devargs"), "required (DPDK devargs, e.g. net_af_packet0,iface=veth0)");
+        if (!dev)
+            fail(m.path("devargs"), "required (DPDK devargs, e.g. net_af_packet0,iface=veth0)");
         p.devargs = text(dev, m.path("devargs"));
         use_device(p.devargs, m.path("devargs"));
         if (auto t = m.get("twin"); t && !t.IsNull()) {
@@ -212,17 +233,24 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });
-    auto count = [&](PortRole r) { return std::count_if(c.ports.begin(), c.ports.end(), [&](auto& p) { return p.role == r; }); };
+    auto count = [&](PortRole r) {
+        return std::count_if(c.ports.begin(), c.ports.end(), [&](auto& p) { return p.role == r; });
+    };
     const bool node = c.role == Role::Node;
     const char* link = node ? "ztunnel" : "uplink";
     if (auto found = count(node ? PortRole::Ztunnel : PortRole::Uplink); found != 1)
-        fail(key, std::string("exactly one port with role ") + link + " is required, found " + std::to_string(found));
-    if (c.ports.size() < 2) fail(key, std::string("at least one port with role ") + (node ? "pods" : "tunnel") + " is required");
+        fail(key, std::string("exactly one port with role ") + link + " is required, found " +
+                      std::to_string(found));
+    if (c.ports.size() < 2)
+        fail(key, std::string("at least one port with role ") + (node ? "pods" : "tunnel") +
+                      " is required");
 }
 
 void parse_tunnel(Map m, TunnelConfig& t, bool node) {
-    if (auto n = m.get("vni"); n) t.vni = uint32_t(unsigned_in(n, m.path("vni"), 0, (1u << 24) - 1));
-    if (auto n = m.get("udp_port"); n) t.udp_port = uint16_t(unsigned_in(n, m.path("udp_port"), 1, 65535));
+    if (auto n = m.get("vni"); n)
+        t.vni = uint32_t(unsigned_in(n, m.path("vni"), 0, (1u << 24) - 1));
+    if (auto n = m.get("udp_port"); n)
+        t.udp_port = uint16_t(unsigned_in(n, m.path("udp_port"), 1, 65535));
     auto local = m.get("local_ip");
     if (!local) fail(m.path("local_ip"), "required (the node address, outer source)");
     t.local_ip = unicast_ipv4(local, m.path("local_ip"));
@@ -242,7 +270,8 @@ void parse_tunnel(Map m, TunnelConfig& t, bool node) {
         if (auto n = m.get("inner_ip"); n) t.inner_ip = unicast_ipv4(n, m.path("inner_ip"));
     } else {
         for (const char* k : {"inner_src_mac", "inner_dst_mac", "inner_ip"})
-            if (m.get(k)) fail(m.path(k), "only for role node (the endpoint keeps the kernel's inner frame)");
+            if (m.get(k))
+                fail(m.path(k), "only for role node (the endpoint keeps the kernel's inner frame)");
     }
     if (auto n = m.get("udp_checksum"); n) t.udp_checksum = boolean(n, m.path("udp_checksum"));
     if (auto n = m.get("mtu"); n) t.mtu = uint16_t(unsigned_in(n, m.path("mtu"), 576, 9216));
@@ -254,7 +283,8 @@ uint8_t protocol(const YAML::Node& n, const std::string& key) {
         {"tcp", 6}, {"udp", 17}, {"icmp", 1}, {"sctp", 132}};
     const std::string s = scalar(n, key);
     if (auto it = names.find(s); it != names.end()) return it->second;
-    if (!s.empty() && std::all_of(s.begin(), s.end(), ::isdigit)) return uint8_t(unsigned_in(n, key, 0, 255));
+    if (!s.empty() && std::all_of(s.begin(), s.end(), ::isdigit))
+        return uint8_t(unsigned_in(n, key, 0, 255));
     fail(key, "'" + s + "' is not a protocol (tcp, udp, icmp, sctp or a number 0-255)");
 }
 
@@ -264,9 +294,12 @@ Config parse(const YAML::Node& root, const std::string& source) {
     Map top(root, "");
     if (auto n = top.get("role"); n) {
         const std::string r = scalar(n, "role");
-        if (r == "node") c.role = Role::Node;
-        else if (r == "endpoint") c.role = Role::Endpoint;
-        else fail("role", "'" + r + "' is not a role (node or endpoint)");
+        if (r == "node")
+            c.role = Role::Node;
+        else if (r == "endpoint")
+            c.role = Role::Endpoint;
+        else
+            fail("role", "'" + r + "' is not a role (node or endpoint)");
     } else {
         fail("role", "required (node or endpoint)");
     }
@@ -282,7 +315,9 @@ Config parse(const YAML::Node& root, const std::string& source) {
             if (!c.ports[i].vni) c.ports[i].vni = c.tunnel.vni;
             for (size_t j = 0; j < i; j++)
                 if (c.ports[j].role == PortRole::Tunnel && c.ports[j].vni == c.ports[i].vni)
-                    fail(idx("ports", i) + ".vni", "VNI " + std::to_string(*c.ports[i].vni) + " is carried by ports[" + std::to_string(j) + "] already");
+                    fail(idx("ports", i) + ".vni", "VNI " + std::to_string(*c.ports[i].vni) +
+                                                       " is carried by ports[" + std::to_string(j) +
+                                                       "] already");
         }
     if (c.role == Role::Endpoint)
         for (const char* k : {"redirect", "pods", "limits"})
@@ -302,7 +337,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
     }
     if (auto n = top.get("limits"); n) {
         Map l(n, "limits");
-        if (auto p = l.get("pods"); p) c.pod_capacity = uint32_t(unsigned_in(p, "limits.pods", 8, 1u << 26));
+        if (auto p = l.get("pods"); p)
+            c.pod_capacity = uint32_t(unsigned_in(p, "limits.pods", 8, 1u << 26));
         l.check_unknown();
     }
     if (auto n = top.get("pods"); n && !n.IsNull()) {
@@ -311,19 +347,23 @@ Config parse(const YAML::Node& root, const std::string& source) {
             const uint32_t ip = unicast_ipv4(e, k);
             if (auto [it, fresh] = seen.emplace(ip, k); !fresh)
                 fail(k, "duplicate pod " + format_ip(ip) + " (also " + it->second + ")");
-            if (ip == c.tunnel.remote_ip) fail(k, format_ip(ip) + " is the ztunnel (tunnel.remote_ip)");
+            if (ip == c.tunnel.remote_ip)
+                fail(k, format_ip(ip) + " is the ztunnel (tunnel.remote_ip)");
             c.pods.push_back(ip);
         });
         if (c.pods.size() > c.pod_capacity)
-            fail("pods", std::to_string(c.pods.size()) + " pods exceed limits.pods " + std::to_string(c.pod_capacity));
+            fail("pods", std::to_string(c.pods.size()) + " pods exceed limits.pods " +
+                             std::to_string(c.pod_capacity));
     }
     if (auto n = top.get("log"); n) {
         Map l(n, "log");
         if (auto lv = l.get("level"); lv) {
             c.log_level = scalar(lv, "log.level");
-            static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "off"};
+            static const std::set<std::string> levels = {"trace", "debug", "info",
+                                                         "warn",  "error", "off"};
             if (!levels.count(c.log_level))
-                fail("log.level", "'" + c.log_level + "' is not one of trace, debug, info, warn, error, off");
+                fail("log.level",
+                     "'" + c.log_level + "' is not one of trace, debug, info, warn, error, off");
         }
         l.check_unknown();
     }
@@ -357,8 +397,8 @@ Result<Config> parse_config(const std::string& yaml_text, const std::string& sou
     } catch (const ConfigError& e) {
         return err(e.msg);
     } catch (const YAML::Exception& e) {
-        return err(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                   ": YAML syntax: " + e.msg);
+        return err(source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                   std::to_string(e.mark.column + 1) + ": YAML syntax: " + e.msg);
     }
 }
 

@@ -39,8 +39,8 @@ struct DpdkConfig {
 struct TunnelConfig {
     uint32_t vni = 1001;
     uint16_t udp_port = 6081;
-    uint32_t local_ip = 0;  // host byte order
-    uint32_t remote_ip = 0; // host byte order
+    uint32_t local_ip = 0;           // host byte order
+    uint32_t remote_ip = 0;          // host byte order
     std::optional<Mac> next_hop_mac; // empty: resolve by ARP
     Mac inner_src_mac{};
     Mac inner_dst_mac{};

@@ -32,6 +32,8 @@ class [[nodiscard]] Result {
 struct Ok {};
 using Status = Result<Ok>;
 
-inline Error err(std::string msg) { return Error{std::move(msg)}; }
+inline Error err(std::string msg) {
+    return Error{std::move(msg)};
+}
 
 } // namespace ztg

@@ -29,7 +29,9 @@ as one line 'ztgeneve-counters {json}' on stdout. Live counters: DPDK telemetry 
 
 volatile std::sig_atomic_t g_signal = 0;
 
-void on_signal(int sig) { g_signal = sig; }
+void on_signal(int sig) {
+    g_signal = sig;
+}
 
 int fail(const std::string& msg, int code = 1) {
     std::fprintf(stderr, "ztgeneve: error: %s\n", msg.c_str());
@@ -51,9 +53,10 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
         return fail(s.error());
     }
     ztg::telemetry_attach(&rt);
-    spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}", cfg.dpdk.workers,
-                 rt.devices().size(), rt.pod_count(), ztg::format_ip(cfg.tunnel.local_ip),
-                 ztg::format_ip(cfg.tunnel.remote_ip), cfg.tunnel.vni, cfg.tunnel.udp_port);
+    spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}",
+                 cfg.dpdk.workers, rt.devices().size(), rt.pod_count(),
+                 ztg::format_ip(cfg.tunnel.local_ip), ztg::format_ip(cfg.tunnel.remote_ip),
+                 cfg.tunnel.vni, cfg.tunnel.udp_port);
     while (g_signal == 0) {
         rt.poll_events();
         rte_delay_us_sleep(10 * 1000);
@@ -105,7 +108,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (!check.empty()) {
-        std::printf("config OK: %s (%zu ports, %zu pods)\n", check.c_str(), cfg->ports.size(), cfg->pods.size());
+        std::printf("config OK: %s (%zu ports, %zu pods)\n", check.c_str(), cfg->ports.size(),
+                    cfg->pods.size());
         return 0;
     }
     auto logger = spdlog::stderr_color_mt("ztgeneve");

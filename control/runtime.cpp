@@ -61,7 +61,8 @@ Status Runtime::init_eal(const std::string& argv0, const std::string& prefix_ove
     // lcore 0 is the control thread; worker i runs on lcore i, pinned to cpu i mod ncpu.
     const unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
     std::string lcores = "0@0";
-    for (uint32_t i = 1; i <= d.workers; i++) lcores += "," + std::to_string(i) + "@" + std::to_string(i % ncpu);
+    for (uint32_t i = 1; i <= d.workers; i++)
+        lcores += "," + std::to_string(i) + "@" + std::to_string(i % ncpu);
     a.push_back("--lcores=" + lcores);
     a.push_back("-m");
     a.push_back(std::to_string(d.memory_mb));
@@ -80,16 +81,19 @@ Status Runtime::init_eal(const std::string& argv0, const std::string& prefix_ove
     std::vector<char*> argv;
     for (auto& s : a) argv.push_back(s.data());
     if (rte_eal_init(int(argv.size()), argv.data()) < 0)
-        return err("DPDK EAL init failed (" + std::string(rte_strerror(rte_errno)) + "); arguments:" + line);
+        return err("DPDK EAL init failed (" + std::string(rte_strerror(rte_errno)) +
+                   "); arguments:" + line);
     eal_up_ = true;
     return Ok{};
 }
 
-Result<uint16_t> Runtime::open_device(const std::string& devargs, const std::string& key, DevKind kind) {
+Result<uint16_t> Runtime::open_device(const std::string& devargs, const std::string& key,
+                                      DevKind kind) {
     const std::string name = device_name(devargs);
     uint16_t port_id;
     if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id) != 0)
-        return err(key + ": DPDK device '" + name + "' did not probe (see the EAL message above; is the interface there?)");
+        return err(key + ": DPDK device '" + name +
+                   "' did not probe (see the EAL message above; is the interface there?)");
     Device dev;
     dev.port_id = port_id;
     dev.kind = kind;
@@ -105,27 +109,35 @@ Status Runtime::setup_queues(uint16_t d) {
     if (int rc = rte_eth_dev_info_get(dev.port_id, &di); rc != 0)
         return err(inf.key + ": cannot query device: " + rte_strerror(-rc));
     if (di.max_rx_queues < q || di.max_tx_queues < q)
-        return err(inf.key + ": device '" + device_name(inf.devargs) + "' offers " + std::to_string(di.max_rx_queues) +
-                   " rx / " + std::to_string(di.max_tx_queues) + " tx queues; " + std::to_string(q) +
-                   " workers need " + std::to_string(q) + " (net_af_packet: add qpairs=" + std::to_string(q) + ")");
+        return err(inf.key + ": device '" + device_name(inf.devargs) + "' offers " +
+                   std::to_string(di.max_rx_queues) + " rx / " + std::to_string(di.max_tx_queues) +
+                   " tx queues; " + std::to_string(q) + " workers need " + std::to_string(q) +
+                   " (net_af_packet: add qpairs=" + std::to_string(q) + ")");
     rte_eth_conf conf{};
     if (q > 1 && di.flow_type_rss_offloads != 0) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-        conf.rx_adv_conf.rss_conf.rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & di.flow_type_rss_offloads;
+        conf.rx_adv_conf.rss_conf.rss_hf =
+            (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & di.flow_type_rss_offloads;
     }
     if (int rc = rte_eth_dev_configure(dev.port_id, q, q, &conf); rc != 0)
-        return err(inf.key + ": configuring '" + device_name(inf.devargs) + "' failed: " + rte_strerror(-rc));
+        return err(inf.key + ": configuring '" + device_name(inf.devargs) +
+                   "' failed: " + rte_strerror(-rc));
     uint16_t nrx = kRxDesc, ntx = kTxDesc;
     rte_eth_dev_adjust_nb_rx_tx_desc(dev.port_id, &nrx, &ntx);
     const int socket = rte_eth_dev_socket_id(dev.port_id);
     for (uint16_t i = 0; i < q; i++) {
-        if (int rc = rte_eth_rx_queue_setup(dev.port_id, i, nrx, unsigned(socket), nullptr, pool_); rc != 0)
-            return err(inf.key + ": rx queue " + std::to_string(i) + " setup failed: " + rte_strerror(-rc));
-        if (int rc = rte_eth_tx_queue_setup(dev.port_id, i, ntx, unsigned(socket), nullptr); rc != 0)
-            return err(inf.key + ": tx queue " + std::to_string(i) + " setup failed: " + rte_strerror(-rc));
+        if (int rc = rte_eth_rx_queue_setup(dev.port_id, i, nrx, unsigned(socket), nullptr, pool_);
+            rc != 0)
+            return err(inf.key + ": rx queue " + std::to_string(i) +
+                       " setup failed: " + rte_strerror(-rc));
+        if (int rc = rte_eth_tx_queue_setup(dev.port_id, i, ntx, unsigned(socket), nullptr);
+            rc != 0)
+            return err(inf.key + ": tx queue " + std::to_string(i) +
+                       " setup failed: " + rte_strerror(-rc));
     }
     if (int rc = rte_eth_dev_start(dev.port_id); rc != 0)
-        return err(inf.key + ": starting '" + device_name(inf.devargs) + "' failed: " + rte_strerror(-rc));
+        return err(inf.key + ": starting '" + device_name(inf.devargs) +
+                   "' failed: " + rte_strerror(-rc));
     started_[d] = true;
     if (dev.kind != DevKind::Twin && dev.kind != DevKind::Tunnel)
         rte_eth_promiscuous_enable(dev.port_id); // frames for the twin's MAC
@@ -138,9 +150,11 @@ Status Runtime::open_ports() {
     // Every device's rings full, plus what workers hold in flight, plus slack.
     size_t ndev = 0;
     for (const auto& p : cfg_.ports) ndev += p.twin ? 2 : 1;
-    const uint32_t mbufs = cfg_.dpdk.mbufs != 0 ? cfg_.dpdk.mbufs
-                                                : uint32_t(ndev * w * (kRxDesc + kTxDesc) + w * 4 * kBurst + 2048);
-    pool_ = rte_pktmbuf_pool_create("ztg_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, int(rte_socket_id()));
+    const uint32_t mbufs = cfg_.dpdk.mbufs != 0
+                               ? cfg_.dpdk.mbufs
+                               : uint32_t(ndev * w * (kRxDesc + kTxDesc) + w * 4 * kBurst + 2048);
+    pool_ = rte_pktmbuf_pool_create("ztg_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                    int(rte_socket_id()));
     if (pool_ == nullptr)
         return err("dpdk.memory_mb: cannot allocate " + std::to_string(mbufs) + " mbufs (" +
                    rte_strerror(rte_errno) + "); raise dpdk.memory_mb or set dpdk.mbufs");
@@ -148,7 +162,7 @@ Status Runtime::open_ports() {
     for (size_t i = 0; i < cfg_.ports.size(); i++) {
         const PortConfig& p = cfg_.ports[i];
         const std::string key = "ports[" + std::to_string(i) + "]";
-        const DevKind kind = p.role == PortRole::Ztunnel ? DevKind::Ztunnel
+        const DevKind kind = p.role == PortRole::Ztunnel  ? DevKind::Ztunnel
                              : p.role == PortRole::Uplink ? DevKind::Uplink
                              : p.role == PortRole::Tunnel ? DevKind::Tunnel
                                                           : DevKind::Pods;
@@ -233,11 +247,13 @@ Status Runtime::start_workers() {
     if (!rcu_->ok()) return err("dpdk.memory_mb: cannot allocate the QSBR variable");
     pods_ = std::make_unique<PodTable>("ztg_pods", cfg_.pod_capacity, *rcu_);
     if (!pods_->ok())
-        return err("limits.pods: cannot create a pod table of " + std::to_string(cfg_.pod_capacity) + " (" +
-                   rte_strerror(rte_errno) + "); raise dpdk.memory_mb or lower limits.pods");
+        return err("limits.pods: cannot create a pod table of " +
+                   std::to_string(cfg_.pod_capacity) + " (" + rte_strerror(rte_errno) +
+                   "); raise dpdk.memory_mb or lower limits.pods");
     for (size_t i = 0; i < cfg_.pods.size(); i++)
         if (!pods_->add(Ip4::from_host(cfg_.pods[i])))
-            return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) + " to the pod table");
+            return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) +
+                       " to the pod table");
     if (cfg_.tunnel.next_hop_mac) nexthop_ = to_ether(*cfg_.tunnel.next_hop_mac);
     publish(build_snapshot());
 
@@ -266,7 +282,8 @@ Status Runtime::start_workers() {
     RTE_LCORE_FOREACH_WORKER(lcore) {
         if (i == w) break;
         if (int rc = rte_eal_remote_launch(launch, &launches[i], lcore); rc != 0)
-            return err("dpdk.workers: cannot launch worker " + std::to_string(i) + " on lcore " + std::to_string(lcore));
+            return err("dpdk.workers: cannot launch worker " + std::to_string(i) + " on lcore " +
+                       std::to_string(lcore));
         worker_lcores_.push_back(lcore);
         i++;
     }
@@ -289,7 +306,8 @@ void Runtime::poll_events() {
             } else if (e.kind == Event::Kind::PodSeen && e.dev < info_.size()) {
                 const PodLocation loc = PodLocation::of(e.dev, e.mac);
                 if (pods_->location(e.ip) != loc && pods_->set_location(e.ip, loc))
-                    spdlog::info("pod {} is at {} on port {}", format_ip(e.ip.host()), ether_str(e.mac), info_[e.dev].name);
+                    spdlog::info("pod {} is at {} on port {}", format_ip(e.ip.host()),
+                                 ether_str(e.mac), info_[e.dev].name);
             }
         }
     }
@@ -350,7 +368,8 @@ std::string Runtime::counters_json() const {
         block({&counters_[i]});
         o << "}";
     }
-    o << "],\"pods\":" << pod_count() << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
+    o << "],\"pods\":" << pod_count()
+      << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
     return o.str();
 }
 
@@ -362,8 +381,8 @@ std::string Runtime::counters_table() const {
     for (size_t d = 0; d < info_.size(); d++)
         for (size_t c = 0; c < kNumCtr; c++)
             if (uint64_t v = counter(d, Ctr(c)); v != 0) {
-                std::snprintf(line, sizeof line, "%-22s %-18s %14llu\n", info_[d].name.c_str(), kCtrName[c],
-                              static_cast<unsigned long long>(v));
+                std::snprintf(line, sizeof line, "%-22s %-18s %14llu\n", info_[d].name.c_str(),
+                              kCtrName[c], static_cast<unsigned long long>(v));
                 o << line;
             }
     return o.str();

@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <memory>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,9 +16,9 @@
 namespace ztg {
 
 struct DeviceInfo {
-    std::string name;    // "productpage" or "productpage.twin"
+    std::string name; // "productpage" or "productpage.twin"
     std::string devargs;
-    std::string key;     // config key path, for messages
+    std::string key; // config key path, for messages
 };
 
 class Runtime {

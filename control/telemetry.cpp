@@ -66,11 +66,14 @@ void telemetry_attach(Runtime* rt) {
     }
     if (registered) return;
     registered = true;
-    rte_telemetry_register_cmd("/ztgeneve/devices", devices_cb, "Names of the devices (ports and twins)");
-    rte_telemetry_register_cmd("/ztgeneve/counters", counters_cb,
-                               "Counters of one device, summed over workers. Parameters: device name "
-                               "(none: the sum over all devices)");
-    rte_telemetry_register_cmd("/ztgeneve/info", info_cb, "Version, config file, workers, pod count");
+    rte_telemetry_register_cmd("/ztgeneve/devices", devices_cb,
+                               "Names of the devices (ports and twins)");
+    rte_telemetry_register_cmd(
+        "/ztgeneve/counters", counters_cb,
+        "Counters of one device, summed over workers. Parameters: device name "
+        "(none: the sum over all devices)");
+    rte_telemetry_register_cmd("/ztgeneve/info", info_cb,
+                               "Version, config file, workers, pod count");
 }
 
 void telemetry_detach() {

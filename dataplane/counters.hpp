@@ -9,28 +9,29 @@
 
 namespace ztg {
 
-#define ZTG_COUNTERS(X)                                                                       \
-    X(rx, "frames received from the device")                                                \
-    X(tx, "frames sent out of the device")                                                  \
-    X(redirect, "Geneve-encapsulated toward the peer (node: a meshed pod's TCP; endpoint: a tap's frame)") \
-    X(direct, "meshed pod to the ztunnel IP itself, forwarded unencapsulated")              \
-    X(pass, "handed to the kernel twin (or, from a twin, out of its port)")                 \
-    X(drop_no_twin, "would pass to the kernel twin, but the port has none")                 \
-    X(drop_too_big, "redirect that would exceed the tunnel MTU after 50 bytes of headers")  \
-    X(drop_no_nexthop, "redirect/direct while the ztunnel MAC is not resolved yet")         \
-    X(drop_tx_full, "the device's tx queue was full")                                       \
-    X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")         \
-    X(decap, "Geneve from the tunnel peer, decapsulated and delivered")                    \
-    X(decap_bad_outer, "tunnel frame with a bad outer IPv4/UDP length, checksum or fragment")  \
-    X(decap_bad_version, "Geneve version other than 0")                                     \
-    X(decap_oam, "Geneve with the O (control) bit: not forwarded")                          \
-    X(decap_critical, "Geneve with the C bit and options we do not process")                \
-    X(decap_bad_vni, "Geneve with a VNI we do not serve")                                   \
-    X(decap_bad_inner, "Geneve payload that is not an Ethernet frame carrying IPv4")       \
-    X(decap_ecn_drop, "outer CE over an inner Not-ECT packet (RFC 6040)")                  \
-    X(decap_unknown_pod, "decapsulated packet for an IP that is no known pod on this node") \
-    X(tunnel_arp_reply, "ARP for istioout's address asked inside the tunnel, answered")    \
-    X(arp_sent, "ARP requests sent to resolve the tunnel peer's MAC")                      \
+#define ZTG_COUNTERS(X)                                                                            \
+    X(rx, "frames received from the device")                                                       \
+    X(tx, "frames sent out of the device")                                                         \
+    X(redirect,                                                                                    \
+      "Geneve-encapsulated toward the peer (node: a meshed pod's TCP; endpoint: a tap's frame)")   \
+    X(direct, "meshed pod to the ztunnel IP itself, forwarded unencapsulated")                     \
+    X(pass, "handed to the kernel twin (or, from a twin, out of its port)")                        \
+    X(drop_no_twin, "would pass to the kernel twin, but the port has none")                        \
+    X(drop_too_big, "redirect that would exceed the tunnel MTU after 50 bytes of headers")         \
+    X(drop_no_nexthop, "redirect/direct while the ztunnel MAC is not resolved yet")                \
+    X(drop_tx_full, "the device's tx queue was full")                                              \
+    X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")                \
+    X(decap, "Geneve from the tunnel peer, decapsulated and delivered")                            \
+    X(decap_bad_outer, "tunnel frame with a bad outer IPv4/UDP length, checksum or fragment")      \
+    X(decap_bad_version, "Geneve version other than 0")                                            \
+    X(decap_oam, "Geneve with the O (control) bit: not forwarded")                                 \
+    X(decap_critical, "Geneve with the C bit and options we do not process")                       \
+    X(decap_bad_vni, "Geneve with a VNI we do not serve")                                          \
+    X(decap_bad_inner, "Geneve payload that is not an Ethernet frame carrying IPv4")               \
+    X(decap_ecn_drop, "outer CE over an inner Not-ECT packet (RFC 6040)")                          \
+    X(decap_unknown_pod, "decapsulated packet for an IP that is no known pod on this node")        \
+    X(tunnel_arp_reply, "ARP for istioout's address asked inside the tunnel, answered")            \
+    X(arp_sent, "ARP requests sent to resolve the tunnel peer's MAC")                              \
     X(events_lost, "worker-to-control events lost because the queue was full")
 
 enum class Ctr : uint8_t {

@@ -36,7 +36,8 @@ GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p) {
     if (type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || len < off + sizeof(rte_ipv4_hdr)) return v;
     rte_ipv4_hdr ip;
     std::memcpy(&ip, b + off, sizeof ip);
-    if (ip.next_proto_id != IPPROTO_UDP || ip.src_addr != p.remote.raw || ip.dst_addr != p.local.raw)
+    if (ip.next_proto_id != IPPROTO_UDP || ip.src_addr != p.remote.raw ||
+        ip.dst_addr != p.local.raw)
         return v;
     const uint32_t ihl = (ip.version_ihl & 0x0f) * 4u;
     if (len < off + ihl + sizeof(rte_udp_hdr)) return v;
@@ -46,8 +47,8 @@ GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p) {
 
     // From here on the frame claims to be our tunnel: every defect is a counted drop.
     const uint32_t total = rte_be_to_cpu_16(ip.total_length);
-    if ((ip.version_ihl >> 4) != 4 || ihl < sizeof(rte_ipv4_hdr) || total < ihl + sizeof(rte_udp_hdr) ||
-        off + total > m->pkt_len || off + total > len)
+    if ((ip.version_ihl >> 4) != 4 || ihl < sizeof(rte_ipv4_hdr) ||
+        total < ihl + sizeof(rte_udp_hdr) || off + total > m->pkt_len || off + total > len)
         return drop(Ctr::decap_bad_outer);
     if (rte_raw_cksum(b + off, ihl) != 0xffff) return drop(Ctr::decap_bad_outer);
     if (rte_be_to_cpu_16(ip.fragment_offset) & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
@@ -57,14 +58,16 @@ GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p) {
         return drop(Ctr::decap_bad_outer);
     if (udp.dgram_cksum != 0) {
         const auto* iph = reinterpret_cast<const rte_ipv4_hdr*>(b + off);
-        if (rte_ipv4_udptcp_cksum_verify(iph, b + off + ihl) != 0) return drop(Ctr::decap_bad_outer);
+        if (rte_ipv4_udptcp_cksum_verify(iph, b + off + ihl) != 0)
+            return drop(Ctr::decap_bad_outer);
     }
     const uint32_t g = off + ihl + sizeof(rte_udp_hdr);
     const uint8_t ver_optlen = b[g], flags = b[g + 1];
     if ((ver_optlen >> 6) != 0) return drop(Ctr::decap_bad_version);
     const uint32_t opt_len = (ver_optlen & 0x3f) * 4u;
     if (flags & 0x80) return drop(Ctr::decap_oam); // O: a control message, never forwarded
-    if ((flags & 0x40) && opt_len != 0) return drop(Ctr::decap_critical); // C: options we cannot parse
+    if ((flags & 0x40) && opt_len != 0)
+        return drop(Ctr::decap_critical); // C: options we cannot parse
     const uint32_t inner = g + uint32_t(sizeof(rte_geneve_hdr)) + opt_len;
     if (inner + sizeof(rte_ether_hdr) > off + total) return drop(Ctr::decap_bad_outer);
     uint16_t proto;

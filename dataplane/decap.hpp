@@ -25,8 +25,8 @@ struct DecapParams {
 
 struct GeneveView {
     Tunnel verdict = Tunnel::NotOurs;
-    Ctr reason = Ctr::rx;     // for Drop
-    uint16_t inner_off = 0;   // offset of the inner Ethernet header
+    Ctr reason = Ctr::rx;   // for Drop
+    uint16_t inner_off = 0; // offset of the inner Ethernet header
     uint32_t vni = 0;
     uint8_t outer_ecn = 0;
 };

@@ -20,21 +20,21 @@
 
 namespace ztg {
 
-constexpr uint16_t kGenevePort = RTE_GENEVE_DEFAULT_PORT; // 6081
+constexpr uint16_t kGenevePort = RTE_GENEVE_DEFAULT_PORT;     // 6081
 constexpr uint16_t kTransEtherBridging = RTE_GENEVE_TYPE_ETH; // 0x6558
-constexpr uint16_t kOuterLen = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) +
-                               sizeof(rte_udp_hdr) + sizeof(rte_geneve_hdr); // 50
+constexpr uint16_t kOuterLen = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) +
+                               sizeof(rte_geneve_hdr); // 50
 constexpr uint16_t kOuterIpOff = sizeof(rte_ether_hdr);
 constexpr uint16_t kOuterUdpOff = kOuterIpOff + sizeof(rte_ipv4_hdr);
 constexpr uint16_t kGeneveOff = kOuterUdpOff + sizeof(rte_udp_hdr);
 static_assert(kOuterLen == 50, "outer headers are 14 + 20 + 8 + 8 bytes");
 
 struct TunnelParams {
-    rte_ether_addr outer_src{}, outer_dst{};   // this port's MAC, the ztunnel next hop
-    Ip4 local, remote;                         // outer source, outer destination
+    rte_ether_addr outer_src{}, outer_dst{}; // this port's MAC, the ztunnel next hop
+    Ip4 local, remote;                       // outer source, outer destination
     uint32_t vni = 1001;
     uint16_t udp_port = kGenevePort;
-    rte_ether_addr inner_src{}, inner_dst{};   // istioout, pistioout
+    rte_ether_addr inner_src{}, inner_dst{}; // istioout, pistioout
     bool udp_checksum = false;
 };
 
@@ -42,7 +42,7 @@ struct TunnelParams {
 struct alignas(64) EncapTemplate {
     static constexpr uint16_t kSize = kOuterLen + sizeof(rte_ether_hdr); // 64
     std::array<uint8_t, kSize> bytes{};
-    uint32_t ip_sum = 0;       // one's-complement sum of the outer IPv4 header, length 0, ECN 0
+    uint32_t ip_sum = 0; // one's-complement sum of the outer IPv4 header, length 0, ECN 0
     bool udp_checksum = false;
 };
 static_assert(sizeof(EncapTemplate::bytes) == 64);
@@ -72,7 +72,8 @@ inline uint16_t fold_complement(uint32_t sum) {
 // outer headers plus the template's inner Ethernet header: m holds an L3 payload) or
 // kOuterLen (m already starts with the inner Ethernet header). Returns false, m unchanged,
 // if the mbuf lacks headroom.
-inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hdr, uint8_t ecn, uint16_t sport) {
+inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hdr, uint8_t ecn,
+                                uint16_t sport) {
     auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, hdr));
     if (h == nullptr) return false;
     if (hdr == EncapTemplate::kSize) {
@@ -109,7 +110,8 @@ inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
     rte_pktmbuf_adj(m, p.l3_off);
     if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
     // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
-    return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK, flow_source_port(p));
+    return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
+                               flow_source_port(p));
 }
 
 } // namespace ztg

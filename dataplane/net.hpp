@@ -4,7 +4,6 @@
 
 #include <cstdint>
 
-
 namespace ztg {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "Be16/Be32 assume a little-endian host");

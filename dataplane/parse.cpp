@@ -40,8 +40,8 @@ Parsed parse_frame(const rte_mbuf* m) {
     p.dst = Ip4{ip.dst_addr};
     const uint16_t frag = rte_be_to_cpu_16(ip.fragment_offset);
     p.fragment = (frag & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0;
-    const bool has_ports = p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP ||
-                           p.proto == IPPROTO_SCTP;
+    const bool has_ports =
+        p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP;
     if (has_ports && !p.fragment && total >= ihl + 4 && len >= off + ihl + 4) {
         std::memcpy(&p.sport.raw, b + off + ihl, 2);
         std::memcpy(&p.dport.raw, b + off + ihl + 2, 2);

@@ -11,14 +11,14 @@
 namespace ztg {
 
 struct Parsed {
-    uint16_t l3_off = 0;  // bytes of Ethernet (+VLAN) before the IPv4 header
-    uint16_t ip_len = 0;  // IPv4 total length (trusted: checked against the frame)
-    uint8_t proto = 0;    // IPv4 protocol
-    uint8_t tos = 0;      // DSCP + ECN
-    bool ipv4 = false;    // a well-formed IPv4 header that fits in the frame
+    uint16_t l3_off = 0; // bytes of Ethernet (+VLAN) before the IPv4 header
+    uint16_t ip_len = 0; // IPv4 total length (trusted: checked against the frame)
+    uint8_t proto = 0;   // IPv4 protocol
+    uint8_t tos = 0;     // DSCP + ECN
+    bool ipv4 = false;   // a well-formed IPv4 header that fits in the frame
     bool fragment = false;
     Ip4 src, dst;
-    Be16 sport, dport;    // TCP/UDP/SCTP ports of a first fragment, else 0
+    Be16 sport, dport; // TCP/UDP/SCTP ports of a first fragment, else 0
 };
 
 // Parses the frame in m (first segment only). Never reads past data_len.

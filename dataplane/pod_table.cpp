@@ -27,7 +27,9 @@ PodTable::PodTable(const std::string& name, uint32_t capacity, Rcu& rcu) : capac
     }
 }
 
-PodTable::~PodTable() { rte_hash_free(h_); }
+PodTable::~PodTable() {
+    rte_hash_free(h_);
+}
 
 bool PodTable::add(Ip4 ip) {
     if (contains(ip)) return true;

@@ -16,18 +16,18 @@
 namespace ztg {
 
 struct Snapshot {
-    EncapTemplate tmpl;               // outer headers toward the tunnel peer's next hop
-    Ip4 remote_ip;                    // tunnel peer (node: ztunnel; pod -> it goes direct)
-    Ip4 local_ip;                     // tunnel local (outer source)
-    DecapParams decap;                // what tunnel traffic from the peer looks like
-    uint32_t vni = 1001;              // node: the one VNI served in both directions
-    Ip4 inner_ip;                     // node: istioout's address, answered for inside the tunnel
+    EncapTemplate tmpl;                  // outer headers toward the tunnel peer's next hop
+    Ip4 remote_ip;                       // tunnel peer (node: ztunnel; pod -> it goes direct)
+    Ip4 local_ip;                        // tunnel local (outer source)
+    DecapParams decap;                   // what tunnel traffic from the peer looks like
+    uint32_t vni = 1001;                 // node: the one VNI served in both directions
+    Ip4 inner_ip;                        // node: istioout's address, answered for inside the tunnel
     std::array<uint64_t, 4> protocols{}; // bit p set: IPv4 protocol p is redirected
-    uint16_t max_inner_len = 1450;    // largest inner IPv4 packet: tunnel MTU - 50
+    uint16_t max_inner_len = 1450;       // largest inner IPv4 packet: tunnel MTU - 50
     bool nexthop_known = false;
-    rte_ether_addr nexthop_mac{};     // the peer's MAC (outer/direct destination)
-    rte_ether_addr link_mac{};        // our MAC on the tunnel link (outer source)
-    rte_ether_addr inner_mac{};       // node: istioout's MAC
+    rte_ether_addr nexthop_mac{};           // the peer's MAC (outer/direct destination)
+    rte_ether_addr link_mac{};              // our MAC on the tunnel link (outer source)
+    rte_ether_addr inner_mac{};             // node: istioout's MAC
     std::vector<EncapTemplate> tunnel_tmpl; // endpoint: [device] template of a tunnel tap's VNI
     uint64_t generation = 0;
 

@@ -30,17 +30,18 @@ enum class DevKind : uint8_t { Pods, Ztunnel, Twin, Uplink, Tunnel, count };
 
 // One DPDK device the workers poll: a configured port or the kernel twin of one.
 struct Device {
-    uint16_t port_id = 0;    // ethdev port
+    uint16_t port_id = 0; // ethdev port
     DevKind kind = DevKind::Pods;
-    uint16_t peer = kNoDev;  // a port's twin, or a twin's port (index into Topology::devs)
-    rte_ether_addr mac{};    // the MAC this device answers to (a port: its twin's, if any)
-    uint32_t vni = 0;        // a Tunnel tap: the VNI it carries
+    uint16_t peer = kNoDev; // a port's twin, or a twin's port (index into Topology::devs)
+    rte_ether_addr mac{};   // the MAC this device answers to (a port: its twin's, if any)
+    uint32_t vni = 0;       // a Tunnel tap: the VNI it carries
 };
 
 // Fixed for the life of the process once workers start.
 struct Topology {
     std::vector<Device> devs;
-    uint16_t link = kNoDev; // the device toward the tunnel peer (node: ztunnel port; endpoint: uplink)
+    uint16_t link =
+        kNoDev; // the device toward the tunnel peer (node: ztunnel port; endpoint: uplink)
 };
 
 // Worker -> control notifications; the control thread logs and acts on them.
@@ -73,9 +74,9 @@ struct TxQueue {
 
 // A worker's own state; stages receive it and touch nothing else.
 struct WorkerCtx {
-    uint16_t id = 0;       // worker index = rx/tx queue index = QSBR thread id
+    uint16_t id = 0; // worker index = rx/tx queue index = QSBR thread id
     Shared* shared = nullptr;
-    const Snapshot* snap = nullptr; // valid until the next quiescent state
+    const Snapshot* snap = nullptr;                  // valid until the next quiescent state
     std::vector<DeviceCounters>* counters = nullptr; // [device]
     EventQueue* events = nullptr;
     std::vector<TxQueue> tx;        // [device]
@@ -86,8 +87,10 @@ struct WorkerCtx {
     // Queues m for transmission out of device dev (sent at the end of the burst).
     void send(uint16_t dev, rte_mbuf* m) {
         TxQueue& q = tx[dev];
-        if (q.n == 0) tx_dirty.push_back(dev);
-        else if (q.n == q.pkts.size()) flush(dev);
+        if (q.n == 0)
+            tx_dirty.push_back(dev);
+        else if (q.n == q.pkts.size())
+            flush(dev);
         q.pkts[q.n++] = m;
     }
     void flush(uint16_t dev);

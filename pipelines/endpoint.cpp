@@ -74,12 +74,15 @@ void endpoint_from_tunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
             c = Ctr::drop_no_nexthop;
         else if (m->pkt_len - sizeof(rte_ether_hdr) > s.max_inner_len) // outer would exceed the MTU
             c = Ctr::drop_too_big;
-        else if (!push_tunnel_headers(m, tmpl, kOuterLen, p.ipv4 ? p.tos & RTE_IPV4_HDR_ECN_MASK : 0,
+        else if (!push_tunnel_headers(m, tmpl, kOuterLen,
+                                      p.ipv4 ? p.tos & RTE_IPV4_HDR_ECN_MASK : 0,
                                       p.ipv4 ? flow_source_port(p) : 0xC000))
             c = Ctr::drop_no_headroom;
         t.inc(c);
-        if (c == Ctr::redirect) ctx.send(link, m);
-        else rte_pktmbuf_free(m);
+        if (c == Ctr::redirect)
+            ctx.send(link, m);
+        else
+            rte_pktmbuf_free(m);
     }
     t.flush_to(ctx.ctr(dev));
 }

@@ -48,7 +48,8 @@ void note_pod(WorkerCtx& ctx, Ip4 ip, PodLocation known, uint16_t dev, const rte
 // `default via 192.168.127.1 dev pistioout` needs it): answered as istioout would, back
 // through the tunnel. Returns nothing if m is not such a request, else tunnel_arp_reply
 // (sent) or drop_no_headroom (m to be freed).
-std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off,
+                                     const Snapshot& s) {
     auto* b = rte_pktmbuf_mtod(m, uint8_t*);
     if (m->data_len < inner_off + sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return {};
     auto* eth = reinterpret_cast<rte_ether_hdr*>(b + inner_off);
@@ -66,8 +67,10 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
     arp->arp_data.arp_sha = s.inner_mac;
     std::memcpy(&arp->arp_data.arp_sip, &s.inner_ip.raw, 4);
     rte_pktmbuf_adj(m, uint16_t(inner_off + sizeof(rte_ether_hdr)));
-    if (m->pkt_len > sizeof(rte_arp_hdr)) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - sizeof(rte_arp_hdr)));
-    if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000)) return Ctr::drop_no_headroom;
+    if (m->pkt_len > sizeof(rte_arp_hdr))
+        rte_pktmbuf_trim(m, uint16_t(m->pkt_len - sizeof(rte_arp_hdr)));
+    if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000))
+        return Ctr::drop_no_headroom;
     auto* inner = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, kOuterLen);
     inner->dst_addr = asker;
     inner->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
@@ -120,7 +123,8 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     for (uint16_t i = 0; i < n && i < kPrefetchAhead; i++)
         rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     for (uint16_t i = 0; i < n; i++) {
-        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        if (i + kPrefetchAhead < n)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
         p[i] = parse_frame(pkts[i]);
         src[i] = p[i].src; // 0.0.0.0 for non-IPv4: never a pod
     }
@@ -130,14 +134,17 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
         const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
-        if (pod) note_pod(ctx, p[i].src, loc[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+        if (pod)
+            note_pod(ctx, p[i].src, loc[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
         // The kernel's mark rule: -p <proto> -m set --match-set ztunnel-pods-ips src.
         if (!pod || !s.redirects(p[i].proto)) {
             if (!p[i].ipv4)
-                if (const rte_arp_hdr* arp = arp_of(m); arp != nullptr) { // a pod's ARP: learn it too
+                if (const rte_arp_hdr* arp = arp_of(m);
+                    arp != nullptr) { // a pod's ARP: learn it too
                     const Ip4 sip = arp_sender_ip(arp);
                     PodLocation l;
-                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &l) != 0) note_pod(ctx, sip, l, dev, arp->arp_data.arp_sha);
+                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &l) != 0)
+                        note_pod(ctx, sip, l, dev, arp->arp_data.arp_sha);
                 }
             to_twin(ctx, dev, m, t);
             continue;
@@ -176,7 +183,8 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
     const Snapshot& s = *ctx.snap;
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
-        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        if (i + kPrefetchAhead < n)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
         rte_mbuf* m = pkts[i];
         snoop_peer_arp(ctx, m);
         const GeneveView g = inspect_geneve(m, s.decap);
@@ -197,7 +205,9 @@ void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     ctx.ctr(dev).add(Ctr::pass, n);
 }
 
-void node_tick(WorkerCtx& ctx) { resolve_peer_tick(ctx); }
+void node_tick(WorkerCtx& ctx) {
+    resolve_peer_tick(ctx);
+}
 
 const Pipeline& node_pipeline() {
     static const Pipeline p = [] {

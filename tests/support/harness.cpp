@@ -20,8 +20,9 @@ void eal_once() {
         // ZTG_TEST_EAL_MEM (MB) lets benchmarks with a million pods ask for more memory.
         const char* mem = std::getenv("ZTG_TEST_EAL_MEM");
         const std::string mb = mem != nullptr ? mem : "512";
-        const char* args[] = {"test", "--no-huge", "-m", mb.c_str(), "--no-pci", "--no-telemetry",
-                              "--log-level=*:error", "-l", "0", prefix.c_str()};
+        const char* args[] = {
+            "test",           "--no-huge",           "-m", mb.c_str(), "--no-pci",
+            "--no-telemetry", "--log-level=*:error", "-l", "0",        prefix.c_str()};
         std::vector<char*> argv;
         for (const char* a : args) argv.push_back(const_cast<char*>(a));
         if (rte_eal_init(int(argv.size()), argv.data()) < 0) {
@@ -57,7 +58,8 @@ Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
     eal_once();
     static int n = 0;
     const std::string id = std::to_string(n++);
-    pool = rte_pktmbuf_pool_create(("tp" + id).c_str(), 8191, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    pool = rte_pktmbuf_pool_create(("tp" + id).c_str(), 8191, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                   SOCKET_ID_ANY);
     rcu = std::make_unique<Rcu>(1);
     pods = std::make_unique<PodTable>("tpods" + id, pod_capacity, *rcu);
     if (pool == nullptr || !rcu->ok() || !pods->ok()) std::abort();
@@ -124,7 +126,10 @@ std::vector<uint8_t> make_frame(const FrameSpec& f) {
     std::vector<uint8_t> b;
     auto put = [&](std::initializer_list<uint8_t> l) { b.insert(b.end(), l); };
     auto put16 = [&](uint16_t v) { put({uint8_t(v >> 8), uint8_t(v)}); };
-    auto put32 = [&](uint32_t v) { put16(uint16_t(v >> 16)); put16(uint16_t(v)); };
+    auto put32 = [&](uint32_t v) {
+        put16(uint16_t(v >> 16));
+        put16(uint16_t(v));
+    };
     put({0x02, 0, 0, 0, 0x01, 0x03, 0x02, 0, 0, 0, 0x02, 0x03}); // dst: twin, src: pod
     if (f.vlan >= 0) {
         put16(0x8100);

@@ -25,8 +25,8 @@ struct Harness {
     ~Harness();
 
     rte_mbuf* frame(const std::vector<uint8_t>& bytes); // an mbuf holding bytes
-    void run_pods(std::vector<rte_mbuf*> pkts);           // node_from_pods over a burst
-    std::vector<rte_mbuf*> take(uint16_t dev);            // what the stage sent to dev
+    void run_pods(std::vector<rte_mbuf*> pkts);         // node_from_pods over a burst
+    std::vector<rte_mbuf*> take(uint16_t dev);          // what the stage sent to dev
     uint64_t counter(uint16_t dev, Ctr c) const { return counters[dev].get(c); }
     void set_snapshot(const Snapshot& s);
 
@@ -51,7 +51,7 @@ struct FrameSpec {
     uint16_t sport = 40000, dport = 9080;
     uint8_t tos = 0, ttl = 64;
     uint16_t payload = 0;
-    int vlan = -1; // VLAN ID, or -1 for none
+    int vlan = -1;          // VLAN ID, or -1 for none
     uint16_t frag = 0x4000; // DF
 };
 std::vector<uint8_t> make_frame(const FrameSpec& f);

@@ -71,7 +71,8 @@ TEST_P(Classify, Verdict) {
         auto* eth = rte_pktmbuf_mtod(zt[0], rte_ether_hdr*);
         EXPECT_TRUE(rte_is_same_ether_addr(&eth->dst_addr, &h.snap.nexthop_mac));
         EXPECT_TRUE(rte_is_same_ether_addr(&eth->src_addr, &h.snap.link_mac));
-        EXPECT_EQ(eth->ether_type, rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) << "VLAN tag must be gone";
+        EXPECT_EQ(eth->ether_type, rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+            << "VLAN tag must be gone";
         auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
         EXPECT_EQ(ip->time_to_live, c.frame.ttl - 1);
         EXPECT_EQ(rte_ipv4_cksum(ip), 0) << "checksum not updated with the TTL";
@@ -84,7 +85,8 @@ TEST_P(Classify, Verdict) {
         {
             const auto want = make_frame(c.frame);
             const auto* p = rte_pktmbuf_mtod(twin[0], const uint8_t*);
-            EXPECT_EQ(std::vector<uint8_t>(p, p + twin[0]->data_len), want) << "passed frames are unchanged";
+            EXPECT_EQ(std::vector<uint8_t>(p, p + twin[0]->data_len), want)
+                << "passed frames are unchanged";
         }
         break;
     default:
@@ -131,7 +133,8 @@ TEST(ClassifyDrops, UnresolvedNextHop) {
     Snapshot s = lab_snapshot();
     s.nexthop_known = false;
     h.set_snapshot(s);
-    h.run_pods({h.frame(make_frame(spec(kPod, kVip, 6))), h.frame(make_frame(spec(kOther, kVip, 6)))});
+    h.run_pods(
+        {h.frame(make_frame(spec(kPod, kVip, 6))), h.frame(make_frame(spec(kOther, kVip, 6)))});
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::drop_no_nexthop), 1u);
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::pass), 1u) << "non-meshed traffic still passes";
     for (auto* m : h.take(Harness::kPodsTwin)) rte_pktmbuf_free(m);

@@ -40,10 +40,12 @@ TEST(Config, GoodConfigAndDefaults) {
 struct Bad {
     const char* what;
     std::string from, to; // replace `from` in kGood by `to`
-    const char* message; // the whole message, or its machine-independent start
+    const char* message;  // the whole message, or its machine-independent start
 };
 
-void PrintTo(const Bad& b, std::ostream* os) { *os << b.what; }
+void PrintTo(const Bad& b, std::ostream* os) {
+    *os << b.what;
+}
 
 class BadConfig : public ::testing::TestWithParam<Bad> {};
 
@@ -61,35 +63,46 @@ TEST_P(BadConfig, RefusedWithKeyAndReason) {
 
 const Bad kBad[] = {
     {"unknown top key", "role: node", "role: node\nrolle: x", "rolle: unknown key"},
-    {"unknown nested key", "  local_ip:", "  locl_ip: 1.2.3.4\n  local_ip:", "tunnel.locl_ip: unknown key"},
+    {"unknown nested key",
+     "  local_ip:", "  locl_ip: 1.2.3.4\n  local_ip:", "tunnel.locl_ip: unknown key"},
     {"wrong role", "role: node", "role: router", "role: 'router' is not a role (node or endpoint)"},
     {"bad ip", "local_ip: 10.244.2.1", "local_ip: 10.244.2.300",
      "tunnel.local_ip: '10.244.2.300' is not an IPv4 address (dotted quad)"},
-    {"vni too big", "  local_ip:", "  vni: 16777216\n  local_ip:", "tunnel.vni: 16777216 is out of range 0..16777215"},
-    {"port 0", "  local_ip:", "  udp_port: 0\n  local_ip:", "tunnel.udp_port: 0 is out of range 1..65535"},
+    {"vni too big", "  local_ip:", "  vni: 16777216\n  local_ip:",
+     "tunnel.vni: 16777216 is out of range 0..16777215"},
+    {"port 0",
+     "  local_ip:", "  udp_port: 0\n  local_ip:", "tunnel.udp_port: 0 is out of range 1..65535"},
     {"wrong type", "  local_ip:", "  udp_checksum: maybe\n  local_ip:",
      "tunnel.udp_checksum: expected true or false, got 'maybe'"},
     {"short mac", "\"02:00:00:00:7f:01\"", "\"02:00:00:00:7f\"",
-     "tunnel.inner_src_mac: '02:00:00:00:7f' is not a MAC address (six hex pairs like 02:00:00:00:00:01)"},
+     "tunnel.inner_src_mac: '02:00:00:00:7f' is not a MAC address (six hex pairs like "
+     "02:00:00:00:00:01)"},
     {"multicast mac", "\"02:00:00:00:7f:02\"", "\"01:00:5e:00:00:01\"",
      "tunnel.inner_dst_mac: 01:00:5e:00:00:01 is a multicast/broadcast MAC"},
     {"missing required", "  remote_ip: 10.244.2.10\n", "",
      "tunnel.remote_ip: required (the ztunnel pod address, outer destination)"},
     {"duplicate device", "net_af_packet1,iface=v1", "net_af_packet0,iface=v1",
      "ports[1].devargs: duplicate device 'net_af_packet0' (also ports[0].devargs)"},
-    {"duplicate name", "name: zt", "name: pods0", "ports[1].name: duplicate port name 'pods0' (also ports[0].name)"},
-    {"no ztunnel port", "role: ztunnel", "role: pods", "ports: exactly one port with role ztunnel is required, found 0"},
-    {"bad port role", "role: ztunnel", "role: tunnel", "ports[1].role: 'tunnel' is not a port role of a node (pods or ztunnel)"},
+    {"duplicate name", "name: zt", "name: pods0",
+     "ports[1].name: duplicate port name 'pods0' (also ports[0].name)"},
+    {"no ztunnel port", "role: ztunnel", "role: pods",
+     "ports: exactly one port with role ztunnel is required, found 0"},
+    {"bad port role", "role: ztunnel", "role: tunnel",
+     "ports[1].role: 'tunnel' is not a port role of a node (pods or ztunnel)"},
     {"duplicate pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.3, 10.244.2.3]",
      "pods[1]: duplicate pod 10.244.2.3 (also pods[0])"},
-    {"pods not a list", "[10.244.2.3, 10.244.2.2]", "10.244.2.3", "pods: expected a list, got '10.244.2.3'"},
-    {"ztunnel as pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.10]", "pods[0]: 10.244.2.10 is the ztunnel (tunnel.remote_ip)"},
+    {"pods not a list", "[10.244.2.3, 10.244.2.2]", "10.244.2.3",
+     "pods: expected a list, got '10.244.2.3'"},
+    {"ztunnel as pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.10]",
+     "pods[0]: 10.244.2.10 is the ztunnel (tunnel.remote_ip)"},
     {"bad protocol", "role: node", "role: node\nredirect: {protocols: [tcp, gre]}",
      "redirect.protocols[1]: 'gre' is not a protocol (tcp, udp, icmp, sctp or a number 0-255)"},
-    {"too many workers", "role: node", "role: node\ndpdk: {workers: 64}", "dpdk.workers: 64 workers but this machine has "},
+    {"too many workers", "role: node", "role: node\ndpdk: {workers: 64}",
+     "dpdk.workers: 64 workers but this machine has "},
     {"in-memory with no-huge", "role: node", "role: node\ndpdk: {eal_args: [--in-memory]}",
      "dpdk.eal_args[0]: --in-memory cannot be combined with no_huge (EAL refuses it)"},
-    {"mtu too small", "  local_ip:", "  mtu: 100\n  local_ip:", "tunnel.mtu: 100 is out of range 576..9216"},
+    {"mtu too small",
+     "  local_ip:", "  mtu: 100\n  local_ip:", "tunnel.mtu: 100 is out of range 576..9216"},
     {"same local and remote", "remote_ip: 10.244.2.10", "remote_ip: 10.244.2.1",
      "tunnel.remote_ip: must differ from tunnel.local_ip"},
     {"yaml syntax", "role: node", "role: [node", "bad.yaml:"},
@@ -125,7 +138,8 @@ TEST(Config, EndpointRefusesNodeKeysAndDuplicateVnis) {
     EXPECT_EQ(parse_config(y, "ep.yaml").error(), "pods: only for role node");
     y = kEndpoint;
     y.replace(y.find("vni: 1000"), 9, "vni: 1001");
-    EXPECT_EQ(parse_config(y, "ep.yaml").error(), "ports[2].vni: VNI 1001 is carried by ports[1] already");
+    EXPECT_EQ(parse_config(y, "ep.yaml").error(),
+              "ports[2].vni: VNI 1001 is carried by ports[1] already");
     y = kEndpoint;
     y.replace(y.find("role: uplink"), 12, "role: pods");
     EXPECT_EQ(parse_config(y, "ep.yaml").error(),

@@ -13,7 +13,7 @@ using namespace ztg::test;
 
 namespace {
 
-constexpr uint32_t kPod = 0x0af40203;   // 10.244.2.3
+constexpr uint32_t kPod = 0x0af40203; // 10.244.2.3
 const rte_ether_addr kPodMac = {{0x02, 0, 0, 0, 0x02, 0x03}};
 
 struct Outer {
@@ -33,7 +33,8 @@ std::vector<uint8_t> geneve(const Outer& o, const std::vector<uint8_t>& inner) {
     const uint16_t udp_len = uint16_t(8 + glen + inner.size());
     const uint16_t total = uint16_t(20 + udp_len);
     const size_t ip = b.size();
-    b.insert(b.end(), {0x45, o.ecn, uint8_t(total >> 8), uint8_t(total), 0, 0, 0x40, 0, 64, 17, 0, 0});
+    b.insert(b.end(),
+             {0x45, o.ecn, uint8_t(total >> 8), uint8_t(total), 0, 0, 0x40, 0, 64, 17, 0, 0});
     for (uint32_t a : {o.src, o.dst})
         b.insert(b.end(), {uint8_t(a >> 24), uint8_t(a >> 16), uint8_t(a >> 8), uint8_t(a)});
     uint32_t sum = 0;
@@ -42,9 +43,11 @@ std::vector<uint8_t> geneve(const Outer& o, const std::vector<uint8_t>& inner) {
     const uint16_t ck = uint16_t(~sum ^ (o.bad_ip_checksum ? 1 : 0));
     b[ip + 10] = uint8_t(ck >> 8);
     b[ip + 11] = uint8_t(ck);
-    b.insert(b.end(), {0xd0, 0x00, uint8_t(o.dport >> 8), uint8_t(o.dport), uint8_t(udp_len >> 8), uint8_t(udp_len), 0, 0});
-    b.insert(b.end(), {uint8_t(o.version << 6 | o.opt_words), o.flags, uint8_t(o.proto >> 8), uint8_t(o.proto),
-                       uint8_t(o.vni >> 16), uint8_t(o.vni >> 8), uint8_t(o.vni), 0});
+    b.insert(b.end(), {0xd0, 0x00, uint8_t(o.dport >> 8), uint8_t(o.dport), uint8_t(udp_len >> 8),
+                       uint8_t(udp_len), 0, 0});
+    b.insert(b.end(),
+             {uint8_t(o.version << 6 | o.opt_words), o.flags, uint8_t(o.proto >> 8),
+              uint8_t(o.proto), uint8_t(o.vni >> 16), uint8_t(o.vni >> 8), uint8_t(o.vni), 0});
     for (int w = 0; w < o.opt_words; w++) b.insert(b.end(), {0x01, 0x02, 0x03, 0x04});
     b.insert(b.end(), inner.begin(), inner.end());
     return b;
@@ -66,7 +69,8 @@ struct Decap : ::testing::Test {
     Harness h;
     void SetUp() override {
         ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
-        ASSERT_TRUE(h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
+        ASSERT_TRUE(
+            h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
         h.topo.devs[Harness::kPods].mac = {{0x02, 0, 0, 0, 0x01, 0x03}};
         h.snap.decap = {ip4(10, 244, 2, 1), ip4(10, 244, 2, 10), 6081};
         h.snap.vni = 1001;
@@ -89,9 +93,11 @@ TEST_F(Decap, ValidFrameReachesThePodWithItsMac) {
     const auto* p = rte_pktmbuf_mtod(out[0], const uint8_t*);
     std::vector<uint8_t> got(p, p + out[0]->data_len);
     ASSERT_EQ(got.size(), inner.size());
-    EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + 6), std::vector<uint8_t>(kPodMac.addr_bytes, kPodMac.addr_bytes + 6));
+    EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + 6),
+              std::vector<uint8_t>(kPodMac.addr_bytes, kPodMac.addr_bytes + 6));
     EXPECT_EQ(got[6 + 5], 0x03) << "source: the pods port's twin MAC";
-    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()), std::vector<uint8_t>(inner.begin() + 12, inner.end()))
+    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()),
+              std::vector<uint8_t>(inner.begin() + 12, inner.end()))
         << "inner IPv4 changed";
     rte_pktmbuf_free(out[0]);
 }
@@ -136,14 +142,19 @@ Outer with(void (*f)(Outer&)) {
 const BadCase kBad[] = {
     {"version1", with([](Outer& o) { o.version = 1; }), Ctr::decap_bad_version},
     {"oam", with([](Outer& o) { o.flags = 0x80; }), Ctr::decap_oam},
-    {"critical_with_options", with([](Outer& o) { o.flags = 0x40; o.opt_words = 2; }), Ctr::decap_critical},
+    {"critical_with_options", with([](Outer& o) {
+         o.flags = 0x40;
+         o.opt_words = 2;
+     }),
+     Ctr::decap_critical},
     {"wrong_vni", with([](Outer& o) { o.vni = 1002; }), Ctr::decap_bad_vni},
     {"bad_ip_checksum", with([](Outer& o) { o.bad_ip_checksum = true; }), Ctr::decap_bad_outer},
     {"not_ethernet_payload", with([](Outer& o) { o.proto = 0x0800; }), Ctr::decap_bad_inner},
     {"ce_over_not_ect", with([](Outer& o) { o.ecn = 3; }), Ctr::decap_ecn_drop},
 };
 
-INSTANTIATE_TEST_SUITE_P(Geneve, DecapBad, ::testing::ValuesIn(kBad), [](const auto& tpi) { return std::string(tpi.param.name); });
+INSTANTIATE_TEST_SUITE_P(Geneve, DecapBad, ::testing::ValuesIn(kBad),
+                         [](const auto& tpi) { return std::string(tpi.param.name); });
 
 TEST_F(Decap, UnknownDestinationIsCountedNotDelivered) {
     run(geneve(Outer{}, reply(0, 0x0af40263)));
@@ -201,16 +212,17 @@ TEST(Ecn, Rfc6040DecapsulationTable) {
             ASSERT_TRUE(ok);
             EXPECT_EQ(ip[1] & 3, want[outer][inner]) << int(outer) << "/" << int(inner);
             EXPECT_EQ(ip[1] & 0xfc, 0xa0) << "DSCP untouched";
-            EXPECT_EQ(rte_ipv4_cksum(reinterpret_cast<rte_ipv4_hdr*>(ip)), 0) << "checksum not updated";
+            EXPECT_EQ(rte_ipv4_cksum(reinterpret_cast<rte_ipv4_hdr*>(ip)), 0)
+                << "checksum not updated";
         }
 }
 
 TEST_F(Decap, ArpForIstiooutInsideTheTunnelIsAnswered) {
     // pistioout (02:..:7f:02, 192.168.127.2) asks who has 192.168.127.1.
-    std::vector<uint8_t> arp = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0x7f, 0x02, 0x08, 0x06,
-                                0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01,
-                                0x02, 0, 0, 0, 0x7f, 0x02, 192, 168, 127, 2,
-                                0, 0, 0, 0, 0, 0, 192, 168, 127, 1};
+    std::vector<uint8_t> arp = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0,   0,   0,    0x7f,
+                                0x02, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6,   4,   0x00, 0x01,
+                                0x02, 0,    0,    0,    0x7f, 0x02, 192,  168, 127, 2,    0,
+                                0,    0,    0,    0,    0,    192,  168,  127, 1};
     run(geneve(Outer{}, arp));
     auto out = h.take(Harness::kZt);
     ASSERT_EQ(out.size(), 1u);
@@ -224,8 +236,10 @@ TEST_F(Decap, ArpForIstiooutInsideTheTunnelIsAnswered) {
     EXPECT_EQ(in[12], 0x08);
     EXPECT_EQ(in[13], 0x06);
     EXPECT_EQ(in[21], 2) << "an ARP reply";
-    EXPECT_EQ(std::vector<uint8_t>(in + 22, in + 32), (std::vector<uint8_t>{0x02, 0, 0, 0, 0x7f, 0x01, 192, 168, 127, 1}));
-    EXPECT_EQ(std::vector<uint8_t>(in + 32, in + 42), (std::vector<uint8_t>{0x02, 0, 0, 0, 0x7f, 0x02, 192, 168, 127, 2}));
+    EXPECT_EQ(std::vector<uint8_t>(in + 22, in + 32),
+              (std::vector<uint8_t>{0x02, 0, 0, 0, 0x7f, 0x01, 192, 168, 127, 1}));
+    EXPECT_EQ(std::vector<uint8_t>(in + 32, in + 42),
+              (std::vector<uint8_t>{0x02, 0, 0, 0, 0x7f, 0x02, 192, 168, 127, 2}));
     rte_pktmbuf_free(out[0]);
 }
 

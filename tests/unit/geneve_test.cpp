@@ -46,7 +46,8 @@ struct GeneveTest : ::testing::Test {
         rte_mbuf* m = h.frame(frame);
         const Parsed p = parse_frame(m);
         EXPECT_TRUE(p.ipv4);
-        if (inner_ip) inner_ip->assign(frame.begin() + p.l3_off, frame.begin() + p.l3_off + p.ip_len);
+        if (inner_ip)
+            inner_ip->assign(frame.begin() + p.l3_off, frame.begin() + p.l3_off + p.ip_len);
         EXPECT_TRUE(encapsulate(m, p, t));
         return m;
     }
@@ -66,7 +67,8 @@ TEST_F(GeneveTest, HeaderMatchesHandWorkedBytes) {
 }
 
 TEST_F(GeneveTest, ChecksumAgreesWithDpdkForEveryLengthAndEcn) {
-    for (uint16_t payload : {uint16_t(0), uint16_t(1), uint16_t(2), uint16_t(100), uint16_t(1410)}) {
+    for (uint16_t payload :
+         {uint16_t(0), uint16_t(1), uint16_t(2), uint16_t(100), uint16_t(1410)}) {
         for (uint8_t ecn = 0; ecn < 4; ecn++) {
             FrameSpec f;
             f.payload = payload;
