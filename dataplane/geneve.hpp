@@ -107,8 +107,14 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
 // The caller has checked that p.ip_len fits the tunnel MTU. Returns false (m to be
 // dropped) if the mbuf lacks headroom.
 inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
-    rte_pktmbuf_adj(m, p.l3_off);
-    if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
+    if (m->nb_segs == 1) { // the common case, without the generic helpers' checks
+        m->data_off = uint16_t(m->data_off + p.l3_off);
+        m->pkt_len = p.ip_len; // drops Ethernet padding too
+        m->data_len = p.ip_len;
+    } else {
+        rte_pktmbuf_adj(m, p.l3_off);
+        if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
+    }
     // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
     return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
                                flow_source_port(p));

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
+#include <rte_ether.h>
+#include <rte_ip.h>
 #include <rte_mbuf.h>
 
 #include "dataplane/net.hpp"
@@ -21,7 +24,50 @@ struct Parsed {
     Be16 sport, dport; // TCP/UDP/SCTP ports of a first fragment, else 0
 };
 
-// Parses the frame in m (first segment only). Never reads past data_len.
-Parsed parse_frame(const rte_mbuf* m);
+// Parses the frame in m (first segment only). Never reads past data_len. Inline: it runs
+// once per packet on the fast path.
+inline Parsed parse_frame(const rte_mbuf* m) {
+    Parsed p;
+    const auto* b = rte_pktmbuf_mtod(m, const uint8_t*);
+    const uint32_t len = m->data_len;
+    if (len < sizeof(rte_ether_hdr)) return p;
+
+    uint16_t ether_type;
+    std::memcpy(&ether_type, b + 12, 2);
+    uint32_t off = sizeof(rte_ether_hdr);
+    if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN)) {
+        if (len < off + sizeof(rte_vlan_hdr)) return p;
+        std::memcpy(&ether_type, b + off + 2, 2);
+        off += sizeof(rte_vlan_hdr);
+    }
+    if (ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return p;
+    if (len < off + sizeof(rte_ipv4_hdr)) return p;
+
+    rte_ipv4_hdr ip;
+    std::memcpy(&ip, b + off, sizeof ip);
+    const uint32_t ihl = (ip.version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4u;
+    const uint32_t total = rte_be_to_cpu_16(ip.total_length);
+    if ((ip.version_ihl >> 4) != 4 || ihl < sizeof(rte_ipv4_hdr) || total < ihl ||
+        m->pkt_len < off + total || len < off + ihl)
+        return p;
+
+    p.l3_off = uint16_t(off);
+    p.ip_len = uint16_t(total);
+    p.proto = ip.next_proto_id;
+    p.tos = ip.type_of_service;
+    p.src = Ip4{ip.src_addr};
+    p.dst = Ip4{ip.dst_addr};
+    const uint16_t frag = rte_be_to_cpu_16(ip.fragment_offset);
+    p.fragment = (frag & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0;
+    const bool has_ports =
+        p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP;
+    if (has_ports && !p.fragment && total >= ihl + 4 && len >= off + ihl + 4) {
+        std::memcpy(&p.sport.raw, b + off + ihl, 2);
+        std::memcpy(&p.dport.raw, b + off + ihl + 2, 2);
+    }
+    p.ipv4 = true;
+    return p;
+}
+
 
 } // namespace ztg

@@ -35,9 +35,11 @@ bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
 }
 
 // Tells control where a pod was seen, once per change (the return path delivers there).
-void note_pod(WorkerCtx& ctx, Ip4 ip, PodLocation known, uint16_t dev, const rte_ether_addr& mac) {
+// known_tag: the pod's location tag in the table.
+void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev, const rte_ether_addr& mac) {
+    if (known_tag == PodLocation::tag_of(dev, mac)) [[likely]]
+        return;
     const PodLocation here = PodLocation::of(dev, mac);
-    if (known == here) return;
     const uint64_t key = here.word * 0x9E3779B97F4A7C15ull ^ ip.raw;
     if (key == ctx.last_pod_seen) return;
     ctx.last_pod_seen = key;
@@ -119,7 +121,7 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const uint16_t zt = ctx.shared->topo->link;
     Parsed p[kBurst];
     Ip4 src[kBurst];
-    PodLocation loc[kBurst];
+    uint32_t tag[kBurst];
     for (uint16_t i = 0; i < n && i < kPrefetchAhead; i++)
         rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     for (uint16_t i = 0; i < n; i++) {
@@ -128,23 +130,23 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
         p[i] = parse_frame(pkts[i]);
         src[i] = p[i].src; // 0.0.0.0 for non-IPv4: never a pod
     }
-    const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n, loc);
+    const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n, tag);
 
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
         const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
         if (pod)
-            note_pod(ctx, p[i].src, loc[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+            note_pod(ctx, p[i].src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
         // The kernel's mark rule: -p <proto> -m set --match-set ztunnel-pods-ips src.
         if (!pod || !s.redirects(p[i].proto)) {
             if (!p[i].ipv4)
                 if (const rte_arp_hdr* arp = arp_of(m);
                     arp != nullptr) { // a pod's ARP: learn it too
                     const Ip4 sip = arp_sender_ip(arp);
-                    PodLocation l;
-                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &l) != 0)
-                        note_pod(ctx, sip, l, dev, arp->arp_data.arp_sha);
+                    uint32_t known;
+                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &known) != 0)
+                        note_pod(ctx, sip, known, dev, arp->arp_data.arp_sha);
                 }
             to_twin(ctx, dev, m, t);
             continue;
