@@ -355,6 +355,48 @@ Config parse(const YAML::Node& root, const std::string& source) {
             fail("pods", std::to_string(c.pods.size()) + " pods exceed limits.pods " +
                              std::to_string(c.pod_capacity));
     }
+    if (auto n = top.get("kernel"); n) {
+        Map k(n, "kernel");
+        KernelConfig& kc = c.kernel;
+        if (auto v = k.get("mode"); v) {
+            const std::string mode = scalar(v, "kernel.mode");
+            if (mode == "off")
+                kc.mode = KernelMode::Off;
+            else if (mode == "observe")
+                kc.mode = KernelMode::Observe;
+            else if (mode == "program")
+                kc.mode = KernelMode::Program;
+            else
+                fail("kernel.mode", "'" + mode + "' is not one of off, observe, program");
+        }
+        auto name = [&](const char* key, std::string& out) {
+            if (auto v = k.get(key); v) {
+                out = text(v, k.path(key));
+                if (out.size() > 31 || out.find_first_of(" /") != std::string::npos)
+                    fail(k.path(key), "'" + out + "' is not a valid name");
+            }
+        };
+        name("ipset", kc.ipset);
+        name("ztunnel_dev", kc.ztunnel_dev);
+        name("istioout", kc.istioout);
+        if (kc.istioout.size() > 15)
+            fail("kernel.istioout", "a link name has at most 15 characters");
+        if (auto v = k.get("poll_ms"); v)
+            kc.poll_ms = uint32_t(unsigned_in(v, "kernel.poll_ms", 10, 10000));
+        if (auto v = k.get("istioout_peer"); v)
+            kc.istioout_peer = unicast_ipv4(v, "kernel.istioout_peer");
+        k.check_unknown();
+        if (kc.mode != KernelMode::Off && c.role != Role::Node)
+            fail("kernel.mode", "only for role node");
+        if (kc.mode == KernelMode::Program && kc.ztunnel_dev.empty())
+            fail("kernel.ztunnel_dev",
+                 "required with kernel.mode program (the kernel's link to ztunnel, for "
+                 "table 101's `" +
+                     format_ip(c.tunnel.remote_ip) + " dev <link> scope link`)");
+        if (kc.mode == KernelMode::Observe && !c.pods.empty())
+            fail("pods", "with kernel.mode observe the pods come from the ipset " + kc.ipset +
+                             "; remove this list");
+    }
     if (auto n = top.get("log"); n) {
         Map l(n, "log");
         if (auto lv = l.get("level"); lv) {

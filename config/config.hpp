@@ -49,6 +49,17 @@ struct TunnelConfig {
     uint32_t inner_ip = 0xC0A87F01; // istioout's address, 192.168.127.1 (node role)
 };
 
+enum class KernelMode { Off, Observe, Program };
+
+struct KernelConfig {
+    KernelMode mode = KernelMode::Off;
+    std::string ipset = "ztunnel-pods-ips";
+    uint32_t poll_ms = 100;
+    std::string ztunnel_dev;             // the kernel's link to ztunnel (table 101 route)
+    std::string istioout = "istioout";   // the Geneve link's name
+    uint32_t istioout_peer = 0xC0A87F02; // 192.168.127.2: pistioout, table 101's gateway
+};
+
 struct Config {
     std::string source; // file name, for messages
     Role role = Role::Node;
@@ -59,6 +70,7 @@ struct Config {
     std::vector<uint32_t> pods;        // host byte order
     uint32_t pod_capacity = 65536;
     std::string log_level = "info";
+    KernelConfig kernel;
 };
 
 Result<Config> load_config(const std::string& path);

@@ -10,27 +10,37 @@
 #include <rte_cycles.h>
 
 #include "config/config.hpp"
+#include "control/kernel/mirror.hpp"
 #include "control/runtime.hpp"
 
 namespace {
 
 constexpr const char* kUsage = R"(usage: ztgeneve --config FILE [--file-prefix NAME]
        ztgeneve --check FILE
+       ztgeneve --cleanup FILE
        ztgeneve --help | --version
 
   --config FILE       run the dataplane described by FILE (YAML, see config/README.md)
   --check FILE        validate FILE and exit: 0 if valid, 2 with the key and reason if not
+  --cleanup FILE      remove the kernel objects that kernel.mode program installs for FILE
+                      (foreign rules, routes and ipset members are left alone)
   --file-prefix NAME  DPDK runtime file prefix (overrides dpdk.file_prefix)
 
-On SIGINT or SIGTERM ztgeneve stops its workers, closes its ports and prints its counters
-as one line 'ztgeneve-counters {json}' on stdout. Live counters: DPDK telemetry command
-/ztgeneve/counters on /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2.
+SIGHUP re-reads the config file: pods, log.level and kernel.poll_ms change live; any other
+change is refused with the key that changed. On SIGINT or SIGTERM ztgeneve stops its
+workers, closes its ports and prints its counters as one line 'ztgeneve-counters {json}'
+on stdout. Live counters: DPDK telemetry /ztgeneve/devices and /ztgeneve/counters,<device>
+on /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2.
 )";
 
 volatile std::sig_atomic_t g_signal = 0;
+volatile std::sig_atomic_t g_reload = 0;
 
 void on_signal(int sig) {
     g_signal = sig;
+}
+void on_hup(int) {
+    g_reload = 1;
 }
 
 int fail(const std::string& msg, int code = 1) {
@@ -44,6 +54,10 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    struct sigaction hup {};
+    hup.sa_handler = on_hup;
+    sigemptyset(&hup.sa_mask);
+    sigaction(SIGHUP, &hup, nullptr);
 
     ztg::Runtime rt(cfg);
     if (auto s = rt.init_eal(argv0, prefix); !s) return fail(s.error());
@@ -52,14 +66,20 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
         rt.stop();
         return fail(s.error());
     }
+    if (auto s = rt.start_kernel(); !s)
+        spdlog::error("kernel: {}", s.error()); // the dataplane runs on
     ztg::telemetry_attach(&rt);
     spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}",
                  cfg.dpdk.workers, rt.devices().size(), rt.pod_count(),
                  ztg::format_ip(cfg.tunnel.local_ip), ztg::format_ip(cfg.tunnel.remote_ip),
                  cfg.tunnel.vni, cfg.tunnel.udp_port);
     while (g_signal == 0) {
+        if (g_reload != 0) {
+            g_reload = 0;
+            if (auto s = rt.reload(); !s) spdlog::error("reload refused: {}", s.error());
+        }
         rt.poll_events();
-        rte_delay_us_sleep(10 * 1000);
+        rte_delay_us_sleep(1000); // events (a pod's MAC, the peer's) apply within ~1 ms
     }
     spdlog::info("signal {}: stopping", int(g_signal));
     rt.stop();
@@ -73,7 +93,7 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
 } // namespace
 
 int main(int argc, char** argv) {
-    std::string config, check, prefix;
+    std::string config, check, cleanup, prefix;
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];
         auto value = [&](std::string& out) {
@@ -91,6 +111,8 @@ int main(int argc, char** argv) {
             if (!value(config)) return fail("--config needs a file", 64);
         } else if (a == "--check") {
             if (!value(check)) return fail("--check needs a file", 64);
+        } else if (a == "--cleanup") {
+            if (!value(cleanup)) return fail("--cleanup needs a file", 64);
         } else if (a == "--file-prefix") {
             if (!value(prefix)) return fail("--file-prefix needs a name", 64);
         } else {
@@ -98,14 +120,20 @@ int main(int argc, char** argv) {
             return fail("unknown argument '" + a + "'", 64);
         }
     }
-    if (check.empty() == config.empty()) {
+    if (int(!check.empty()) + int(!config.empty()) + int(!cleanup.empty()) != 1) {
         std::fputs(kUsage, stderr);
-        return fail("give exactly one of --config FILE or --check FILE", 64);
+        return fail("give exactly one of --config FILE, --check FILE or --cleanup FILE", 64);
     }
-    auto cfg = ztg::load_config(check.empty() ? config : check);
+    const std::string file = !config.empty() ? config : !check.empty() ? check : cleanup;
+    auto cfg = ztg::load_config(file);
     if (!cfg) {
         std::fprintf(stderr, "ztgeneve: config error: %s\n", cfg.error().c_str());
         return 2;
+    }
+    if (!cleanup.empty()) {
+        if (auto s = ztg::KernelMirror::cleanup(*cfg); !s) return fail("cleanup: " + s.error());
+        std::printf("cleanup: removed what kernel.mode program installs for %s\n", cleanup.c_str());
+        return 0;
     }
     if (!check.empty()) {
         std::printf("config OK: %s (%zu ports, %zu pods)\n", check.c_str(), cfg->ports.size(),

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -250,7 +251,8 @@ Status Runtime::start_workers() {
         return err("limits.pods: cannot create a pod table of " +
                    std::to_string(cfg_.pod_capacity) + " (" + rte_strerror(rte_errno) +
                    "); raise dpdk.memory_mb or lower limits.pods");
-    for (size_t i = 0; i < cfg_.pods.size(); i++)
+    for (size_t i = 0; i < cfg_.pods.size() && cfg_.kernel.mode != KernelMode::Program;
+         i++) // program: the mirror adds them
         if (!pods_->add(Ip4::from_host(cfg_.pods[i])))
             return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) +
                        " to the pod table");
@@ -292,7 +294,95 @@ Status Runtime::start_workers() {
     return Ok{};
 }
 
+Status Runtime::start_kernel() {
+    if (cfg_.kernel.mode == KernelMode::Off) return Ok{};
+    mirror_ = std::make_unique<KernelMirror>(cfg_, *this);
+    auto s = mirror_->start();
+    spdlog::info("kernel: mode {}, ipset {}, {} pods in the table",
+                 cfg_.kernel.mode == KernelMode::Observe ? "observe" : "program", cfg_.kernel.ipset,
+                 pod_count());
+    return s;
+}
+
+bool Runtime::add_pod(uint32_t ip) {
+    return pods_->add(Ip4::from_host(ip));
+}
+bool Runtime::del_pod(uint32_t ip) {
+    return pods_->del(Ip4::from_host(ip));
+}
+void Runtime::pods_committed() {
+    pods_->reclaim();
+}
+
+Status Runtime::reload() {
+    auto next = load_config(cfg_.source);
+    if (!next) return err(next.error());
+    Config& n = *next;
+    // Everything but pods, log.level and kernel.poll_ms must be as it was.
+    Config cmp = n;
+    cmp.pods = cfg_.pods;
+    cmp.log_level = cfg_.log_level;
+    cmp.kernel.poll_ms = cfg_.kernel.poll_ms;
+    auto same = [](const Config& a, const Config& b) -> std::string {
+        if (a.role != b.role) return "role";
+        if (a.ports.size() != b.ports.size()) return "ports";
+        for (size_t i = 0; i < a.ports.size(); i++) {
+            const auto &x = a.ports[i], &y = b.ports[i];
+            if (x.name != y.name || x.role != y.role || x.devargs != y.devargs ||
+                x.twin != y.twin || x.mac != y.mac || x.vni != y.vni)
+                return "ports[" + std::to_string(i) + "]";
+        }
+        const auto &t = a.tunnel, &u = b.tunnel;
+        if (t.vni != u.vni || t.udp_port != u.udp_port || t.local_ip != u.local_ip ||
+            t.remote_ip != u.remote_ip || t.next_hop_mac != u.next_hop_mac ||
+            t.inner_src_mac != u.inner_src_mac || t.inner_dst_mac != u.inner_dst_mac ||
+            t.udp_checksum != u.udp_checksum || t.mtu != u.mtu || t.inner_ip != u.inner_ip)
+            return "tunnel";
+        if (a.protocols != b.protocols) return "redirect.protocols";
+        if (a.pod_capacity != b.pod_capacity) return "limits.pods";
+        const auto &k = a.kernel, &l = b.kernel;
+        if (k.mode != l.mode || k.ipset != l.ipset || k.ztunnel_dev != l.ztunnel_dev ||
+            k.istioout != l.istioout || k.istioout_peer != l.istioout_peer)
+            return "kernel";
+        if (a.dpdk.workers != b.dpdk.workers || a.dpdk.memory_mb != b.dpdk.memory_mb ||
+            a.dpdk.no_huge != b.dpdk.no_huge || a.dpdk.file_prefix != b.dpdk.file_prefix ||
+            a.dpdk.eal_args != b.dpdk.eal_args || a.dpdk.idle_sleep_us != b.dpdk.idle_sleep_us ||
+            a.dpdk.mbufs != b.dpdk.mbufs)
+            return "dpdk";
+        return "";
+    };
+    if (const std::string key = same(cmp, cfg_); !key.empty())
+        return err(cfg_.source + ": " + key +
+                   " cannot change while running (restart ztgeneve); nothing was applied");
+    // Pods: the difference, as one batch. In observe mode the ipset is the truth.
+    size_t added = 0, removed = 0;
+    if (cfg_.kernel.mode != KernelMode::Observe) {
+        std::set<uint32_t> before(cfg_.pods.begin(), cfg_.pods.end()),
+            after(n.pods.begin(), n.pods.end());
+        for (uint32_t ip : before)
+            if (!after.count(ip)) removed += del_pod(ip);
+        for (uint32_t ip : after)
+            if (!before.count(ip)) {
+                if (!add_pod(ip))
+                    return err("pods: " + format_ip(ip) +
+                               " does not fit the pod table (limits.pods)");
+                added++;
+            }
+        pods_committed();
+        if (mirror_)
+            if (auto s = mirror_->set_pods(n.pods); !s) spdlog::warn("kernel: {}", s.error());
+    }
+    spdlog::set_level(spdlog::level::from_str(n.log_level));
+    spdlog::info("reloaded {}: {} pods added, {} removed, {} in the table", cfg_.source, added,
+                 removed, pod_count());
+    const std::string source = cfg_.source;
+    cfg_ = std::move(n);
+    cfg_.source = source;
+    return Ok{};
+}
+
 void Runtime::poll_events() {
+    if (mirror_) mirror_->poll();
     bool changed = false;
     for (auto& q : events_) {
         Event e;
@@ -315,6 +405,7 @@ void Runtime::poll_events() {
 }
 
 void Runtime::stop() {
+    mirror_.reset();
     if (workers_running_) {
         shared_.stop.store(true, std::memory_order_release);
         for (unsigned l : worker_lcores_) rte_eal_wait_lcore(l);

@@ -11,6 +11,7 @@
 
 #include "config/config.hpp"
 #include "config/result.hpp"
+#include "control/kernel/mirror.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg {
@@ -21,19 +22,31 @@ struct DeviceInfo {
     std::string key; // config key path, for messages
 };
 
-class Runtime {
+class Runtime : public PodSink {
   public:
     explicit Runtime(Config cfg) : cfg_(std::move(cfg)) {}
-    ~Runtime();
+    ~Runtime() override;
 
     // Start-up, in order; each returns an error naming the config key or DPDK device.
     Status init_eal(const std::string& argv0, const std::string& file_prefix_override);
     Status open_ports();
     Status start_workers();
+    // kernel.mode observe/program: start mirroring. An error here is reported but not
+    // fatal: what could be installed or read is, and the dataplane runs on.
+    Status start_kernel();
+
+    // PodSink: the kernel mirror and reloads change the pod table through these.
+    bool add_pod(uint32_t ip) override;
+    bool del_pod(uint32_t ip) override;
+    void pods_committed() override;
+
+    // SIGHUP: re-read the config file. What can change live (pods, log.level,
+    // kernel.poll_ms) is applied; any other change is refused, naming the key.
+    Status reload();
 
     // Control loop body: drains worker events, republishes the snapshot if needed.
-    void poll_events();
-    void stop(); // stops workers, drains and closes ports
+    void poll_events(); // and the kernel mirror
+    void stop();        // stops workers, drains and closes ports
 
     // Counters summed over workers, as JSON: {"ports": {...}, "workers": [...], ...}.
     std::string counters_json() const;
@@ -66,6 +79,7 @@ class Runtime {
     std::atomic<uint64_t> generation_{0}; // read by the telemetry thread
     std::optional<rte_ether_addr> nexthop_;
     uint32_t final_pods_ = 0; // pod count when the table was freed, for the exit report
+    std::unique_ptr<KernelMirror> mirror_;
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

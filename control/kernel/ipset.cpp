@@ -1,0 +1,110 @@
+#include "control/kernel/ipset.hpp"
+
+#include <arpa/inet.h>
+
+#include <cstdarg>
+#include <mutex>
+#include <sstream>
+
+extern "C" {
+#include <libipset/ipset.h>
+#include <libipset/session.h>
+#include <libipset/types.h>
+}
+
+namespace ztg {
+
+Ipset::Ipset() {
+    static std::once_flag types;
+    std::call_once(types, [] { ipset_load_types(); });
+    handle_ = ipset_init();
+    if (handle_ != nullptr) ipset_custom_printf(handle_, custom_error, standard_error, out, this);
+}
+
+Ipset::~Ipset() {
+    if (handle_ != nullptr) ipset_fini(handle_);
+}
+
+int Ipset::out(struct ::ipset_session*, void* p, const char* fmt, ...) {
+    auto* self = static_cast<Ipset*>(p);
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0) self->output_.append(buf, size_t(n) < sizeof buf ? size_t(n) : sizeof buf - 1);
+    return 0;
+}
+
+int Ipset::custom_error(struct ::ipset* h, void* p, int status, const char* msg, ...) {
+    auto* self = static_cast<Ipset*>(p);
+    char buf[1024];
+    va_list ap;
+    va_start(ap, msg);
+    vsnprintf(buf, sizeof buf, msg, ap);
+    va_end(ap);
+    self->error_ = buf;
+    ipset_session_report_reset(ipset_session(h));
+    return status == IPSET_NO_PROBLEM ? 0 : -1;
+}
+
+int Ipset::standard_error(struct ::ipset* h, void* p) {
+    auto* self = static_cast<Ipset*>(p);
+    struct ::ipset_session* s = ipset_session(h);
+    const char* msg = ipset_session_report_msg(s);
+    if (ipset_session_report_type(s) == IPSET_WARNING) { // warnings are not failures
+        ipset_session_report_reset(s);
+        return 0;
+    }
+    self->error_ = msg != nullptr ? msg : "unknown error";
+    while (!self->error_.empty() && (self->error_.back() == '\n' || self->error_.back() == ' '))
+        self->error_.pop_back();
+    ipset_session_report_reset(s);
+    return -1;
+}
+
+Status Ipset::run(const std::string& line) {
+    if (handle_ == nullptr) return err("ipset: cannot initialise libipset");
+    output_.clear();
+    error_.clear();
+    std::string buf = line;
+    const int rc = ipset_parse_line(handle_, buf.data());
+    if (rc < 0 || !error_.empty())
+        return err("ipset '" + line + "': " + (error_.empty() ? "failed" : error_));
+    return Ok{};
+}
+
+bool Ipset::exists(const std::string& name) {
+    return run("list " + name + " -name").ok();
+}
+
+Result<std::optional<std::vector<IpsetMember>>> Ipset::members(const std::string& name) {
+    if (!exists(name)) return std::optional<std::vector<IpsetMember>>{};
+    if (auto s = run("list " + name + " -output save"); !s) return err(s.error());
+    std::vector<IpsetMember> out;
+    std::istringstream in(output_);
+    std::string line;
+    const std::string prefix = "add " + name + " ";
+    while (std::getline(in, line)) {
+        if (line.rfind(prefix, 0) != 0) continue;
+        std::istringstream f(line.substr(prefix.size()));
+        std::string addr, word;
+        f >> addr;
+        in_addr a{};
+        if (inet_pton(AF_INET, addr.c_str(), &a) != 1) continue; // not hash:ip inet
+        IpsetMember m;
+        m.ip = ntohl(a.s_addr);
+        while (f >> word)
+            if (word == "comment") {
+                std::string rest;
+                std::getline(f, rest);
+                const auto q1 = rest.find('"'), q2 = rest.rfind('"');
+                if (q1 != std::string::npos && q2 > q1)
+                    m.comment = rest.substr(q1 + 1, q2 - q1 - 1);
+            }
+        out.push_back(std::move(m));
+    }
+    return std::optional<std::vector<IpsetMember>>{std::move(out)};
+}
+
+} // namespace ztg

@@ -1,0 +1,68 @@
+// The kernel mirror (DESIGN.md, Kernel mirror): keeps ztgeneve's pod table and the
+// kernel's ipset / iptables / ip rule / table 101 / istioout configuration in step.
+//   observe: the kernel is the truth; the ipset is polled every kernel.poll_ms and its
+//            difference applied; rules, routes and links are re-read on RTNLGRP events
+//            (full re-read after an overflow) and disagreements logged. Never writes.
+//   program: ztgeneve's pods are the truth; it installs and keeps the kernel objects of
+//            reference/kernel-path.md so the kernel can carry the traffic without it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "control/kernel/ipset.hpp"
+#include "control/kernel/netlink.hpp"
+
+namespace ztg {
+
+// What the mirror changes in the dataplane.
+class PodSink {
+  public:
+    virtual ~PodSink() = default;
+    virtual bool add_pod(uint32_t ip) = 0; // host byte order
+    virtual bool del_pod(uint32_t ip) = 0;
+    virtual void pods_committed() = 0; // end of a batch: deleted slots may be reclaimed
+};
+
+class KernelMirror {
+  public:
+    KernelMirror(const Config& cfg, PodSink& sink);
+    ~KernelMirror();
+
+    // program: install everything (errors for single objects are reported and the rest is
+    // still installed; the returned error lists them). observe: the first full read.
+    Status start();
+    // Called from the control loop; does work at most every poll_ms.
+    void poll();
+    // program mode: the pods ztgeneve wants (config + run-time changes).
+    Status set_pods(const std::vector<uint32_t>& pods);
+    // Removes exactly what program mode installs, leaving foreign objects alone.
+    static Status cleanup(const Config& cfg);
+
+    uint64_t resyncs() const { return resyncs_; }
+    size_t mirrored() const { return current_.size(); }
+
+  private:
+    Status sync_ipset_observe();
+    Status sync_ipset_program();
+    Status install_routing();
+    void check_routing(); // observe: log where the kernel disagrees with our tunnel config
+
+    const Config& cfg_;
+    PodSink& sink_;
+    Ipset ipset_;
+    Rtnl rtnl_;
+    std::unique_ptr<RtnlWatch> watch_;
+    std::set<uint32_t> current_; // what the pod table holds from the mirror
+    std::set<uint32_t> wanted_;  // program: ztgeneve's pods
+    std::chrono::steady_clock::time_point next_poll_{}, next_assert_{};
+    std::string last_disagreement_, last_ipset_error_;
+    uint64_t resyncs_ = 0;
+};
+
+} // namespace ztg

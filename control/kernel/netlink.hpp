@@ -1,0 +1,102 @@
+// Rules, routes, links and addresses through libnl-3 (NETLINK_ROUTE), in the network
+// namespace the process runs in. Everything ztgeneve installs carries the routing
+// protocol kProto (`proto 250` in `ip rule` / `ip route`), which is how it recognises
+// its own objects after a restart and leaves everyone else's alone.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/result.hpp"
+
+struct nl_sock;
+
+namespace ztg {
+
+constexpr uint8_t kProto = 250; // RTPROT value marking ztgeneve's rules and routes
+
+struct RuleSpec {
+    uint32_t prio = 0, mark = 0, mask = 0, table = 0;
+    bool operator==(const RuleSpec&) const = default;
+};
+
+struct RouteSpec {
+    uint32_t table = 0;
+    uint32_t dst = 0; // host byte order
+    uint8_t dst_len = 0;
+    uint32_t gateway = 0; // 0: none (on-link / scope link)
+    std::string dev;
+};
+
+struct GeneveSpec {
+    std::string name;
+    uint32_t vni = 0, remote = 0; // remote in host byte order
+    uint16_t port = 6081;
+    uint32_t address = 0; // host byte order
+    uint8_t prefix = 30;
+    uint16_t mtu = 0; // 0: kernel default
+};
+
+class Rtnl {
+  public:
+    Rtnl();
+    ~Rtnl();
+    Rtnl(const Rtnl&) = delete;
+    Rtnl& operator=(const Rtnl&) = delete;
+    bool ok() const { return sk_ != nullptr; }
+
+    // Rules (IPv4). `ours`: installed with kProto.
+    struct Rule {
+        RuleSpec spec;
+        bool ours = false;
+    };
+    Result<std::vector<Rule>> rules();
+    Status ensure_rule(const RuleSpec& r); // adds it unless an identical rule exists
+    Status remove_rule(const RuleSpec& r); // only if it is ours
+
+    struct Route {
+        RouteSpec spec;
+        bool ours = false;
+    };
+    Result<std::vector<Route>> routes(uint32_t table);
+    Status ensure_route(const RouteSpec& r);
+    Status remove_route(const RouteSpec& r); // only if it is ours
+
+    std::optional<int> ifindex(const std::string& name);
+    // The Geneve link: created with its address unless a link of that name exists.
+    Status ensure_geneve(const GeneveSpec& g);
+    Status remove_link(const std::string& name);
+    struct GeneveInfo {
+        std::string kind;
+        uint32_t vni = 0, remote = 0;
+        uint16_t port = 0;
+    };
+    std::optional<GeneveInfo> link_info(const std::string& name);
+
+  private:
+    nl_sock* sk_ = nullptr;
+};
+
+// RTNLGRP_IPV4_RULE / IPV4_ROUTE / LINK notifications, read without blocking. changed()
+// is true when anything arrived since the last call, or the socket overflowed (ENOBUFS):
+// either way the caller re-reads the kernel.
+class RtnlWatch {
+  public:
+    RtnlWatch();
+    ~RtnlWatch();
+    RtnlWatch(const RtnlWatch&) = delete;
+    RtnlWatch& operator=(const RtnlWatch&) = delete;
+    bool ok() const { return sk_ != nullptr; }
+    bool changed();
+    uint64_t overflows() const { return overflows_; }
+
+  private:
+    nl_sock* sk_ = nullptr;
+    uint64_t overflows_ = 0;
+};
+
+std::string format_prefix(uint32_t ip, uint8_t len);
+
+} // namespace ztg
