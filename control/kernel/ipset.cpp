@@ -17,22 +17,25 @@ namespace ztg {
 Ipset::Ipset() {
     static std::once_flag types;
     std::call_once(types, [] { ipset_load_types(); });
-    handle_ = ipset_init();
-    if (handle_ != nullptr) ipset_custom_printf(handle_, custom_error, standard_error, out, this);
 }
 
-Ipset::~Ipset() {
-    if (handle_ != nullptr) ipset_fini(handle_);
-}
+Ipset::~Ipset() = default;
 
 int Ipset::out(struct ::ipset_session*, void* p, const char* fmt, ...) {
     auto* self = static_cast<Ipset*>(p);
-    char buf[4096];
-    va_list ap;
+    // libipset hands over its whole output buffer at once (several KiB): size it first.
+    va_list ap, again;
     va_start(ap, fmt);
-    const int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_copy(again, ap);
+    const int n = vsnprintf(nullptr, 0, fmt, ap);
     va_end(ap);
-    if (n > 0) self->output_.append(buf, size_t(n) < sizeof buf ? size_t(n) : sizeof buf - 1);
+    if (n > 0) {
+        const size_t at = self->output_.size();
+        self->output_.resize(at + size_t(n) + 1);
+        vsnprintf(self->output_.data() + at, size_t(n) + 1, fmt, again);
+        self->output_.resize(at + size_t(n));
+    }
+    va_end(again);
     return 0;
 }
 
@@ -64,11 +67,17 @@ int Ipset::standard_error(struct ::ipset* h, void* p) {
 }
 
 Status Ipset::run(const std::string& line) {
+    // A fresh session per command: libipset keeps state (its set-name cache, the last
+    // error) across commands, which goes stale when other programs change the sets.
+    handle_ = ipset_init();
     if (handle_ == nullptr) return err("ipset: cannot initialise libipset");
+    ipset_custom_printf(handle_, custom_error, standard_error, out, this);
     output_.clear();
     error_.clear();
     std::string buf = line;
     const int rc = ipset_parse_line(handle_, buf.data());
+    ipset_fini(handle_);
+    handle_ = nullptr;
     if (rc < 0 || !error_.empty())
         return err("ipset '" + line + "': " + (error_.empty() ? "failed" : error_));
     return Ok{};
