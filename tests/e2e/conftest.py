@@ -1,11 +1,20 @@
-"""End-to-end fixtures: the lab (scripts/lab) with ztgeneve running in ztg-node.
+"""End-to-end fixtures: the lab (scripts/lab) with ztgeneve on both sides of the tunnel.
 
-The session fixture `lab` brings the namespaces up, starts build/ztgeneve with
-config/lab-node.yaml, addresses the kernel twins, and tears everything down with
+The session fixture `lab` brings the namespaces up, starts build/ztgeneve twice: role node
+in ztg-node (config/lab-node.yaml) and role endpoint in ztg-ztunnel
+(config/lab-endpoint.yaml; it owns ztunnel's link `ztlink` and makes the taps eth0 and
+pistioout), addresses the kernel twins on both sides, starts ztunnel's stand-in (the
+transparent listener on 127.0.0.1:15001 behind TPROXY), and tears everything down with
 finalizers, also when a test fails or the run is interrupted.
 
+The wire between node and ztunnel is the veth pair v-ztunnel (ztg-node) / ztlink
+(ztg-ztunnel). What the node sends is captured on ztlink (direction in); what the endpoint
+sends is captured on v-ztunnel (direction in): net_af_packet transmits with
+PACKET_QDISC_BYPASS, which packet taps on the sending end do not see.
+
 Environment: ZTG_BINARY (default build/ztgeneve), ZTG_CONFIG (default config/lab-node.yaml),
-ZTG_KEEP_PCAPS=1 keeps capture files, ZTG_E2E_LOG_DIR (default a temp dir) for logs.
+ZTG_ENDPOINT_CONFIG (default config/lab-endpoint.yaml), ZTG_KEEP_PCAPS=1 keeps capture
+files, ZTG_E2E_LOG_DIR (default a temp dir) for logs.
 """
 import os
 import subprocess
@@ -24,11 +33,20 @@ if str(TOOLS) not in sys.path:
 
 import netns  # noqa: E402
 import telemetry  # noqa: E402
+from tproxy_listener import ListenerProcess  # noqa: E402
 from ztgeneve import Ztgeneve  # noqa: E402
 
 LAB = REPO / "scripts" / "lab"
 NODE_NS = "ztg-node"
 FILE_PREFIX = "ztg-node"
+ZT_NS = "ztg-ztunnel"
+EP_PREFIX = "ztg-endpoint"
+ZT_LINK = "ztlink"          # ztunnel's end of the wire (owned by the endpoint ztgeneve)
+NODE_ZT_PORT = "v-ztunnel"  # the node's end of the wire
+LISTENER_PORT = 15001
+ISTIOOUT_IP = "192.168.127.1"
+ISTIOOUT_MAC = "02:00:00:00:7f:01"
+PISTIOOUT_MAC = "02:00:00:00:7f:02"
 GW_IP = "10.244.2.1"
 ZTUNNEL_IP = "10.244.2.10"
 VIP = "10.96.0.10"
@@ -67,17 +85,31 @@ def ns_of(pod):
 class Lab:
     z: Ztgeneve
     log_dir: str
+    ep: Ztgeneve = None
+    listener: ListenerProcess = None
     captures: list = field(default_factory=list)
     session_capture: object = None
 
     def counters(self):
         return telemetry.counters(FILE_PREFIX)
 
-    def capture(self, pod_or_ns, iface, bpf="", direction=None, name=None):
+    def ep_counters(self):
+        return telemetry.counters(EP_PREFIX)
+
+    def wire_to_ztunnel(self, bpf="udp dst port 6081", name=None, **kw):
+        """Capture of what the node sends to ztunnel (on ztlink, direction in)."""
+        return self.capture(ZT_NS, ZT_LINK, bpf, direction="in", name=name, **kw)
+
+    def wire_to_node(self, bpf="udp dst port 6081", name=None, **kw):
+        """Capture of what ztunnel's side (the endpoint) sends to the node (on v-ztunnel,
+        direction in)."""
+        return self.capture(NODE_NS, NODE_ZT_PORT, bpf, direction="in", name=name, **kw)
+
+    def capture(self, pod_or_ns, iface, bpf="", direction=None, name=None, **kw):
         """A Capture registered for cleanup; pod_or_ns: pod name, 'node', or a namespace."""
         ns = pod_or_ns if pod_or_ns.startswith("ztg-") else f"ztg-{pod_or_ns}"
         path = os.path.join(self.log_dir, f"{name or ns + '-' + iface}-{len(self.captures)}.pcap")
-        c = netns.Capture(ns, iface, bpf=bpf, direction=direction, path=path)
+        c = netns.Capture(ns, iface, bpf=bpf, direction=direction, path=path, **kw)
         self.captures.append(c)
         return c
 
@@ -102,6 +134,7 @@ def lab(request):
         pytest.skip("e2e tests need root (network namespaces)")
     binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
     config = Path(os.environ.get("ZTG_CONFIG", REPO / "config" / "lab-node.yaml"))
+    ep_config = Path(os.environ.get("ZTG_ENDPOINT_CONFIG", REPO / "config" / "lab-endpoint.yaml"))
     if not binary.exists():
         pytest.fail(f"{binary} not built (meson setup build && ninja -C build)")
     log_dir = os.environ.get("ZTG_E2E_LOG_DIR") or tempfile.mkdtemp(prefix="ztg-e2e-")
@@ -113,16 +146,23 @@ def lab(request):
     if r.returncode != 0:
         pytest.fail(f"scripts/lab up failed:\n{r.stderr}")
 
-    z = Ztgeneve(binary, config, ns=NODE_NS, log_dir=log_dir,
+    z = Ztgeneve(binary, config, ns=NODE_NS, log_dir=os.path.join(log_dir, "node"),
                  taps=[f"t-{p}" for p in PODS])
-    lab = Lab(z=z, log_dir=log_dir)
-    # Every Geneve frame ztunnel receives during the session (checked against the exit line).
-    lab.session_capture = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in",
-                                      name="session-zt")
+    ep = Ztgeneve(binary, ep_config, ns=ZT_NS, log_dir=os.path.join(log_dir, "endpoint"),
+                  taps=["eth0", "pistioout"])
+    os.makedirs(z.log_dir, exist_ok=True)
+    os.makedirs(ep.log_dir, exist_ok=True)
+    lab = Lab(z=z, ep=ep, log_dir=log_dir)
+    lab.listener = ListenerProcess(ZT_NS, os.path.join(log_dir, "listener.log"), port=LISTENER_PORT)
+    # Every Geneve frame ztunnel receives during the session (checked against the exit
+    # line); headers only, a big kernel buffer: the TCP tests move megabytes.
+    lab.session_capture = lab.wire_to_ztunnel(name="session-zt", snaplen=160, buffer_kib=16384)
 
     def teardown():
         for c in lab.captures:
             c.stop()
+        lab.listener.stop()
+        ep.stop()
         z.stop()
         if os.environ.get("ZTG_KEEP_PCAPS") is None:
             for c in lab.captures:
@@ -135,27 +175,31 @@ def lab(request):
     r = _lab("twins", check=False)
     if r.returncode != 0:
         pytest.fail(f"scripts/lab twins failed:\n{r.stderr}\nztgeneve stderr:\n{z.stderr()[-3000:]}")
+    ep.start(timeout=40)
+    r = _lab("endpoint-twins", check=False)
+    if r.returncode != 0:
+        pytest.fail(f"scripts/lab endpoint-twins failed:\n{r.stderr}\n"
+                    f"endpoint stderr:\n{ep.stderr()[-3000:]}")
+    lab.listener.start()
     _warm_up(lab)
     return lab
 
 
 def _warm_up(lab):
-    """Best effort: every pod has resolved its gateway and ztgeneve the ztunnel MAC, so the
-    tests' first packets are not spent on ARP. Never fails; the tests assert."""
+    """Best effort: every pod has resolved its gateway (so the node knows where each pod
+    is), both instances have resolved each other's MAC, and ztunnel has resolved istioout,
+    so the tests' first packets are not spent on ARP. Never fails; the tests assert."""
     procs = [subprocess.Popen(netns.ns_cmd(ns_of(p), "ping", "-c1", "-W2", GW_IP),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for p in PODS]
     for p in procs:
         p.wait(10)
-    cap = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in", name="warmup")
-    try:
-        cap.start()
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            netns.client("ztg-productpage", "tcp", VIP, 9080, "--timeout", "1.2")
-            if cap.packets():
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            out = netns.client("ztg-productpage", "echo", VIP, 9080, "--timeout", "2")
+            if '"ok": true' in out:
                 break
-    except Exception as e:  # noqa: BLE001
-        sys.stderr.write(f"[e2e] warm-up: {e}\n")
-    finally:
-        cap.stop()
+        except Exception as e:  # noqa: BLE001
+            sys.stderr.write(f"[e2e] warm-up: {e}\n")
+        time.sleep(0.2)

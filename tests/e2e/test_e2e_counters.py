@@ -1,5 +1,5 @@
 """ztgeneve's counters (telemetry while running, the exit line after SIGTERM) agree with
-the Geneve frames that ztunnel receives."""
+the Geneve frames that ztunnel receives on its link (ztlink)."""
 import subprocess
 import time
 
@@ -14,14 +14,21 @@ from ztgeneve import COUNTER_KEYS, delta, port_sum, ports_of
 SETTLE = 0.5
 
 
+def _redirectable(pods):
+    """Geneve frames (fast_decode dicts) carrying TCP from one of pods to the VIP port."""
+    ips = {PODS[p] for p in pods}
+    return lambda d: d["geneve"] and d.get("iproto") == 6 and d.get("isrc") in ips \
+        and d.get("idport") == 9080
+
+
 class Window:
-    """A counting window: captures on ztunnel's eth0 and on the senders' eth0 run across it;
-    each sender pod makes n connects with a short timeout (one SYN each, no retransmit)."""
+    """A counting window: captures on ztlink (what the node sends to ztunnel) and on the
+    senders' eth0 run across it; each sender pod makes n connections to the VIP, which
+    ztunnel's listener accepts (SYN, ACK, then the client's close)."""
 
     def __init__(self, lab, senders, name):
         self.senders = senders
-        self.zt = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in",
-                              name=f"{name}-zt")
+        self.zt = lab.wire_to_ztunnel(name=f"{name}-zt")
         self.pods = {p: lab.capture(p, "eth0", "tcp dst port 9080", direction="out",
                                     name=f"{name}-{p}") for p in senders}
         self.caps = netns.Captures(self.zt, *self.pods.values())
@@ -35,18 +42,32 @@ class Window:
         self.caps.__exit__(*exc)
 
     def send(self):
-        procs = [netns.client_bg(ns_of(p), "tcp", VIP, 9080, "--timeout", "0.6")
+        procs = [netns.client_bg(ns_of(p), "tcp", VIP, 9080, "--timeout", "2")
                  for p, n in self.senders.items() for _ in range(n)]
-        for pr in procs:
-            pr.communicate(timeout=20)
+        self.results = [pr.communicate(timeout=20)[0].strip() for pr in procs]
+
+        def counts():
+            return ({p: len([x for x in c.packets() if pu.is_tcp(x, dport=9080)])
+                     for p, c in self.pods.items()}, len(self.geneve()))
+
+        # the connections' last packets (the client's close) settle within a moment
+        last, stable_since = None, time.monotonic()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            now = counts()
+            if now != last:
+                last, stable_since = now, time.monotonic()
+            elif time.monotonic() - stable_since >= SETTLE and sum(now[0].values()) == now[1]:
+                break
+            time.sleep(0.1)
         self.sent = {p: len([x for x in c.packets() if pu.is_tcp(x, syn=True)])
                      for p, c in self.pods.items()}
-        self.zt.wait_for(pu.outer_is_geneve, count=sum(self.sent.values()), timeout=5)
-        time.sleep(SETTLE)
+        self.sent_all = last[0]
         return self.sent
 
     def geneve(self):
-        return [p for p in self.zt.packets() if pu.outer_is_geneve(p)]
+        """Geneve frames on ztlink carrying the senders' TCP to the VIP port."""
+        return [d for d in pu.fast_geneve(self.zt.path) if _redirectable(self.senders)(d)]
 
 
 def test_counter_shape(lab):
@@ -75,35 +96,46 @@ def test_telemetry_redirect_counts_match_capture(lab):
         per_pod = w.send()
         after = lab.counters()
     geneve = w.geneve()
-    sent = sum(per_pod.values())
+    sent = sum(w.sent_all.values())
     d = delta(after, before, "redirect", POD_PORTS)
+    assert w.results == ["connected"] * 5, f"connections to the VIP: {w.results}"
     assert per_pod == {"ratings": 3, "reviews-v1": 2}, f"SYNs sent per pod: {per_pod}"
-    assert len(geneve) == sent, f"pods sent {sent} SYNs, ztunnel got {len(geneve)} Geneve frames"
+    assert len(geneve) == sent, f"pods sent {sent} TCP packets, ztunnel got {len(geneve)} Geneve frames"
     assert d == len(geneve), f"redirect counters rose by {d}, ztunnel got {len(geneve)} Geneve frames"
-    for p, n in per_pod.items():
+    for p, n in w.sent_all.items():
         assert delta(after, before, "redirect", [p]) == n, f"redirect counter of {p}"
     assert delta(after, before, "tx", ["ztunnel"]) >= len(geneve)
     assert delta(after, before, "rx", ["ratings", "reviews-v1"]) >= sent
+    # the replies came back through the tunnel and were delivered
+    assert delta(after, before, "decap", ["ztunnel"]) >= 5 * 2, "SYN-ACKs and data decapsulated"
 
 
 @pytest.mark.last
 def test_exit_line_counts_match_session_capture(lab):
     """SIGTERM: exit 0 and a ztgeneve-counters line whose redirect total equals every Geneve
-    frame ztunnel received since ztgeneve started."""
+    frame carrying a pod's IPv4 packet that ztunnel received since ztgeneve started (the
+    other Geneve frames from the node are its answers to ARP inside the tunnel)."""
     with Window(lab, {"productpage": 2, "reviews-v2": 2}, "exit") as w:
-        sent = sum(w.send().values())
+        w.send()
+        sent = sum(w.sent_all.values())
         exit_counters = lab.z.stop()
-    assert len(w.geneve()) == sent, f"pods sent {sent} SYNs, ztunnel got {len(w.geneve())}"
+    assert len(w.geneve()) == sent, f"pods sent {sent} TCP packets, ztunnel got {len(w.geneve())}"
     time.sleep(SETTLE)
     lab.session_capture.stop()
-    total = len([p for p in lab.session_capture.packets() if pu.outer_is_geneve(p)])
+    frames = pu.fast_geneve(lab.session_capture.path)
+    total = len([d for d in frames if d.get("inner_type") == 0x0800])
+    arp = len([d for d in frames if d.get("inner_type") == 0x0806])
+    dropped = lab.session_capture.dropped()
+    assert not dropped, f"the session capture lost {dropped} packets; the comparison is void"
     assert lab.z.returncode == 0, f"ztgeneve exited {lab.z.returncode} on SIGTERM:\n{lab.z.stderr()[-2000:]}"
     assert exit_counters is not None, f"no ztgeneve-counters line on stdout:\n{lab.z.stdout()[-2000:]}"
     assert set(exit_counters) >= {"ports", "workers"}
     redirect = port_sum(exit_counters, "redirect", POD_PORTS)
     assert total >= sent
     assert redirect == total, (f"exit line: redirect total {redirect}; ztunnel received {total} "
-                               f"Geneve frames during the session")
+                               f"Geneve frames carrying IPv4 during the session")
+    arp_replies = int(ports_of(exit_counters)["ztunnel"].get("tunnel_arp_reply", 0))
+    assert arp == arp_replies, f"{arp} in-tunnel ARP frames on ztlink, counter {arp_replies}"
     direct_total = port_sum(exit_counters, "direct", POD_PORTS)
     assert direct_total >= len(MESHED), "direct counter: the pods' connects to ztunnel's IP"
     workers = exit_counters["workers"]

@@ -14,7 +14,7 @@ MTU = 1500
 
 
 def _send(lab, ip_len, sport):
-    zt = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in", name=f"mtu-{ip_len}")
+    zt = lab.wire_to_ztunnel(name=f"mtu-{ip_len}")
     with zt:
         out = netns.client(ns_of(POD), "rawtcp", VIP, 9080, "--ip-len", ip_len, "--src", PODS[POD],
                            "--dst-mac", twin_mac(POD), "--sport", sport)

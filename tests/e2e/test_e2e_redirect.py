@@ -1,5 +1,7 @@
 """A meshed pod's TCP to a service VIP reaches ztunnel Geneve-encapsulated (VNI 1001),
-VIP untouched: checked on ztunnel's eth0, decoded independently by scapy and tshark."""
+VIP untouched: checked on ztunnel's link (ztlink, the wire as ztunnel receives it), decoded
+independently by scapy and tshark. ztunnel's listener accepts the connections, so every
+packet of each connection (SYN, ACK, the client's close) travels the tunnel."""
 import subprocess
 import time
 from collections import defaultdict
@@ -15,30 +17,38 @@ VIP_PORT = 9080
 INNER_SRC_MAC = "02:00:00:00:7f:01"
 INNER_DST_MAC = "02:00:00:00:7f:02"
 ZTUNNEL_MAC = pod_mac("ztunnel")
-CONNECT_TIMEOUT = 2.4  # the kernel sends the SYN at 0 s and retransmits it at ~1 s
+CONNECT_TIMEOUT = 3
+CONNS_PER_POD = 2
 
 
 @pytest.fixture(scope="module")
 def redirected(lab):
-    """All meshed pods connect to the VIP at once; capture what they send and what
-    ztunnel receives."""
-    zt = lab.capture("ztunnel", "eth0", "udp dst port 6081", direction="in", name="redirect-zt")
+    """All meshed pods connect to the VIP at once, twice each; capture what they send and
+    what ztunnel receives."""
+    zt = lab.wire_to_ztunnel(name="redirect-zt")
     pods = {p: lab.capture(p, "eth0", f"tcp dst port {VIP_PORT}", direction="out",
                            name=f"redirect-{p}") for p in MESHED}
     with netns.Captures(zt, *pods.values()):
-        procs = {p: netns.client_bg(ns_of(p), "tcp", VIP, VIP_PORT, "--timeout", CONNECT_TIMEOUT)
-                 for p in MESHED}
-        for p in procs.values():
-            p.communicate(timeout=20)
-        sent = {p: pods[p].wait_for(lambda x: pu.is_tcp(x, syn=True), count=2, timeout=3)
+        procs = {(p, i): netns.client_bg(ns_of(p), "tcp", VIP, VIP_PORT, "--timeout", CONNECT_TIMEOUT)
+                 for p in MESHED for i in range(CONNS_PER_POD)}
+        results = {k: pr.communicate(timeout=20)[0].strip() for k, pr in procs.items()}
+        sent = {p: pods[p].wait_for(lambda x: pu.is_tcp(x, syn=True), count=CONNS_PER_POD, timeout=3)
                 for p in MESHED}
-        want = sum(len(v) for v in sent.values())
-        zt.wait_for(pu.outer_is_geneve, count=want, timeout=5)
+
+        def settled():  # every packet the pods sent to the VIP is on ztlink
+            want = sum(len([x for x in c.packets() if pu.is_tcp(x, dport=VIP_PORT)])
+                       for c in pods.values())
+            got = len([d for d in pu.fast_geneve(zt.path)
+                       if d.get("iproto") == 6 and d.get("idport") == VIP_PORT])
+            return want == got
+
+        time.sleep(0.5)
+        netns.wait_until(settled, 5, interval=0.2)
         time.sleep(0.3)
     zpk = zt.packets()
     decoded = pu.tshark_decode(zt.path, display_filter="")
     return {"sent": {p: pods[p].packets() for p in MESHED}, "zt": zpk, "tshark": decoded,
-            "zt_path": zt.path}
+            "zt_path": zt.path, "results": results}
 
 
 def frames_of(redirected, pod):
@@ -54,14 +64,18 @@ def frames_of(redirected, pod):
 
 
 @pytest.mark.parametrize("pod", MESHED)
-def test_syn_arrives_encapsulated_at_ztunnel(redirected, pod):
-    sent = [p for p in redirected["sent"][pod] if pu.is_tcp(p, syn=True)]
-    assert len(sent) >= 2, f"{pod} sent {len(sent)} SYNs (expected the SYN and a retransmit)"
+def test_tcp_arrives_encapsulated_at_ztunnel(redirected, pod):
+    res = [v for (p, _), v in redirected["results"].items() if p == pod]
+    assert res == ["connected"] * CONNS_PER_POD, f"{pod}: connections to the VIP: {res}"
+    syns = [p for p in redirected["sent"][pod] if pu.is_tcp(p, syn=True)]
+    assert len(syns) >= CONNS_PER_POD, f"{pod} sent {len(syns)} SYNs"
+    sent = [p for p in redirected["sent"][pod] if pu.is_tcp(p, dport=VIP_PORT)]
+    assert len(sent) > len(syns), f"{pod}: only SYNs sent; the handshakes did not complete"
     got = frames_of(redirected, pod)
     plain = [p for p in redirected["zt"] if pu.is_tcp(p, src=PODS[pod], dst=VIP)]
     assert not plain, f"{pod}: TCP to the VIP reached ztunnel without encapsulation"
     assert len(got) == len(sent), (
-        f"{pod}: sent {len(sent)} SYNs to {VIP}:{VIP_PORT}, ztunnel eth0 got {len(got)} Geneve frames")
+        f"{pod}: sent {len(sent)} TCP packets to {VIP}:{VIP_PORT}, ztlink got {len(got)} Geneve frames")
 
 
 @pytest.mark.parametrize("pod", MESHED)
@@ -99,7 +113,8 @@ def test_udp_source_port_stable_per_flow(redirected, pod):
     for flow, sports in flows.items():
         assert len(sports) == 1, f"flow {flow}: outer UDP source ports {sorted(sports)} vary"
     n_frames = len(frames_of(redirected, pod))
-    assert n_frames > len(flows), "expected a retransmitted SYN in the same flow"
+    assert len(flows) >= CONNS_PER_POD, f"{pod}: {len(flows)} flows"
+    assert n_frames > len(flows), "expected several packets in the same flow"
 
 
 @pytest.mark.parametrize("pod", MESHED)
@@ -142,14 +157,15 @@ def test_geneve_decoded_by_tshark(redirected, pod):
         assert pu.tshark_int(r["geneve.proto_type"][0]) == 0x6558
         assert pu.tshark_int(r["geneve.vni"][0]) == VNI
         assert r["tcp.dstport"] == [str(VIP_PORT)]
-        assert r["tcp.flags.syn"] == ["1"]
+    syn_rows = [r for r in rows if r.get("tcp.flags.syn") == ["1"]]
+    assert len(syn_rows) >= CONNS_PER_POD, f"tshark: {len(syn_rows)} SYNs from {pod}"
 
 
 @pytest.mark.parametrize("pod", MESHED)
 def test_inner_frame_is_what_the_pod_sent(redirected, pod):
     got = frames_of(redirected, pod)
     assert got
-    sent_ip = [bytes(p[IP]) for p in redirected["sent"][pod] if pu.is_tcp(p, syn=True)]
+    sent_ip = [bytes(p[IP]) for p in redirected["sent"][pod] if pu.is_tcp(p, dport=VIP_PORT)]
     for _, p in got:
         e = pu.inner_frame(p)
         assert e.dst == INNER_DST_MAC and e.src == INNER_SRC_MAC, \
@@ -159,6 +175,6 @@ def test_inner_frame_is_what_the_pod_sent(redirected, pod):
         assert e[TCP].dport == VIP_PORT
         inner_ip = bytes(e[IP])
         assert inner_ip in sent_ip, "inner IPv4 packet differs from what the pod sent"
-    # and every SYN the pod sent is there exactly once
+    # and every packet the pod sent is there exactly once
     inner_all = sorted(bytes(pu.inner_frame(p)[IP]) for _, p in got)
     assert inner_all == sorted(sent_ip)

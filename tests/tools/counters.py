@@ -23,11 +23,12 @@ def table(counters, all_zero=False):
                 keys.append(k)
     shown = [k for k in keys if all_zero or any(int(pc.get(k, 0)) for pc in ports.values())]
     w = max([len(n) for n in ports] + [4])
-    lines = ["port".ljust(w) + "".join(f"{k:>12}" for k in shown)]
+    cw = {k: max(12, len(k) + 2) for k in shown}
+    lines = ["port".ljust(w) + "".join(f"{k:>{cw[k]}}" for k in shown)]
     for name, pc in ports.items():
         if not all_zero and not any(int(v) for v in pc.values()):
             continue
-        lines.append(name.ljust(w) + "".join(f"{int(pc.get(k, 0)):>12}" for k in shown))
+        lines.append(name.ljust(w) + "".join(f"{int(pc.get(k, 0)):>{cw[k]}}" for k in shown))
     if not shown:
         lines.append("(all counters are zero)")
     return "\n".join(lines)

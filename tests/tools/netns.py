@@ -57,7 +57,8 @@ class Capture:
     n packets satisfy pred (bounded); stop() sends SIGINT and waits.
     """
 
-    def __init__(self, ns, iface, bpf="", direction=None, path=None, name=None, snaplen=0):
+    def __init__(self, ns, iface, bpf="", direction=None, path=None, name=None, snaplen=0,
+                 buffer_kib=4096):
         self.ns, self.iface, self.bpf, self.direction = ns, iface, bpf, direction
         self.name = name or f"{ns}-{iface}"
         if path is None:
@@ -65,6 +66,7 @@ class Capture:
             os.close(fd)
         self.path = path
         self.snaplen = snaplen
+        self.buffer_kib = buffer_kib
         self.proc = None
         self.stderr_lines = []
         self._listening = threading.Event()
@@ -74,6 +76,8 @@ class Capture:
                 "-w", self.path]
         if self.snaplen:
             args += ["-s", str(self.snaplen)]
+        if self.buffer_kib:
+            args += ["-B", str(self.buffer_kib)]
         if self.direction:
             args += ["-Q", self.direction]
         if self.bpf:
@@ -108,6 +112,20 @@ class Capture:
                 return list(rdpcap(self.path))
             except Exception:
                 return []
+
+    def frames(self):
+        """Raw frames (bytes) captured so far, without scapy (fast; see pcaputil.raw_frames)."""
+        import pcaputil
+        return list(pcaputil.raw_frames(self.path))
+
+    def dropped(self):
+        """Packets tcpdump reported as dropped (after stop), or None if unknown."""
+        import re
+        for l in self.stderr_lines:
+            m = re.match(r"(\d+) packets? dropped by kernel", l)
+            if m:
+                return int(m.group(1))
+        return None
 
     def wait_for(self, pred=lambda p: True, count=1, timeout=8.0):
         """Poll until at least count captured packets satisfy pred; returns them."""

@@ -3,6 +3,11 @@
   tcp HOST PORT [--timeout S] [--sport P]   kernel TCP connect; prints connected|refused|timeout|error:...
   udp HOST PORT [--payload TEXT] [--sport P]  one UDP datagram; prints sent
   dns HOST [--name NAME] [--sport P]          a DNS A query to HOST:53; prints sent (no reply awaited)
+  echo HOST PORT [--bytes N] [--conns K] [--timeout S]
+                                              K concurrent connections; each reads the listener's
+                                              first line, sends N random bytes, reads them back
+                                              (until EOF after its own shutdown) and compares
+                                              sha256; prints one JSON object {"conns": [...]}
   rawtcp HOST PORT --ip-len N --src IP --dst-mac MAC [--sport P]
                                               one crafted TCP ACK of N IPv4 bytes (DF), sent with
                                               scapy on eth0; prints sent
@@ -32,6 +37,79 @@ def tcp(a):
     finally:
         s.close()
     print(res)
+
+
+def echo_one(host, port, nbytes, timeout, seed):
+    """One connection: first line, then nbytes out and back. Returns a result dict."""
+    import hashlib
+    import random
+    import threading
+    import time
+
+    r = {"ok": False, "first": None, "local": None, "sent": 0, "received": 0, "error": None}
+    data = random.Random(seed).randbytes(nbytes) if nbytes else b""
+    t0 = time.monotonic()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        r["local"] = "%s:%d" % s.getsockname()
+        buf = b""
+        while b"\n" not in buf:
+            b = s.recv(4096)
+            if not b:
+                break
+            buf += b
+        line, _, rest = buf.partition(b"\n")
+        r["first"] = line.decode(errors="replace")
+        err = []
+
+        def writer():
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                err.append(repr(e))
+
+        w = threading.Thread(target=writer)
+        w.start()
+        h = hashlib.sha256(rest)
+        n = len(rest)
+        while True:
+            b = s.recv(262144)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        w.join()
+        r["sent"], r["received"] = len(data), n
+        r["sha_sent"] = hashlib.sha256(data).hexdigest()
+        r["sha_received"] = h.hexdigest()
+        if err:
+            r["error"] = err[0]
+        r["ok"] = not err and n == len(data) and r["sha_sent"] == r["sha_received"]
+    except (OSError, socket.timeout) as e:
+        r["error"] = repr(e)
+    finally:
+        s.close()
+    r["seconds"] = round(time.monotonic() - t0, 3)
+    return r
+
+
+def echo(a):
+    import json
+    import threading
+    results = [None] * a.conns
+
+    def run(i):
+        results[i] = echo_one(a.host, a.port, a.bytes, a.timeout, seed=i)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(a.conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(json.dumps({"conns": results}))
 
 
 def dns_query(name, qid=0x1234):
@@ -65,6 +143,12 @@ def main():
     d.add_argument("host")
     d.add_argument("--name", default="reviews.default.svc.cluster.local")
     d.add_argument("--sport", type=int, default=0)
+    e = sub.add_parser("echo")
+    e.add_argument("host")
+    e.add_argument("port", type=int)
+    e.add_argument("--bytes", type=int, default=0)
+    e.add_argument("--conns", type=int, default=1)
+    e.add_argument("--timeout", type=float, default=20.0)
     r = sub.add_parser("rawtcp")
     r.add_argument("host")
     r.add_argument("port", type=int)
@@ -83,7 +167,9 @@ def main():
         sendp(Ether(dst=a.dst_mac) / pkt, iface="eth0", verbose=False)
         print("sent")
         return 0
-    if a.cmd == "tcp":
+    if a.cmd == "echo":
+        echo(a)
+    elif a.cmd == "tcp":
         tcp(a)
     elif a.cmd == "udp":
         udp(a, a.payload.encode())

@@ -127,3 +127,59 @@ def tshark_decode(path, display_filter="geneve"):
 
 def tshark_int(v):
     return int(v, 0) if isinstance(v, str) else int(v)
+
+
+# --- fast path for large captures: raw pcap records and a struct-level Geneve decoder ---
+
+from pcapraw import raw_frames  # noqa: E402  (re-exported)
+
+
+def _ip4(b):
+    return ".".join(str(x) for x in b)
+
+
+def fast_decode(frame, port=GENEVE_PORT):
+    """A dict describing an untagged IPv4 frame, and if it is UDP to the Geneve port the
+    Geneve header and inner IPv4/TCP/UDP: keys src, dst, proto, sport, dport, tos, and for
+    Geneve: geneve (True), vni, ver, optlen, oam, critical, gproto, inner_type, isrc, idst,
+    iproto, isport, idport, itos, iflags (TCP). None if not IPv4."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    d = {"src": _ip4(frame[26:30]), "dst": _ip4(frame[30:34]), "proto": frame[23],
+         "tos": frame[15], "geneve": False}
+    l4 = 14 + ihl
+    if d["proto"] in (6, 17) and len(frame) >= l4 + 4:
+        d["sport"], d["dport"] = struct.unpack_from("!HH", frame, l4)
+    if d["proto"] != 17 or d.get("dport") != port or len(frame) < l4 + 16:
+        return d
+    g = l4 + 8
+    d.update(geneve=True, ver=frame[g] >> 6, optlen=frame[g] & 0x3F, oam=bool(frame[g + 1] & 0x80),
+             critical=bool(frame[g + 1] & 0x40), gproto=struct.unpack_from("!H", frame, g + 2)[0],
+             vni=int.from_bytes(frame[g + 4:g + 7], "big"))
+    inner = g + 8 + d["optlen"] * 4
+    if len(frame) < inner + 14:
+        return d
+    d["inner_type"] = struct.unpack_from("!H", frame, inner + 12)[0]
+    i3 = inner + 14
+    if d["inner_type"] != 0x0800 or len(frame) < i3 + 20:
+        return d
+    iihl = (frame[i3] & 0x0F) * 4
+    d.update(isrc=_ip4(frame[i3 + 12:i3 + 16]), idst=_ip4(frame[i3 + 16:i3 + 20]),
+             iproto=frame[i3 + 9], itos=frame[i3 + 1])
+    i4 = i3 + iihl
+    if d["iproto"] in (6, 17) and len(frame) >= i4 + 4:
+        d["isport"], d["idport"] = struct.unpack_from("!HH", frame, i4)
+    if d["iproto"] == 6 and len(frame) >= i4 + 14:
+        d["iflags"] = frame[i4 + 13]
+    return d
+
+
+def fast_geneve(path, port=GENEVE_PORT):
+    """fast_decode of every Geneve frame in a capture."""
+    out = []
+    for fr in raw_frames(path):
+        d = fast_decode(fr, port)
+        if d and d["geneve"]:
+            out.append(d)
+    return out
