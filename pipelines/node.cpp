@@ -80,10 +80,23 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
     return Ctr::tunnel_arp_reply;
 }
 
+// The inner frame at `off` (Ethernet + IPv4 of `frame` bytes) becomes a routed frame:
+// the tunnel headers go, the MACs are set.
+void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_addr& dst, const rte_ether_addr& src) {
+    rte_pktmbuf_adj(m, off);
+    if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
+    auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+    eth->dst_addr = dst;
+    eth->src_addr = src;
+}
+
 // A valid Geneve frame from ztunnel (inner frame at g.inner_off): delivered to the pod
-// that owns the inner destination, as if the kernel had routed it out of istioout's peer
-// veth. Returns the counter that tells what happened; m was sent when it is decap or
-// tunnel_arp_reply, and is the caller's to free otherwise.
+// that owns the inner destination, as the kernel routes what istioout decapsulates (one
+// hop: TTL - 1). A destination that is no located pod (not seen yet, or not a pod), or
+// whose TTL runs out, goes to the kernel through the ztunnel port's twin, as if ztunnel
+// had routed it there: the kernel forwards it (and ARPs for the pod, which teaches us
+// where it is) or answers with ICMP. Returns the counter that tells what happened; m was
+// sent when it is decap, decap_unknown_pod or tunnel_arp_reply, else it is the caller's to free.
 Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
     if (g.vni != s.vni) return Ctr::decap_bad_vni;
     if (auto arp = answer_tunnel_arp(ctx, m, g.inner_off, s)) return *arp;
@@ -93,23 +106,25 @@ Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snaps
     if (avail < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) ||
         eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
         return Ctr::decap_bad_inner;
-    uint8_t* ip = b + g.inner_off + sizeof(rte_ether_hdr);
-    const uint32_t ihl = (ip[0] & 0x0f) * 4u;
-    const uint32_t total = uint32_t(ip[2]) << 8 | ip[3];
-    if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || total > avail - sizeof(rte_ether_hdr))
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(b + g.inner_off + sizeof(rte_ether_hdr));
+    const uint32_t ihl = (ip->version_ihl & 0x0f) * 4u;
+    const uint32_t total = rte_be_to_cpu_16(ip->total_length);
+    if ((ip->version_ihl >> 4) != 4 || ihl < 20 || total < ihl || total > avail - sizeof(rte_ether_hdr))
         return Ctr::decap_bad_inner;
-    Ip4 dst;
-    std::memcpy(&dst.raw, ip + 16, 4);
-    const PodLocation loc = ctx.shared->pods->location(dst);
-    if (!loc.known()) return Ctr::decap_unknown_pod;
-    if (!ecn_decapsulate(g.outer_ecn, ip)) return Ctr::decap_ecn_drop;
-
-    rte_pktmbuf_adj(m, g.inner_off);
+    if (!ecn_decapsulate(g.outer_ecn, reinterpret_cast<uint8_t*>(ip))) return Ctr::decap_ecn_drop;
     const uint32_t frame = sizeof(rte_ether_hdr) + total;
-    if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
-    auto* out = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-    out->dst_addr = loc.mac();
-    out->src_addr = ctx.shared->topo->devs[loc.dev()].mac;
+    const PodLocation loc = ctx.shared->pods->location(Ip4{ip->dst_addr});
+    if (!loc.known() || ip->time_to_live <= 1) {
+        const uint16_t twin = ctx.shared->topo->devs[ctx.shared->topo->link].peer;
+        if (twin == kNoDev) return Ctr::drop_no_twin;
+        strip_to_inner(m, g.inner_off, frame, ctx.shared->topo->devs[twin].mac, s.nexthop_mac);
+        ctx.send(twin, m);
+        return Ctr::decap_unknown_pod;
+    }
+    ip->time_to_live--;
+    uint32_t sum = uint32_t(rte_be_to_cpu_16(ip->hdr_checksum)) + 0x0100;
+    ip->hdr_checksum = rte_cpu_to_be_16(uint16_t(sum + (sum >> 16)));
+    strip_to_inner(m, g.inner_off, frame, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac);
     ctx.send(loc.dev(), m);
     return Ctr::decap;
 }
@@ -196,7 +211,7 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
         }
         const Ctr c = g.verdict == Tunnel::Drop ? g.reason : deliver_to_pod(ctx, m, g, s);
         t.inc(c);
-        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply) rte_pktmbuf_free(m);
+        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply && c != Ctr::decap_unknown_pod) rte_pktmbuf_free(m);
     }
     t.flush_to(ctx.ctr(dev));
 }

@@ -96,9 +96,14 @@ TEST_F(Decap, ValidFrameReachesThePodWithItsMac) {
     EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + 6),
               std::vector<uint8_t>(kPodMac.addr_bytes, kPodMac.addr_bytes + 6));
     EXPECT_EQ(got[6 + 5], 0x03) << "source: the pods port's twin MAC";
-    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()),
-              std::vector<uint8_t>(inner.begin() + 12, inner.end()))
-        << "inner IPv4 changed";
+    // A routed hop, as the kernel forwards what istioout decapsulates: TTL - 1, checksum
+    // updated, everything else as ztunnel sent it.
+    auto want = inner;
+    want[14 + 8]--;
+    auto* wip = reinterpret_cast<rte_ipv4_hdr*>(want.data() + 14);
+    wip->hdr_checksum = 0;
+    wip->hdr_checksum = rte_ipv4_cksum(wip);
+    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()), std::vector<uint8_t>(want.begin() + 12, want.end()));
     rte_pktmbuf_free(out[0]);
 }
 
@@ -156,10 +161,33 @@ const BadCase kBad[] = {
 INSTANTIATE_TEST_SUITE_P(Geneve, DecapBad, ::testing::ValuesIn(kBad),
                          [](const auto& tpi) { return std::string(tpi.param.name); });
 
-TEST_F(Decap, UnknownDestinationIsCountedNotDelivered) {
-    run(geneve(Outer{}, reply(0, 0x0af40263)));
+TEST_F(Decap, UnlocatedDestinationGoesToTheKernelThroughTheTwin) {
+    h.topo.devs[Harness::kZtTwin].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
+    const auto inner = reply(0, 0x0af40263); // 10.244.2.99: no pod we know of
+    run(geneve(Outer{}, inner));
     EXPECT_EQ(h.take(Harness::kPods).size(), 0u);
+    auto twin = h.take(Harness::kZtTwin);
+    ASSERT_EQ(twin.size(), 1u);
     EXPECT_EQ(c(Ctr::decap_unknown_pod), 1u);
+    const auto* p = rte_pktmbuf_mtod(twin[0], const uint8_t*);
+    ASSERT_EQ(twin[0]->pkt_len, inner.size());
+    EXPECT_EQ(std::vector<uint8_t>(p, p + 12), (std::vector<uint8_t>{2, 0, 0, 0, 1, 0x0a, 2, 0, 0, 0, 2, 0x0a}))
+        << "to the kernel twin's MAC, from ztunnel's";
+    EXPECT_EQ(std::vector<uint8_t>(p + 12, p + inner.size()), std::vector<uint8_t>(inner.begin() + 12, inner.end()))
+        << "the kernel routes it: we leave the TTL to it";
+    rte_pktmbuf_free(twin[0]);
+}
+
+TEST_F(Decap, ExpiringTtlGoesToTheKernel) {
+    FrameSpec f;
+    f.src = 0x0a60000a;
+    f.dst = kPod;
+    f.ttl = 1;
+    run(geneve(Outer{}, make_frame(f)));
+    EXPECT_EQ(h.take(Harness::kPods).size(), 0u);
+    auto twin = h.take(Harness::kZtTwin);
+    EXPECT_EQ(twin.size(), 1u) << "the kernel answers with ICMP time exceeded";
+    for (auto* m : twin) rte_pktmbuf_free(m);
 }
 
 TEST_F(Decap, NotOursGoesToTheKernelTwinUnchanged) {
