@@ -20,6 +20,7 @@ struct Parsed {
     uint8_t tos = 0;     // DSCP + ECN
     bool ipv4 = false;   // a well-formed IPv4 header that fits in the frame
     bool fragment = false;
+    bool df = false; // Don't Fragment
     Ip4 src, dst;
     Be16 sport, dport; // TCP/UDP/SCTP ports of a first fragment, else 0
 };
@@ -59,6 +60,7 @@ inline Parsed parse_frame(const rte_mbuf* m) {
     p.dst = Ip4{ip.dst_addr};
     const uint16_t frag = rte_be_to_cpu_16(ip.fragment_offset);
     p.fragment = (frag & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0;
+    p.df = (frag & RTE_IPV4_HDR_DF_FLAG) != 0;
     const bool has_ports =
         p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP;
     if (has_ports && !p.fragment && total >= ihl + 4 && len >= off + ihl + 4) {
@@ -68,6 +70,5 @@ inline Parsed parse_frame(const rte_mbuf* m) {
     p.ipv4 = true;
     return p;
 }
-
 
 } // namespace ztg

@@ -1,8 +1,11 @@
 #include "pipelines/node.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
+#include <rte_cycles.h>
+#include <rte_icmp.h>
 #include <rte_ip.h>
 #include <rte_prefetch.h>
 
@@ -32,6 +35,55 @@ bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
     eth->src_addr = s.link_mac;
     eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
     return true;
+}
+
+// ICMP "fragmentation needed" (type 3 code 4, RFC 1191) to the pod whose DF packet does
+// not fit the tunnel, with the next-hop MTU = tunnel MTU - 50, as the kernel answers for
+// istioout; from the node's address, out of the pod's port. At most kIcmpPerSecond per
+// worker (a token bucket). The original packet stays the caller's (it is dropped).
+constexpr uint32_t kIcmpPerSecond = 100;
+constexpr uint16_t kIcmpQuote = 548; // 576 - 20 - 8: as much of the packet as RFC 1812 asks
+
+Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Parsed& p,
+                     const Snapshot& s) {
+    const uint64_t now = rte_rdtsc();
+    const uint64_t hz = rte_get_tsc_hz();
+    if (now - ctx.icmp_tokens_tsc >= hz) {
+        ctx.icmp_tokens = kIcmpPerSecond;
+        ctx.icmp_tokens_tsc = now;
+    }
+    if (ctx.icmp_tokens == 0) return Ctr::icmp_rate_limited;
+    rte_mbuf* r = rte_pktmbuf_alloc(ctx.shared->pool);
+    if (r == nullptr) return Ctr::icmp_rate_limited;
+    ctx.icmp_tokens--;
+    const uint16_t quote = std::min<uint16_t>(
+        kIcmpQuote, uint16_t(std::min<uint32_t>(p.ip_len, m->data_len - p.l3_off)));
+    const uint16_t len =
+        uint16_t(sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + sizeof(rte_icmp_hdr) + quote);
+    auto* b = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(r, len));
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(b);
+    eth->dst_addr = rte_pktmbuf_mtod(m, const rte_ether_hdr*)->src_addr;
+    eth->src_addr = ctx.shared->topo->devs[dev].mac;
+    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+    *ip = {};
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+    ip->total_length = rte_cpu_to_be_16(uint16_t(len - sizeof(rte_ether_hdr)));
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_ICMP;
+    ip->src_addr = s.local_ip.raw;
+    ip->dst_addr = p.src.raw;
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    auto* icmp = reinterpret_cast<rte_icmp_hdr*>(ip + 1);
+    icmp->icmp_type = 3;                                   // destination unreachable
+    icmp->icmp_code = 4;                                   // fragmentation needed and DF set
+    icmp->icmp_ident = 0;                                  // unused
+    icmp->icmp_seq_nb = rte_cpu_to_be_16(s.max_inner_len); // next-hop MTU (RFC 1191)
+    icmp->icmp_cksum = 0;
+    std::memcpy(icmp + 1, rte_pktmbuf_mtod_offset(m, const uint8_t*, p.l3_off), quote);
+    icmp->icmp_cksum = uint16_t(~rte_raw_cksum(icmp, sizeof(rte_icmp_hdr) + quote));
+    ctx.send(dev, r);
+    return Ctr::icmp_frag_needed;
 }
 
 // Tells control where a pod was seen, once per change (the return path delivers there).
@@ -82,7 +134,8 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
 
 // The inner frame at `off` (Ethernet + IPv4 of `frame` bytes) becomes a routed frame:
 // the tunnel headers go, the MACs are set.
-void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_addr& dst, const rte_ether_addr& src) {
+void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_addr& dst,
+                    const rte_ether_addr& src) {
     rte_pktmbuf_adj(m, off);
     if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
@@ -109,7 +162,8 @@ Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snaps
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(b + g.inner_off + sizeof(rte_ether_hdr));
     const uint32_t ihl = (ip->version_ihl & 0x0f) * 4u;
     const uint32_t total = rte_be_to_cpu_16(ip->total_length);
-    if ((ip->version_ihl >> 4) != 4 || ihl < 20 || total < ihl || total > avail - sizeof(rte_ether_hdr))
+    if ((ip->version_ihl >> 4) != 4 || ihl < 20 || total < ihl ||
+        total > avail - sizeof(rte_ether_hdr))
         return Ctr::decap_bad_inner;
     if (!ecn_decapsulate(g.outer_ecn, reinterpret_cast<uint8_t*>(ip))) return Ctr::decap_ecn_drop;
     const uint32_t frame = sizeof(rte_ether_hdr) + total;
@@ -180,8 +234,9 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
             }
             continue;
         }
-        if (p[i].ip_len > s.max_inner_len) {
+        if (p[i].ip_len > s.max_inner_len) [[unlikely]] {
             t.inc(Ctr::drop_too_big);
+            if (p[i].df) t.inc(send_frag_needed(ctx, dev, m, p[i], s));
             rte_pktmbuf_free(m);
             continue;
         }
@@ -211,7 +266,8 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
         }
         const Ctr c = g.verdict == Tunnel::Drop ? g.reason : deliver_to_pod(ctx, m, g, s);
         t.inc(c);
-        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply && c != Ctr::decap_unknown_pod) rte_pktmbuf_free(m);
+        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply && c != Ctr::decap_unknown_pod)
+            rte_pktmbuf_free(m);
     }
     t.flush_to(ctx.ctr(dev));
 }

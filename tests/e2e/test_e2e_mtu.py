@@ -38,3 +38,24 @@ def test_too_big_packet_never_sent_oversized(lab):
     oversized = [len(bytes(p[IP])) for p in allp if len(bytes(p[IP])) > MTU]
     assert not oversized, f"ztunnel received outer IPv4 packets of {oversized} bytes > MTU {MTU}"
     assert not got, "a packet that cannot fit after encapsulation was sent to ztunnel"
+
+
+def test_too_big_df_packet_gets_icmp_frag_needed_with_the_tunnel_mtu(lab):
+    """RFC 8926 §4.4.1 / RFC 1191: the sender learns the path MTU, as from istioout."""
+    from pcaputil import ICMP
+    before = lab.counters()
+    with netns.Capture(ns_of(POD), "eth0", bpf="icmp", name="mtu-icmp") as cap:
+        out = netns.client(ns_of(POD), "rawtcp", VIP, 9080, "--ip-len", MTU - 49, "--src", PODS[POD],
+                           "--dst-mac", twin_mac(POD), "--sport", 40003)
+        assert out == "sent"
+        got = cap.wait_for(lambda p: ICMP in p and p[ICMP].type == 3 and p[ICMP].code == 4, count=1, timeout=3)
+    assert got, "no ICMP fragmentation-needed reached the pod"
+    icmp = got[0][ICMP]
+    assert got[0][IP].src == "10.244.2.1" and got[0][IP].dst == PODS[POD]
+    assert icmp.nexthopmtu == MTU - 50, f"next-hop MTU {icmp.nexthopmtu}, want {MTU - 50}"
+    from scapy.layers.inet import IPerror
+    quoted = got[0][IPerror]  # scapy's name for the IP header quoted inside an ICMP error
+    assert quoted.dst == VIP and quoted.src == PODS[POD], "the ICMP must quote the offending packet"
+    after = lab.counters()
+    assert after["ports"][POD]["icmp_frag_needed"] - before["ports"][POD]["icmp_frag_needed"] == 1
+    assert after["ports"][POD]["drop_too_big"] - before["ports"][POD]["drop_too_big"] == 1

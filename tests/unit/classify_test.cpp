@@ -5,6 +5,8 @@
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
+#include <algorithm>
+
 #include "pipelines/node.hpp"
 #include "tests/support/harness.hpp"
 
@@ -174,6 +176,65 @@ TEST(PodTableLive, RemovedPodStopsBeingRedirected) {
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::redirect), 1u);
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::pass), 1u);
     EXPECT_EQ(h.pods->size(), 0u);
+}
+
+} // namespace
+
+namespace {
+
+// RFC 1191: a too-big DF packet gets ICMP type 3 code 4 with the next-hop MTU, from the
+// node, back out of the pod's port, quoting the packet; at most 100 a second per worker.
+TEST(FragNeeded, IcmpToThePodWithTheTunnelMtu) {
+    Harness h;
+    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
+    FrameSpec f = spec(kPod, kVip, 6);
+    f.payload = 1500 - 50 - 40 + 1; // DF is set by default
+    const auto frame = make_frame(f);
+    h.run_pods({h.frame(frame)});
+    EXPECT_EQ(h.take(Harness::kZt).size(), 0u);
+    auto out = h.take(Harness::kPods);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::icmp_frag_needed), 1u);
+    const auto* b = rte_pktmbuf_mtod(out[0], const uint8_t*);
+    EXPECT_EQ(std::vector<uint8_t>(b, b + 6),
+              std::vector<uint8_t>(frame.begin() + 6, frame.begin() + 12))
+        << "to the pod's MAC";
+    const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(b + 14);
+    EXPECT_EQ(rte_ipv4_cksum(ip), 0);
+    EXPECT_EQ(ip->next_proto_id, IPPROTO_ICMP);
+    EXPECT_EQ(ip->src_addr, ip4(10, 244, 2, 1).raw);
+    EXPECT_EQ(ip->dst_addr, Ip4::from_host(kPod).raw);
+    const uint8_t* icmp = b + 34;
+    EXPECT_EQ(icmp[0], 3);
+    EXPECT_EQ(icmp[1], 4);
+    EXPECT_EQ(icmp[6] << 8 | icmp[7], 1450) << "next-hop MTU = 1500 - 50";
+    EXPECT_EQ(rte_raw_cksum(icmp, out[0]->data_len - 34), 0xffff) << "ICMP checksum";
+    EXPECT_EQ(std::vector<uint8_t>(icmp + 8, icmp + 8 + 28),
+              std::vector<uint8_t>(frame.begin() + 14, frame.begin() + 42))
+        << "quotes the offending header";
+    rte_pktmbuf_free(out[0]);
+}
+
+TEST(FragNeeded, RateLimitedAndNotForFragmentablePackets) {
+    Harness h;
+    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
+    FrameSpec f = spec(kPod, kVip, 6);
+    f.payload = 1500;
+    std::vector<rte_mbuf*> in;
+    for (int i = 0; i < 150; i++) in.push_back(h.frame(make_frame(f)));
+    f.frag = 0; // no DF: no ICMP (the packet is dropped and counted)
+    in.push_back(h.frame(make_frame(f)));
+    const unsigned before = rte_mempool_in_use_count(h.pool) - unsigned(in.size());
+    for (size_t i = 0; i < in.size(); i += 32) {
+        std::vector<rte_mbuf*> burst(in.begin() + long(i),
+                                     in.begin() + long(std::min(in.size(), i + 32)));
+        h.run_pods(burst);
+        for (auto* m : h.take(Harness::kPods)) rte_pktmbuf_free(m);
+    }
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::drop_too_big), 151u);
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::icmp_frag_needed), 100u);
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::icmp_rate_limited), 50u);
+    EXPECT_EQ(rte_mempool_in_use_count(h.pool), before) << "leak";
 }
 
 } // namespace
