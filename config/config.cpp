@@ -260,6 +260,8 @@ void parse_tunnel(Map m, TunnelConfig& t, bool node) {
     if (t.local_ip == t.remote_ip) fail(m.path("remote_ip"), "must differ from tunnel.local_ip");
     if (auto n = m.get("next_hop_mac"); n && !(n.IsScalar() && n.Scalar() == "arp"))
         t.next_hop_mac = unicast_mac(n, m.path("next_hop_mac"));
+    if (auto n = m.get("arp_refresh_ms"); n)
+        t.arp_refresh_ms = uint32_t(unsigned_in(n, m.path("arp_refresh_ms"), 100, 3600000));
     auto isrc = m.get("inner_src_mac");
     auto idst = m.get("inner_dst_mac");
     if (node) {

@@ -42,6 +42,7 @@ struct TunnelConfig {
     uint32_t local_ip = 0;           // host byte order
     uint32_t remote_ip = 0;          // host byte order
     std::optional<Mac> next_hop_mac; // empty: resolve by ARP
+    uint32_t arp_refresh_ms = 5000;  // with ARP: re-ask a known peer this often
     Mac inner_src_mac{};
     Mac inner_dst_mac{};
     bool udp_checksum = false;

@@ -60,6 +60,7 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
     sigaction(SIGHUP, &hup, nullptr);
 
     ztg::Runtime rt(cfg);
+    if (auto s = rt.claim_interfaces(); !s) return fail(s.error());
     if (auto s = rt.init_eal(argv0, prefix); !s) return fail(s.error());
     if (auto s = rt.open_ports(); !s) return fail(s.error());
     if (auto s = rt.start_workers(); !s) {

@@ -8,9 +8,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <fcntl.h>
 #include <set>
 #include <sstream>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 #include "pipelines/endpoint.hpp"
 #include "pipelines/node.hpp"
@@ -50,6 +54,44 @@ int launch(void* arg) {
 Runtime::~Runtime() {
     stop();
     if (eal_up_) rte_eal_cleanup();
+    for (int fd : lock_fds_) close(fd);
+}
+
+Status Runtime::claim_interfaces() {
+    struct stat ns {};
+    if (stat("/proc/self/ns/net", &ns) != 0)
+        return err("cannot identify the network namespace: " + std::string(strerror(errno)));
+    const std::string dir = "/run/ztgeneve";
+    mkdir(dir.c_str(), 0755);
+    auto claim = [&](const std::string& devargs, const std::string& key) -> Status {
+        const auto at = devargs.find("iface=");
+        if (at == std::string::npos) return Ok{};
+        const std::string iface = devargs.substr(at + 6, devargs.find(',', at) - at - 6);
+        const std::string path = dir + "/" + std::to_string(ns.st_ino) + "." + iface + ".lock";
+        const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return err(key + ": cannot create " + path + ": " + strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            char pid[32] = {};
+            const ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            close(fd);
+            return err(key + ": interface " + iface + " is in use by another ztgeneve" +
+                       (n > 0 ? " (pid " + std::string(pid, size_t(n)) + ")" : "") +
+                       " in this network namespace");
+        }
+        const std::string me = std::to_string(getpid());
+        if (ftruncate(fd, 0) != 0 ||
+            pwrite(fd, me.data(), me.size(), 0) < 0) { /* the lock is what matters */
+        }
+        lock_fds_.push_back(fd);
+        return Ok{};
+    };
+    for (size_t i = 0; i < cfg_.ports.size(); i++) {
+        const std::string key = "ports[" + std::to_string(i) + "]";
+        if (auto st = claim(cfg_.ports[i].devargs, key + ".devargs"); !st) return st;
+        if (cfg_.ports[i].twin)
+            if (auto st = claim(*cfg_.ports[i].twin, key + ".twin"); !st) return st;
+    }
+    return Ok{};
 }
 
 Status Runtime::init_eal(const std::string& argv0, const std::string& prefix_override) {
@@ -204,6 +246,7 @@ std::unique_ptr<Snapshot> Runtime::build_snapshot() const {
     s->max_inner_len = uint16_t(t.mtu - kOuterLen);
     s->link_mac = topo_.devs[topo_.link].mac;
     s->nexthop_known = nexthop_.has_value();
+    s->arp_refresh_ms = t.next_hop_mac ? 0 : t.arp_refresh_ms;
     if (nexthop_) s->nexthop_mac = *nexthop_;
     TunnelParams tp;
     tp.outer_src = s->link_mac;
@@ -336,7 +379,8 @@ Status Runtime::reload() {
         if (t.vni != u.vni || t.udp_port != u.udp_port || t.local_ip != u.local_ip ||
             t.remote_ip != u.remote_ip || t.next_hop_mac != u.next_hop_mac ||
             t.inner_src_mac != u.inner_src_mac || t.inner_dst_mac != u.inner_dst_mac ||
-            t.udp_checksum != u.udp_checksum || t.mtu != u.mtu || t.inner_ip != u.inner_ip)
+            t.udp_checksum != u.udp_checksum || t.mtu != u.mtu || t.inner_ip != u.inner_ip ||
+            t.arp_refresh_ms != u.arp_refresh_ms)
             return "tunnel";
         if (a.protocols != b.protocols) return "redirect.protocols";
         if (a.pod_capacity != b.pod_capacity) return "limits.pods";
@@ -423,9 +467,16 @@ void Runtime::stop() {
     pods_.reset();
     rcu_.reset();
     if (pool_ != nullptr) {
+        final_mbufs_ = rte_mempool_in_use_count(pool_);
+        if (final_mbufs_ != 0)
+            spdlog::error("{} mbufs were not returned to the pool", final_mbufs_);
         rte_mempool_free(pool_);
         pool_ = nullptr;
     }
+}
+
+unsigned Runtime::mbufs_in_use() const {
+    return pool_ != nullptr ? rte_mempool_in_use_count(pool_) : final_mbufs_;
 }
 
 uint64_t Runtime::counter(size_t dev, Ctr c) const {
@@ -459,7 +510,7 @@ std::string Runtime::counters_json() const {
         block({&counters_[i]});
         o << "}";
     }
-    o << "],\"pods\":" << pod_count()
+    o << "],\"mbufs_in_use\":" << mbufs_in_use() << ",\"pods\":" << pod_count()
       << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
     return o.str();
 }

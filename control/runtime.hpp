@@ -28,6 +28,9 @@ class Runtime : public PodSink {
     ~Runtime() override;
 
     // Start-up, in order; each returns an error naming the config key or DPDK device.
+    // claim_interfaces: one ztgeneve per kernel interface and network namespace (a lock
+    // the kernel drops when the process dies, so a restart after kill -9 just works).
+    Status claim_interfaces();
     Status init_eal(const std::string& argv0, const std::string& file_prefix_override);
     Status open_ports();
     Status start_workers();
@@ -55,6 +58,9 @@ class Runtime : public PodSink {
     const std::vector<DeviceInfo>& devices() const { return info_; }
     const Config& config() const { return cfg_; }
     uint32_t pod_count() const { return pods_ ? pods_->size() : final_pods_; }
+    // mbufs taken from the pool (rx rings, in flight, tx rings); after stop(): what was
+    // never returned, i.e. a leak if not 0.
+    unsigned mbufs_in_use() const;
 
   private:
     Result<uint16_t> open_device(const std::string& devargs, const std::string& key, DevKind kind);
@@ -78,8 +84,10 @@ class Runtime : public PodSink {
     bool workers_running_ = false;
     std::atomic<uint64_t> generation_{0}; // read by the telemetry thread
     std::optional<rte_ether_addr> nexthop_;
-    uint32_t final_pods_ = 0; // pod count when the table was freed, for the exit report
+    uint32_t final_pods_ = 0;  // pod count when the table was freed, for the exit report
+    unsigned final_mbufs_ = 0; // mbufs not back in the pool after every device closed
     std::unique_ptr<KernelMirror> mirror_;
+    std::vector<int> lock_fds_; // held for the life of the process
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

@@ -53,6 +53,7 @@ int info_cb(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_string(d, "config", g_rt->config().source.c_str());
     rte_tel_data_add_dict_u64(d, "workers", g_rt->config().dpdk.workers);
     rte_tel_data_add_dict_u64(d, "pods", g_rt->pod_count());
+    rte_tel_data_add_dict_u64(d, "mbufs_in_use", g_rt->mbufs_in_use());
     return 0;
 }
 

@@ -29,9 +29,10 @@ namespace ztg {
     X(decap_bad_vni, "Geneve with a VNI we do not serve")                                          \
     X(decap_bad_inner, "Geneve payload that is not an Ethernet frame carrying IPv4")               \
     X(decap_ecn_drop, "outer CE over an inner Not-ECT packet (RFC 6040)")                          \
-    X(decap_unknown_pod, "decapsulated for an IP that is no located pod: to the kernel via the ztunnel twin") \
-    X(icmp_frag_needed, "ICMP fragmentation-needed sent to a pod whose DF packet was too big")   \
-    X(icmp_rate_limited, "ICMP fragmentation-needed not sent: over the rate limit")      \
+    X(decap_unknown_pod,                                                                           \
+      "decapsulated for an IP that is no located pod: to the kernel via the ztunnel twin")         \
+    X(icmp_frag_needed, "ICMP fragmentation-needed sent to a pod whose DF packet was too big")     \
+    X(icmp_rate_limited, "ICMP fragmentation-needed not sent: over the rate limit")                \
     X(tunnel_arp_reply, "ARP for istioout's address asked inside the tunnel, answered")            \
     X(arp_sent, "ARP requests sent to resolve the tunnel peer's MAC")                              \
     X(events_lost, "worker-to-control events lost because the queue was full")

@@ -120,12 +120,13 @@ class PodTable {
     PodLocation location(Ip4 ip) const {
         const Arrays& t = *t_.load(std::memory_order_acquire);
         const uint32_t s = find(t, ip.raw);
-        return s == kNotFound ? PodLocation{} : PodLocation{t.macs[s].load(std::memory_order_acquire)};
+        return s == kNotFound ? PodLocation{}
+                              : PodLocation{t.macs[s].load(std::memory_order_acquire)};
     }
 
   private:
-    static constexpr uint32_t kEmpty = 0;          // 0.0.0.0 is never a pod
-    static constexpr uint32_t kTomb = 0xFFFFFFFF;  // nor is 255.255.255.255
+    static constexpr uint32_t kEmpty = 0;                               // 0.0.0.0 is never a pod
+    static constexpr uint32_t kTomb = 0xFFFFFFFF;                       // nor is 255.255.255.255
     static constexpr uint64_t kTombPending = uint64_t(1) << 32 | kTomb; // not reusable yet
     static constexpr uint32_t kSeed = 0x5A17C0DEu;
     static constexpr uint32_t kNotFound = 0xFFFFFFFF;
@@ -152,10 +153,10 @@ class PodTable {
     uint32_t capacity_;
     uint32_t slot_count_ = 0;
     std::atomic<Arrays*> t_{nullptr};
-    uint32_t used_ = 0;                      // writer only: pods + tombstones
+    uint32_t used_ = 0; // writer only: pods + tombstones
     uint32_t rebuilds_ = 0;
-    std::vector<uint32_t> pending_;          // writer only: tombstones awaiting a grace period
-    std::atomic<uint32_t> size_{0};          // read by telemetry
+    std::vector<uint32_t> pending_; // writer only: tombstones awaiting a grace period
+    std::atomic<uint32_t> size_{0}; // read by telemetry
 };
 
 } // namespace ztg

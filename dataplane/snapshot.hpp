@@ -25,6 +25,7 @@ struct Snapshot {
     std::array<uint64_t, 4> protocols{}; // bit p set: IPv4 protocol p is redirected
     uint16_t max_inner_len = 1450;       // largest inner IPv4 packet: tunnel MTU - 50
     bool nexthop_known = false;
+    uint32_t arp_refresh_ms = 0;            // 0: static next hop, never ARP
     rte_ether_addr nexthop_mac{};           // the peer's MAC (outer/direct destination)
     rte_ether_addr link_mac{};              // our MAC on the tunnel link (outer source)
     rte_ether_addr inner_mac{};             // node: istioout's MAC

@@ -6,10 +6,13 @@ namespace ztg {
 
 void resolve_peer_tick(WorkerCtx& ctx) {
     const Snapshot& s = *ctx.snap;
-    if (ctx.id != 0 || s.nexthop_known) return;
+    if (ctx.id != 0 || s.arp_refresh_ms == 0) return; // a static next hop
     const uint64_t now = rte_get_tsc_cycles();
     if (now < ctx.next_arp_tsc) return;
-    ctx.next_arp_tsc = now + rte_get_tsc_hz();
+    // Unknown: ask every second. Known: ask again every arp_refresh_ms, so a peer that came
+    // back with another MAC (a restarted ztunnel) is re-learned from its answer.
+    const uint64_t ms = s.nexthop_known ? s.arp_refresh_ms : 1000;
+    ctx.next_arp_tsc = now + rte_get_tsc_hz() / 1000 * ms;
 
     rte_mbuf* m = rte_pktmbuf_alloc(ctx.shared->pool);
     if (m == nullptr) return;
