@@ -10,6 +10,7 @@
 
 #include <rte_ether.h>
 #include <rte_geneve.h>
+#include <rte_hash_crc.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 #include <rte_memcpy.h>
@@ -49,16 +50,13 @@ static_assert(sizeof(EncapTemplate::bytes) == 64);
 
 EncapTemplate make_template(const TunnelParams& t);
 
-// UDP source port for a flow (RFC 8926 §3.3): a hash of the inner 5-tuple folded into the
-// dynamic range 49152-65535, so it is never 0 and stable per flow. Fragments use ports 0.
+// UDP source port for a flow (RFC 8926 §3.3): CRC32-C (one instruction per word) over
+// the inner addresses, then ports and protocol, folded into the dynamic range
+// 49152-65535, so it is never 0 and stable per flow. Fragments hash with ports 0.
 inline uint16_t flow_source_port(const Parsed& p) {
-    uint64_t x = (uint64_t(p.src.raw) << 32 | p.dst.raw) * 0x9E3779B97F4A7C15ull;
-    x ^= (uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32) *
-         0xC2B2AE3D27D4EB4Full;
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 32;
-    return uint16_t(0xC000u | (x & 0x3FFFu));
+    uint32_t h = rte_hash_crc_8byte(uint64_t(p.src.raw) << 32 | p.dst.raw, 0x5A17C0DEu);
+    h = rte_hash_crc_8byte(uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32, h);
+    return uint16_t(0xC000u | ((h ^ (h >> 16)) & 0x3FFFu));
 }
 
 // Folds a 32-bit one's-complement sum and complements it: an IPv4 header checksum.

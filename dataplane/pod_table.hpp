@@ -52,8 +52,11 @@ struct PodLocation {
         std::memcpy(&m, mac.addr_bytes, 6); // byte i at bits 8i, as in `word`
         return make_tag(dev, m);
     }
+    // A cheap fold of the MAC: it runs for every packet of a pod. A moved pod whose new
+    // MAC folds alike is still caught by its ARP, which is compared in full.
     static uint32_t make_tag(uint16_t dev, uint64_t mac48) {
-        return uint32_t(dev + 1u) | (rte_hash_crc_8byte(mac48, 0) & 0xFFFF0000u);
+        const uint64_t f = mac48 ^ (mac48 >> 16) ^ (mac48 >> 32);
+        return uint32_t(dev + 1u) | uint32_t(f << 16);
     }
     friend bool operator==(PodLocation, PodLocation) = default;
 };

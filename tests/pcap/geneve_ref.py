@@ -4,17 +4,24 @@ Used to build the expected pcaps of the packet-in/packet-out cases."""
 from scapy.all import IP, UDP, Ether, Raw
 from scapy.contrib.geneve import GENEVE
 
-M64 = (1 << 64) - 1
-
-
 def _le(b):
     return int.from_bytes(b, "little")
 
 
+def crc32c_u64(crc, value):
+    """The SSE4.2 crc32 instruction on a 64-bit operand (CRC-32C, reflected, no final xor),
+    as rte_hash_crc_8byte(value, crc) computes it."""
+    for i in range(8):
+        crc ^= (value >> (8 * i)) & 0xFF
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc
+
+
 def flow_source_port(ip_bytes):
-    """ztgeneve's documented UDP source-port hash (README, 'UDP source port'): a 64-bit
-    mix of the inner addresses, ports and protocol, folded into 49152-65535. Fields
-    are taken as they lie in memory (network byte order read on a little-endian host);
+    """ztgeneve's documented UDP source-port hash (README, 'UDP source port'): CRC-32C over
+    the inner addresses, then ports and protocol, folded into 49152-65535. Fields are
+    taken as they lie in memory (network byte order read on a little-endian host);
     fragments hash with ports 0."""
     ihl = (ip_bytes[0] & 15) * 4
     proto = ip_bytes[9]
@@ -23,12 +30,9 @@ def flow_source_port(ip_bytes):
     sport = dport = 0
     if proto in (6, 17, 132) and frag == 0 and len(ip_bytes) >= ihl + 4:
         sport, dport = _le(ip_bytes[ihl:ihl + 2]), _le(ip_bytes[ihl + 2:ihl + 4])
-    x = (((src << 32) | dst) * 0x9E3779B97F4A7C15) & M64
-    x ^= (((sport << 16) | dport | (proto << 32)) * 0xC2B2AE3D27D4EB4F) & M64
-    x ^= x >> 29
-    x = (x * 0xBF58476D1CE4E5B9) & M64
-    x ^= x >> 32
-    return 0xC000 | (x & 0x3FFF)
+    h = crc32c_u64(0x5A17C0DE, (src << 32) | dst)
+    h = crc32c_u64(h, (sport << 16) | dport | (proto << 32))
+    return 0xC000 | ((h ^ (h >> 16)) & 0x3FFF)
 
 
 def encapsulate(ip_bytes, t):
