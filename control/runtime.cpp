@@ -8,10 +8,15 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -193,6 +198,15 @@ Status Runtime::open_ports() {
     // Every device's rings full, plus what workers hold in flight, plus slack.
     size_t ndev = 0;
     for (const auto& p : cfg_.ports) ndev += p.twin ? 2 : 1;
+    // A pool smaller than the rx rings it must fill leaves nothing to receive into: the
+    // PMDs (net_tap first) would take every mbuf and the dataplane would stall silently.
+    const uint32_t rings = uint32_t(ndev * w * kRxDesc);
+    const uint32_t minimum = rings + w * 4 * kBurst + 1024;
+    if (cfg_.dpdk.mbufs != 0 && cfg_.dpdk.mbufs < minimum)
+        return err("dpdk.mbufs: " + std::to_string(cfg_.dpdk.mbufs) +
+                   " mbufs cannot fill the rx rings of " + std::to_string(ndev) + " devices (" +
+                   std::to_string(rings) + " descriptors) and keep " + "packets moving; at least " +
+                   std::to_string(minimum) + " are needed");
     const uint32_t mbufs = cfg_.dpdk.mbufs != 0
                                ? cfg_.dpdk.mbufs
                                : uint32_t(ndev * w * (kRxDesc + kTxDesc) + w * 4 * kBurst + 2048);
@@ -225,6 +239,7 @@ Status Runtime::open_ports() {
     started_.assign(topo_.devs.size(), false);
     for (uint16_t d = 0; d < topo_.devs.size(); d++)
         if (auto s = setup_queues(d); !s) return s;
+    find_packet_sockets();
     // A port answers to its twin's MAC, the address the kernel gives its neighbours,
     // unless the config names one.
     for (auto& dev : topo_.devs)
@@ -425,8 +440,40 @@ Status Runtime::reload() {
     return Ok{};
 }
 
+void Runtime::watch_drops() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_drop_watch_) return;
+    next_drop_watch_ = now + std::chrono::seconds(1);
+    drops_seen_.resize(info_.size(), 0);
+    dropping_.resize(info_.size(), false);
+    for (size_t d = 0; d < info_.size(); d++) {
+        uint64_t total = 0;
+        std::string what;
+        for (size_t c = 0; c < kNumCtr; c++) {
+            if (std::string_view(kCtrName[c]).rfind("drop_", 0) != 0) continue;
+            const uint64_t v = counter(d, Ctr(c));
+            total += v;
+            if (v != 0)
+                what +=
+                    std::string(what.empty() ? "" : ", ") + kCtrName[c] + " " + std::to_string(v);
+        }
+        const uint64_t delta = total - drops_seen_[d];
+        drops_seen_[d] = total;
+        if (delta != 0 && !dropping_[d]) {
+            spdlog::warn("{}: dropping frames ({}; see the counters' meaning in the README)",
+                         info_[d].name, what);
+            dropping_[d] = true;
+        } else if (delta == 0 && dropping_[d]) {
+            spdlog::info("{}: no more drops ({})", info_[d].name, what);
+            dropping_[d] = false;
+        }
+    }
+}
+
 void Runtime::poll_events() {
     if (mirror_) mirror_->poll();
+    poll_ring_drops();
+    if (workers_running_) watch_drops();
     bool changed = false;
     for (auto& q : events_) {
         Event e;
@@ -455,6 +502,9 @@ void Runtime::stop() {
         for (unsigned l : worker_lcores_) rte_eal_wait_lcore(l);
         workers_running_ = false;
     }
+    next_ring_poll_ = {};
+    poll_ring_drops(); // the last of them, before the sockets close
+    packet_sockets_.clear();
     for (uint16_t d = 0; d < started_.size(); d++) {
         if (!started_[d]) continue;
         rte_eth_dev_stop(topo_.devs[d].port_id);
@@ -479,21 +529,68 @@ unsigned Runtime::mbufs_in_use() const {
     return pool_ != nullptr ? rte_mempool_in_use_count(pool_) : final_mbufs_;
 }
 
+void Runtime::find_packet_sockets() {
+    ring_drops_ = std::make_unique<std::atomic<uint64_t>[]>(info_.size());
+    std::vector<std::pair<unsigned, size_t>> ifaces; // ifindex, device
+    for (size_t d = 0; d < info_.size(); d++) {
+        const auto& a = info_[d].devargs;
+        const auto at = a.find("iface=");
+        if (a.rfind("net_af_packet", 0) != 0 || at == std::string::npos) continue;
+        const std::string iface = a.substr(at + 6, a.find(',', at) - at - 6);
+        if (unsigned idx = if_nametoindex(iface.c_str()); idx != 0) ifaces.emplace_back(idx, d);
+    }
+    DIR* dir = opendir("/proc/self/fd");
+    if (dir == nullptr) return;
+    while (dirent* e = readdir(dir)) {
+        const int fd = atoi(e->d_name);
+        int domain = 0;
+        socklen_t len = sizeof domain;
+        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 ||
+            domain != AF_PACKET)
+            continue;
+        sockaddr_ll ll{};
+        len = sizeof ll;
+        if (getsockname(fd, reinterpret_cast<sockaddr*>(&ll), &len) != 0) continue;
+        for (const auto& [idx, d] : ifaces)
+            if (unsigned(ll.sll_ifindex) == idx) packet_sockets_.emplace_back(fd, d);
+    }
+    closedir(dir);
+}
+
+void Runtime::poll_ring_drops() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_ring_poll_ || !ring_drops_) return;
+    next_ring_poll_ = now + std::chrono::milliseconds(100);
+    for (const auto& [fd, d] : packet_sockets_) {
+        tpacket_stats st{};
+        socklen_t len = sizeof st;
+        if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0 &&
+            st.tp_drops != 0) // read resets
+            ring_drops_[d].fetch_add(st.tp_drops, std::memory_order_relaxed);
+    }
+}
+
 uint64_t Runtime::counter(size_t dev, Ctr c) const {
-    uint64_t sum = 0;
+    uint64_t sum = c == Ctr::drop_kernel_ring && ring_drops_
+                       ? ring_drops_[dev].load(std::memory_order_relaxed)
+                       : 0;
     for (const auto& w : counters_) sum += w[dev].get(c);
     return sum;
 }
 
 std::string Runtime::counters_json() const {
     std::ostringstream o;
-    auto block = [&](const std::vector<const std::vector<DeviceCounters>*>& ws) {
+    // all: the sum over workers plus what the control thread counts (drop_kernel_ring).
+    auto block = [&](const std::vector<const std::vector<DeviceCounters>*>& ws, bool all) {
         o << "{";
         for (size_t d = 0; d < info_.size(); d++) {
             o << (d ? "," : "") << "\"" << info_[d].name << "\":{";
             for (size_t c = 0; c < kNumCtr; c++) {
                 uint64_t v = 0;
-                for (auto* w : ws) v += (*w)[d].get(Ctr(c));
+                if (all)
+                    v = counter(d, Ctr(c));
+                else
+                    for (auto* w : ws) v += (*w)[d].get(Ctr(c));
                 o << (c ? "," : "") << "\"" << kCtrName[c] << "\":" << v;
             }
             o << "}";
@@ -503,11 +600,11 @@ std::string Runtime::counters_json() const {
     std::vector<const std::vector<DeviceCounters>*> all;
     for (const auto& w : counters_) all.push_back(&w);
     o << "{\"ports\":";
-    block(all);
+    block(all, true);
     o << ",\"workers\":[";
     for (size_t i = 0; i < counters_.size(); i++) {
         o << (i ? "," : "") << "{\"id\":" << i << ",\"ports\":";
-        block({&counters_[i]});
+        block({&counters_[i]}, false);
         o << "}";
     }
     o << "],\"mbufs_in_use\":" << mbufs_in_use() << ",\"pods\":" << pod_count()

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,18 @@ class Runtime : public PodSink {
     unsigned final_mbufs_ = 0; // mbufs not back in the pool after every device closed
     std::unique_ptr<KernelMirror> mirror_;
     std::vector<int> lock_fds_; // held for the life of the process
+    // net_af_packet's sockets and their devices: DPDK 22.11 does not read the kernel's
+    // drop count (PACKET_STATISTICS), so the control thread does, into drop_kernel_ring.
+    void find_packet_sockets();
+    void poll_ring_drops();
+    std::vector<std::pair<int, size_t>> packet_sockets_;  // fd, device
+    std::unique_ptr<std::atomic<uint64_t>[]> ring_drops_; // [device], control writes
+    std::chrono::steady_clock::time_point next_ring_poll_{};
+    // Once a second: a device that starts dropping is logged once, and again when it stops.
+    void watch_drops();
+    std::vector<uint64_t> drops_seen_;
+    std::vector<bool> dropping_;
+    std::chrono::steady_clock::time_point next_drop_watch_{};
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

@@ -19,7 +19,8 @@ namespace ztg {
     X(drop_no_twin, "would pass to the kernel twin, but the port has none")                        \
     X(drop_too_big, "redirect that would exceed the tunnel MTU after 50 bytes of headers")         \
     X(drop_no_nexthop, "redirect/direct while the ztunnel MAC is not resolved yet")                \
-    X(drop_tx_full, "the device's tx queue was full")                                              \
+    X(drop_tx_full, "the device did not take the frames (tx queue full, or the device is gone)")   \
+    X(drop_kernel_ring, "lost in the kernel's af_packet ring before ztgeneve read them")           \
     X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")                \
     X(decap, "Geneve from the tunnel peer, decapsulated and delivered")                            \
     X(decap_bad_outer, "tunnel frame with a bad outer IPv4/UDP length, checksum or fragment")      \

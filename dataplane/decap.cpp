@@ -76,6 +76,7 @@ GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p) {
 
     v.verdict = Tunnel::Ok;
     v.inner_off = uint16_t(inner);
+    v.outer_end = uint16_t(off + total);
     v.vni = uint32_t(b[g + 4]) << 16 | uint32_t(b[g + 5]) << 8 | b[g + 6];
     v.outer_ecn = ip.type_of_service & RTE_IPV4_HDR_ECN_MASK;
     return v;

@@ -27,6 +27,7 @@ struct GeneveView {
     Tunnel verdict = Tunnel::NotOurs;
     Ctr reason = Ctr::rx;   // for Drop
     uint16_t inner_off = 0; // offset of the inner Ethernet header
+    uint16_t outer_end = 0; // just past the outer IPv4 datagram: where the inner frame ends
     uint32_t vni = 0;
     uint8_t outer_ecn = 0;
 };

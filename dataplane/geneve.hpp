@@ -4,6 +4,7 @@
 // the incremental IPv4 checksum and the UDP source port change.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <rte_memcpy.h>
 #include <rte_udp.h>
 
+#include "dataplane/mbuf.hpp"
 #include "dataplane/net.hpp"
 #include "dataplane/parse.hpp"
 
@@ -93,7 +95,7 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
     udp->dgram_len = rte_cpu_to_be_16(uint16_t(outer_len - sizeof(rte_ipv4_hdr)));
     if (t.udp_checksum) {
         udp->dgram_cksum = 0;
-        udp->dgram_cksum = rte_ipv4_udptcp_cksum_mbuf(m, ip, kOuterUdpOff);
+        udp->dgram_cksum = l4_checksum(m, ip, kOuterUdpOff);
     }
     m->l2_len = sizeof(rte_ether_hdr);
     m->l3_len = sizeof(rte_ipv4_hdr);
@@ -111,7 +113,7 @@ inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
         m->data_len = p.ip_len;
     } else {
         rte_pktmbuf_adj(m, p.l3_off);
-        if (m->pkt_len > p.ip_len) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.ip_len));
+        truncate(m, p.ip_len);
     }
     // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
     return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,

@@ -8,11 +8,14 @@ namespace ztg {
 PodTable::Arrays* PodTable::alloc(const std::string& name, uint32_t slots) {
     const size_t bytes = size_t(slots) * sizeof(std::atomic<uint64_t>);
     const int socket = int(rte_socket_id());
-    auto* t = static_cast<Arrays*>(rte_zmalloc_socket((name + "_t").c_str(), sizeof(Arrays), 64, socket));
+    auto* t =
+        static_cast<Arrays*>(rte_zmalloc_socket((name + "_t").c_str(), sizeof(Arrays), 64, socket));
     if (t == nullptr) return nullptr;
     t->mask = slots - 1;
-    t->slots = static_cast<std::atomic<uint64_t>*>(rte_zmalloc_socket((name + "_k").c_str(), bytes, 64, socket));
-    t->macs = static_cast<std::atomic<uint64_t>*>(rte_zmalloc_socket((name + "_m").c_str(), bytes, 64, socket));
+    t->slots = static_cast<std::atomic<uint64_t>*>(
+        rte_zmalloc_socket((name + "_k").c_str(), bytes, 64, socket));
+    t->macs = static_cast<std::atomic<uint64_t>*>(
+        rte_zmalloc_socket((name + "_m").c_str(), bytes, 64, socket));
     if (t->slots == nullptr || t->macs == nullptr) {
         release(t);
         return nullptr;
@@ -34,7 +37,9 @@ PodTable::PodTable(const std::string& name, uint32_t capacity, Rcu& rcu)
     t_.store(alloc(name_, slot_count_), std::memory_order_release);
 }
 
-PodTable::~PodTable() { release(t_.load(std::memory_order_relaxed)); }
+PodTable::~PodTable() {
+    release(t_.load(std::memory_order_relaxed));
+}
 
 bool PodTable::add(Ip4 ip) {
     const uint32_t key = ip.raw;
@@ -104,7 +109,8 @@ bool PodTable::rebuild() {
         const uint32_t key = uint32_t(w);
         if (key == kEmpty || key == kTomb) continue;
         uint32_t s = rte_hash_crc_4byte(key, kSeed) & t->mask;
-        while (uint32_t(t->slots[s].load(std::memory_order_relaxed)) != kEmpty) s = (s + 1) & t->mask;
+        while (uint32_t(t->slots[s].load(std::memory_order_relaxed)) != kEmpty)
+            s = (s + 1) & t->mask;
         t->macs[s].store(old->macs[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
         t->slots[s].store(w, std::memory_order_relaxed);
         used++;

@@ -82,7 +82,9 @@ struct WorkerCtx {
     std::vector<TxQueue> tx;        // [device]
     std::vector<uint16_t> tx_dirty; // devices with queued packets
     uint64_t next_arp_tsc = 0;
-    uint64_t last_pod_seen = 0;   // last PodSeen posted (ip ^ location), to post each change once
+    // PodSeen notes posted lately (a small direct-mapped cache of ip ^ location), so each
+    // change is posted about once, not once per packet until control has applied it.
+    std::array<uint64_t, 256> pod_seen{};
     uint64_t icmp_tokens_tsc = 0; // ICMP rate limit: when the bucket was last refilled
     uint32_t icmp_tokens = 0;
 

@@ -24,13 +24,14 @@ uint16_t tunnel_of(const Topology& topo, uint32_t vni) {
 Ctr decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
     const uint16_t tap = tunnel_of(*ctx.shared->topo, g.vni);
     if (tap == kNoDev) return Ctr::decap_bad_vni;
+    truncate(m, g.outer_end); // what lies past the outer datagram is not part of the inner frame
     rte_pktmbuf_adj(m, g.inner_off);
     const Parsed p = parse_frame(m);
     if (p.ipv4) {
+        // As the kernel: RFC 6040 for an untagged IPv4 inner frame (a VLAN tag hides it).
         auto* ip = rte_pktmbuf_mtod_offset(m, uint8_t*, p.l3_off);
-        if (!ecn_decapsulate(g.outer_ecn, ip)) return Ctr::decap_ecn_drop;
-        const uint32_t frame = p.l3_off + p.ip_len;
-        if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
+        if (p.l3_off == sizeof(rte_ether_hdr) && !ecn_decapsulate(g.outer_ecn, ip)) return Ctr::decap_ecn_drop;
+        truncate(m, p.l3_off + p.ip_len); // Ethernet padding
     }
     ctx.send(tap, m);
     return Ctr::decap;
@@ -67,8 +68,8 @@ void endpoint_from_tunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
         const Parsed p = parse_frame(m);
-        if (p.ipv4 && p.l3_off == sizeof(rte_ether_hdr) && m->pkt_len > p.l3_off + p.ip_len)
-            rte_pktmbuf_trim(m, uint16_t(m->pkt_len - p.l3_off - p.ip_len));
+        if (p.ipv4 && p.l3_off == sizeof(rte_ether_hdr))
+            truncate(m, p.l3_off + p.ip_len); // padding
         Ctr c = Ctr::redirect;
         if (!s.nexthop_known)
             c = Ctr::drop_no_nexthop;

@@ -93,8 +93,9 @@ void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev, const rt
         return;
     const PodLocation here = PodLocation::of(dev, mac);
     const uint64_t key = here.word * 0x9E3779B97F4A7C15ull ^ ip.raw;
-    if (key == ctx.last_pod_seen) return;
-    ctx.last_pod_seen = key;
+    uint64_t& slot = ctx.pod_seen[(key >> 56) ^ (ip.raw & 0xff)];
+    if (slot == key) return;
+    slot = key;
     ctx.post(Event{Event::Kind::PodSeen, ip, mac, dev});
 }
 
@@ -121,8 +122,7 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
     arp->arp_data.arp_sha = s.inner_mac;
     std::memcpy(&arp->arp_data.arp_sip, &s.inner_ip.raw, 4);
     rte_pktmbuf_adj(m, uint16_t(inner_off + sizeof(rte_ether_hdr)));
-    if (m->pkt_len > sizeof(rte_arp_hdr))
-        rte_pktmbuf_trim(m, uint16_t(m->pkt_len - sizeof(rte_arp_hdr)));
+    truncate(m, sizeof(rte_arp_hdr));
     if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000))
         return Ctr::drop_no_headroom;
     auto* inner = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, kOuterLen);
@@ -137,7 +137,7 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
 void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_addr& dst,
                     const rte_ether_addr& src) {
     rte_pktmbuf_adj(m, off);
-    if (m->pkt_len > frame) rte_pktmbuf_trim(m, uint16_t(m->pkt_len - frame));
+    truncate(m, frame);
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->dst_addr = dst;
     eth->src_addr = src;
@@ -154,7 +154,7 @@ Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snaps
     if (g.vni != s.vni) return Ctr::decap_bad_vni;
     if (auto arp = answer_tunnel_arp(ctx, m, g.inner_off, s)) return *arp;
     auto* b = rte_pktmbuf_mtod(m, uint8_t*);
-    const uint32_t avail = m->data_len - g.inner_off;
+    const uint32_t avail = g.outer_end - g.inner_off; // the outer datagram bounds the inner frame
     const auto* eth = reinterpret_cast<const rte_ether_hdr*>(b + g.inner_off);
     if (avail < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) ||
         eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))

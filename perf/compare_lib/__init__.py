@@ -1,0 +1,1 @@
+"""Helpers of perf/compare: traffic (pcap), sides (testpmd / ztgeneve / OVS), check (tshark), env, report."""

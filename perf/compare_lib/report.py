@@ -1,0 +1,159 @@
+"""Medians, spreads, the printed table, CSV files, the RESULTS.md block and the plots."""
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+FIELDS = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers", "rep",
+          "rx_mpps", "tx_mpps", "cycles_per_pkt", "rss_mb", "load1"]
+KEY = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers"]
+TARGETS = {"testpmd": 0.70, "ovs-pod": 4.0, "1M/10 pods": 0.90}
+
+
+def summarize(rows):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in KEY)].append(r)
+    out = []
+    for key, rs in groups.items():
+        rx = [r["rx_mpps"] for r in rs]
+        med = statistics.median(rx)
+        out.append(dict(zip(KEY, key), n=len(rs), rx_mpps=med,
+                        tx_mpps=statistics.median(r["tx_mpps"] for r in rs),
+                        cycles_per_pkt=statistics.median(r["cycles_per_pkt"] for r in rs),
+                        spread_pct=100 * (max(rx) - min(rx)) / med if med else 0.0, best_mpps=max(rx),
+                        rss_mb=max((r["rss_mb"] or 0) for r in rs) or ""))
+    return out
+
+
+def write_csv(path, rows, fields):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def find(summary, mode, case):
+    return next((s for s in summary if s["mode"] == mode and s["case"] == case), None)
+
+
+def ratios(rows, mode, zcase):
+    """(name, value, target) of ztgeneve's case zcase against the other sides in `mode`: the
+    median over repetitions of the ratio within one repetition (the cases of a repetition run
+    back to back, so a slow spell of a shared machine affects both sides of a ratio)."""
+    by = defaultdict(dict)
+    for r in rows:
+        if r["mode"] == mode:
+            by[r["case"]][r["rep"]] = r["rx_mpps"]
+    out = []
+    for case, target in (("testpmd", TARGETS["testpmd"]), ("ovs-pod", TARGETS["ovs-pod"]), ("ovs-cidr", None)):
+        per_rep = [by[zcase][k] / by[case][k] for k in by[zcase] if by[case].get(k)]
+        if per_rep:
+            out.append((f"{zcase} / {case}", statistics.median(per_rep), target))
+    return out
+
+
+def scaling_ratio(rows, mode):
+    by = defaultdict(dict)
+    for r in rows:
+        if r["mode"] == mode and r["case"].startswith("scale-pods"):
+            by[r["table_pods"]][r["rep"]] = r["rx_mpps"]
+    per_rep = [by[1000000][k] / by[10][k] for k in by[1000000] if by[10].get(k)]
+    return ("ztgeneve 1M pods / 10 pods", statistics.median(per_rep), TARGETS["1M/10 pods"]) if per_rep else None
+
+
+def table_md(summary, modes, main_cases, tsc_ghz):
+    lines = ["| case | " + " | ".join(f"{m}: Rx Mpps median (best, spread) | cycles/pkt" for m in modes) + " |",
+             "|---|" + "---:|---:|" * len(modes)]
+    for case, label in main_cases:
+        cells = []
+        for m in modes:
+            s = find(summary, m, case)
+            cells += [f"**{s['rx_mpps']:.2f}** ({s['best_mpps']:.2f}, {s['spread_pct']:.0f} %)", f"{s['cycles_per_pkt']:.0f}"] \
+                if s else ["–", "–"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Median of the repetitions (best = the fastest one); spread = (max − min) / median; cycles/pkt = TSC "
+                 f"({tsc_ghz:.3f} GHz) / Rx pps of the one forwarding core, which busy-polls at 100 %.")
+    return lines
+
+
+def targets_md(rows, modes, zcase):
+    lines = ["Ratios: median over repetitions of the ratio within one repetition.", "",
+             "| target | " + " | ".join(modes) + " | met? |", "|---|" + "---:|" * len(modes) + "---|"]
+    per = defaultdict(dict)
+    for m in modes:
+        for name, v, t in ratios(rows, m, zcase):
+            per[(name, t)][m] = v
+        sr = scaling_ratio(rows, m)
+        if sr:
+            per[(sr[0], sr[2])][m] = sr[1]
+    for (name, t), vals in per.items():
+        met = "(reported)" if t is None else \
+            ("**met**" if all(v >= t for v in vals.values()) else "**NOT met**")
+        cells = [f"{vals[m]:.3f} ×" if m in vals else "–" for m in modes]
+        lines.append(f"| {name}" + (f" ≥ {t}" if t else "") + " | " + " | ".join(cells) + f" | {met} |")
+    return lines
+
+
+def scaling_md(summary):
+    lines = []
+    for prefix, col, title in (("scale-pods", "table_pods", "pods in the table"),
+                               ("scale-flows", "flows", "distinct flows"),
+                               ("scale-size", "size", "frame size (bytes)")):
+        rs = sorted((s for s in summary if s["case"].startswith(prefix)),
+                    key=lambda s: (s["mode"], s["side"], s[col]))
+        if not rs:
+            continue
+        lines += ["", f"| {title} | side | mode | Rx Mpps (spread) | cycles/pkt | Gbit/s (Rx, L2) | ztgeneve RSS MB |",
+                  "|---:|---|---|---:|---:|---:|---:|"]
+        for s in rs:
+            gbps = s["rx_mpps"] * s["size"] * 8 / 1000
+            lines.append(f"| {s[col]:,} | {s['side']} | {s['mode']} | {s['rx_mpps']:.2f} ({s['spread_pct']:.0f} %) "
+                         f"| {s['cycles_per_pkt']:.0f} | {gbps:.1f} | {s['rss_mb']} |")
+    return lines
+
+
+def update_results_md(path, block):
+    """Replace the text between the compare markers in RESULTS.md (added at the top if absent)."""
+    begin, end = "<!-- perf/compare: begin (generated) -->", "<!-- perf/compare: end -->"
+    text = path.read_text() if path.exists() else ""
+    new = f"{begin}\n" + "\n".join(block) + f"\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + new + text[text.index(end) + len(end):]
+    else:
+        text = new + "\n\n" + text
+    path.write_text(text)
+
+
+def plot(summary, out_dir):
+    """perf/compare-pods.png (Mpps vs pods in the table) and perf/compare-sizes.png (vs frame size)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    made = []
+    for prefix, col, xlabel, fname, logx in (
+            ("scale-pods", "table_pods", "pods in the table", "compare-pods.png", True),
+            ("scale-size", "size", "frame size (bytes)", "compare-sizes.png", False),
+            ("scale-flows", "flows", "distinct flows (5-tuples)", "compare-flows.png", True)):
+        rs = [s for s in summary if s["case"].startswith(prefix)]
+        if not rs:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for (mode, side) in sorted({(s["mode"], s["side"]) for s in rs}):
+            pts = sorted((s[col], s["rx_mpps"]) for s in rs if s["mode"] == mode and s["side"] == side)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{side} ({mode})")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Rx Mpps (median)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"perf/compare: Mpps vs {xlabel}, one forwarding core")
+        fig.tight_layout()
+        fig.savefig(Path(out_dir) / fname, dpi=100)
+        plt.close(fig)
+        made.append(fname)
+    return made

@@ -1,0 +1,397 @@
+"""Faults, signals and exhaustion (issue 6, items 3-5), in a small topology of its own
+(namespaces ztf-*, tests/tools/minilab.py), so that killing, flooding and breaking ztgeneve
+never disturbs the session lab:
+
+  ztf-pp (10.244.2.3) -- v-pp  [ztf-node: ztgeneve node, twins t-pp/t-ra/t-r1/t-ztunnel]  v-ztunnel -- eth0 ztf-zt (10.244.2.10)
+  ztf-ra (10.244.2.2) -- v-ra
+  ztf-r1 (10.244.2.7) -- v-r1
+
+ztunnel's side is a plain kernel interface (no endpoint): the node resolves it by ARP, and
+what reaches it is read from the kernel's counters and captures. "Traffic flows" means, per
+pod: a ping to the gateway is answered (pods port -> twin -> node kernel and back) and a
+burst of raw TCP frames to the VIP is redirected, every one of them, to ztunnel's link.
+
+Not implemented (and so not tested): a deleted kernel twin is not re-created; ztgeneve
+keeps running and counts what it cannot hand to it (test_twin_deleted_*).
+"""
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import minilab as ml
+import netns
+import telemetry
+from minilab import MiniLab, sh, wait
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
+PODS = {"pp": 3, "ra": 2, "r1": 7}
+NEW_MAC = "02:00:00:00:02:bb"
+FIGURES = {}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} not built")
+    lab = MiniLab("ztf-", pods=PODS, meshed=list(PODS), log_dir=str(tmp_path_factory.mktemp("faults")),
+                  binary=BINARY)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def node(lab, tmp_path):
+    """node(**config) starts a node instance (twins addressed); every instance started is
+    stopped at the end of the test, also on failure."""
+    started = []
+
+    def start(name="node", **kw):
+        cfg = lab.node_config(str(tmp_path / f"{name}.yaml"), **kw)
+        z = lab.start_node(cfg, name=name)
+        started.append(z)
+        return z
+
+    yield start
+    for z in started:
+        if z.running():
+            z.stop(timeout=10)
+
+
+def counters(lab):
+    return telemetry.counters(lab.node_prefix)
+
+
+def dev(lab, name):
+    return telemetry.query(lab.node_prefix, f"/ztgeneve/counters,{name}")
+
+
+def info(lab):
+    return telemetry.query(lab.node_prefix, "/ztgeneve/info")
+
+
+def ethdev_stats(lab):
+    """DPDK's /ethdev/stats of every device, by device name (net_af_packet_0, net_tap_0, ...)."""
+    out = {}
+    with telemetry.Client(lab.node_prefix) as t:
+        for pid in t.query("/ethdev/list"):
+            name = t.query(f"/ethdev/info,{pid}")["name"]
+            out[name] = {k: v for k, v in t.query(f"/ethdev/stats,{pid}").items() if not isinstance(v, list)}
+    return out
+
+
+def ping_ok(lab, pod, tries=3):
+    """A ping to the gateway answered, within a few tries (the first may wait for ARP)."""
+    return any(lab.ping(pod, timeout=1) for _ in range(tries))
+
+
+def redirects(lab, pod, n=20, pps=2000):
+    """Sends n raw TCP frames from pod to the VIP; returns (redirected by ztgeneve, received
+    by ztunnel's kernel) once both have settled (bounded)."""
+    r0, z0 = dev(lab, pod)["redirect"], ml.veth_rx(lab.zt_ns, "eth0")
+    sent = lab.flow(pod, n, pps)
+    wait(lambda: dev(lab, pod)["redirect"] - r0 >= sent and ml.veth_rx(lab.zt_ns, "eth0") - z0 >= sent, 3)
+    return dev(lab, pod)["redirect"] - r0, ml.veth_rx(lab.zt_ns, "eth0") - z0
+
+
+def assert_forwards(lab, pods, n=20):
+    for p in pods:
+        assert ping_ok(lab, p), f"{p}: no answer from the gateway through its twin"
+        red, zt = redirects(lab, p, n)
+        assert red == n, f"{p}: {red} of {n} TCP frames redirected"
+        assert zt >= n, f"{p}: ztunnel's link received {zt} frames, {n} were redirected"
+
+
+def assert_balanced(c):
+    bad = ml.unbalanced(c)
+    assert not bad, f"frames received but not accounted for: {bad}"
+    bad = ml.node_tx_unbalanced(c, [p for p in c["ports"] if p in PODS])
+    assert not bad, f"frames sent but neither transmitted nor counted as drop_tx_full: {bad}"
+
+
+def settle(lab, timeout=5):
+    """Waits until the counters stop moving (two reads 0.3 s apart agree); bounded."""
+    def still():
+        a = counters(lab)
+        time.sleep(0.3)
+        return a == counters(lab)
+    return wait(still, timeout)
+
+
+def taps(lab):
+    return sorted(l for l in ml.links(lab.node_ns) if l.startswith("t-"))
+
+
+def stop_and_check(lab, z, sig=signal.SIGTERM, bound=5.0):
+    """Signal, exit 0 within bound, taps gone, exit line with mbufs_in_use 0, balanced."""
+    t0 = time.monotonic()
+    z.proc.send_signal(sig)
+    try:
+        z.proc.wait(bound)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ztgeneve still running {bound} s after {sig.name}:\n{z.stderr()[-2000:]}")
+    took = time.monotonic() - t0
+    z.stop()
+    assert z.returncode == 0, f"exit {z.returncode} after {sig.name}:\n{z.stderr()[-2000:]}"
+    assert not taps(lab), f"taps left after exit: {taps(lab)}"
+    c = z.exit_counters
+    assert c is not None, f"no ztgeneve-counters line:\n{z.stdout()[-2000:]}"
+    assert c.get("mbufs_in_use") == 0, f"mbufs not back in the pool at exit: {c.get('mbufs_in_use')}"
+    assert_balanced(c)
+    return took, c
+
+
+# ---------------------------------------------------------------- shutdown and signals
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_exits_0_within_5s_removes_taps_frees_mbufs(lab, node, sig):
+    z = node()
+    assert taps(lab) == ["t-pp", "t-r1", "t-ra", "t-ztunnel"]
+    assert_forwards(lab, PODS)
+    # traffic in flight while the signal arrives
+    bg = lab.flow("ra", 2000, 2000, background=True)
+    time.sleep(0.3)
+    took, c = stop_and_check(lab, z, sig)
+    bg.communicate(timeout=30)
+    assert sum(int(c["ports"][p]["redirect"]) for p in PODS) >= 3 * 20
+    FIGURES[f"{sig.name} exit seconds"] = round(took, 2)
+    print(f"{sig.name}: exit 0 in {took:.2f} s, taps removed, mbufs_in_use 0")
+
+
+def test_sigkill_then_restart_needs_no_cleanup(lab, node):
+    z = node()
+    assert_forwards(lab, ["pp"])
+    z.stop(sig=signal.SIGKILL)
+    assert z.returncode == -signal.SIGKILL
+    # the kernel removes the taps (their fds closed) and releases the interface locks
+    assert wait(lambda: not taps(lab), 5), f"taps left after SIGKILL: {taps(lab)}"
+    t0 = time.monotonic()
+    z2 = node(name="restarted")  # same config: same file prefix, interfaces and tap names
+    took = time.monotonic() - t0
+    assert z2.running()
+    assert taps(lab) == ["t-pp", "t-r1", "t-ra", "t-ztunnel"]
+    assert info(lab)["pods"] == len(PODS)
+    assert_forwards(lab, PODS)
+    FIGURES["restart after SIGKILL seconds"] = round(took, 2)
+    stop_and_check(lab, z2)
+
+
+@pytest.mark.parametrize("same_prefix", [True, False], ids=["same-config", "other-file-prefix"])
+def test_second_instance_on_the_same_ports_is_refused(lab, node, same_prefix, tmp_path):
+    z = node()
+    assert_forwards(lab, ["ra"])
+    before = dev(lab, "ra")
+    bg = lab.flow("ra", 1500, 1000, background=True)  # 1.5 s of traffic across the attempt
+    time.sleep(0.2)
+    second = lab.node(z.config, name="second")
+    if not same_prefix:
+        second.file_prefix = "ztf-second"
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError):
+        second.start(timeout=20)
+    took = time.monotonic() - t0
+    assert second.proc.returncode == 1, f"second instance: exit {second.proc.returncode}"
+    err = second.stderr()
+    want = (rf"ztgeneve: error: ports\[0\]\.devargs: interface v-pp is in use by another ztgeneve "
+            rf"\(pid {z.proc.pid}\) in this network namespace")
+    assert re.search(want, err), f"second instance's stderr:\n{err[-2000:]}"
+    assert took < 10
+    # the first is untouched: running, its taps in place, forwarding throughout
+    sent = int(bg.communicate(timeout=30)[0].strip())
+    assert z.running()
+    assert taps(lab) == ["t-pp", "t-r1", "t-ra", "t-ztunnel"]
+    assert wait(lambda: dev(lab, "ra")["redirect"] - before["redirect"] >= sent, 3)
+    assert dev(lab, "ra")["redirect"] - before["redirect"] == sent
+    assert_forwards(lab, PODS)
+    stop_and_check(lab, z)
+
+
+# ---------------------------------------------------------------- link faults
+
+def test_pod_link_down_up_node_side_and_pod_side(lab, node):
+    z = node()
+    assert_forwards(lab, PODS)
+    before = counters(lab)
+    z0 = ml.veth_rx(lab.zt_ns, "eth0")
+    bg = lab.flow("r1", 3000, 1000, background=True)  # r1 sends throughout (3 s)
+    # node side
+    sh(lab.node_ns, "ip link set v-pp down")
+    assert ping_ok(lab, "ra"), "ra lost its gateway while pp's link was down"
+    time.sleep(0.3)
+    sh(lab.node_ns, "ip link set v-pp up")
+    assert wait(lambda: ping_ok(lab, "pp", tries=1), 5), "pp unreachable after its link came back (node side)"
+    red, _ = redirects(lab, "pp", 20)
+    assert red == 20, f"pp after node-side up: {red} of 20 redirected"
+    # pod side (the kernel drops the pod's routes with its link; a CNI would put them back)
+    sh(lab.ns("pp"), "ip link set eth0 down")
+    assert ping_ok(lab, "ra"), "ra lost its gateway while pp's eth0 was down"
+    time.sleep(0.3)
+    sh(lab.ns("pp"), f"ip link set eth0 up; ip route replace {ml.GW_IP} dev eth0 scope link; "
+                     f"ip route replace default via {ml.GW_IP} dev eth0")
+    assert wait(lambda: ping_ok(lab, "pp", tries=1), 5), "pp unreachable after its eth0 came back"
+    red, _ = redirects(lab, "pp", 20)
+    assert red == 20, f"pp after pod-side up: {red} of 20 redirected"
+    sent = int(bg.communicate(timeout=30)[0].strip())
+    assert z.running()
+    assert wait(lambda: dev(lab, "r1")["redirect"] - before["ports"]["r1"]["redirect"] >= sent, 3)
+    after = counters(lab)
+    d_r1 = after["ports"]["r1"]["redirect"] - before["ports"]["r1"]["redirect"]
+    assert d_r1 == sent, f"r1 sent {sent} during the link faults, {d_r1} redirected"
+    assert ml.veth_rx(lab.zt_ns, "eth0") - z0 >= sent + 40
+    for p in ("ra", "r1", "ztunnel"):
+        drops = {k: v - before["ports"][p][k] for k, v in after["ports"][p].items()
+                 if k.startswith("drop_") and v != before["ports"][p][k]}
+        assert not drops, f"{p} dropped frames while pp's link flapped: {drops}"
+    assert_balanced(after)
+    stop_and_check(lab, z)
+
+
+def test_ztunnel_new_mac_is_relearned_within_arp_refresh(lab, node):
+    refresh_ms = 500
+    z = node(arp_refresh_ms=refresh_ms)
+    assert_forwards(lab, ["pp"])
+    assert re.search(r"tunnel peer 10\.244\.2\.10 is at 02:00:00:00:02:0a", z.stderr(), re.I)
+    cap = netns.Capture(lab.zt_ns, "eth0", bpf="udp dst port 6081", direction="in",
+                        path=os.path.join(lab.log_dir, "newmac.pcap"))
+    try:
+        sh(lab.zt_ns, f"ip link set eth0 address {NEW_MAC}")
+        t0 = time.monotonic()
+        line = re.compile(r"tunnel peer 10\.244\.2\.10 is at 02:00:00:00:02:bb \(was 02:00:00:00:02:0a\)", re.I)
+        assert wait(lambda: line.search(z.stderr()), refresh_ms / 1000 + 1.0, step=0.01), \
+            f"no re-learn within {refresh_ms} ms + 1 s:\n{z.stderr()[-1500:]}"
+        took = time.monotonic() - t0
+        cap.start()
+        red, zt = redirects(lab, "pp", 20)
+        time.sleep(0.3)
+        cap.stop()
+        frames = cap.frames()
+        assert red == 20
+        to_new = [f for f in frames if f[:6] == bytes.fromhex(NEW_MAC.replace(":", ""))]
+        assert len(to_new) >= 20 and len(to_new) == len(frames), \
+            f"{len(frames)} Geneve frames on ztunnel's link, {len(to_new)} to {NEW_MAC}"
+        FIGURES["ztunnel new MAC re-learned seconds"] = round(took, 2)
+        print(f"new ztunnel MAC re-learned after {took * 1000:.0f} ms (arp_refresh_ms {refresh_ms})")
+        stop_and_check(lab, z)
+    finally:
+        cap.cleanup()
+        sh(lab.zt_ns, f"ip link set eth0 address {ml.ZT_MAC}")
+
+
+def test_twin_deleted_other_ports_work_and_losses_are_counted(lab, node):
+    z = node()
+    assert_forwards(lab, PODS)
+    before_dev, before_eth = counters(lab), ethdev_stats(lab)
+    sh(lab.node_ns, "ip link del t-pp")
+    time.sleep(0.3)
+    assert z.running()
+    # what needs the twin (pp's ping to the gateway) cannot be delivered, and is counted
+    answered = [lab.ping("pp", timeout=1) for _ in range(3)]
+    assert not any(answered)
+    # everything else works, pp's meshed TCP included (it never touches the twin)
+    assert_forwards(lab, ["ra", "r1"])
+    red, _ = redirects(lab, "pp", 20)
+    assert red == 20, f"pp's TCP after its twin was deleted: {red} of 20 redirected"
+    after_dev, after_eth = counters(lab), ethdev_stats(lab)
+    assert z.running() and info(lab)["pods"] == len(PODS), "telemetry no longer answers"
+    d = {k: after_dev["ports"]["pp.twin"][k] - before_dev["ports"]["pp.twin"][k] for k in ("tx", "drop_tx_full")}
+    passed = after_dev["ports"]["pp"]["pass"] - before_dev["ports"]["pp"]["pass"]
+    oerr = after_eth["net_tap_0"]["oerrors"] - before_eth["net_tap_0"]["oerrors"]
+    assert passed >= 3, f"pp's pings were not handed to its twin: pass +{passed}"
+    assert d["tx"] == 0 and d["drop_tx_full"] == passed, \
+        f"pp passed {passed} frames to its deleted twin: twin {d}, DPDK oerrors +{oerr}"
+    assert oerr >= passed
+    assert_balanced(after_dev)
+    FIGURES["frames counted for a deleted twin"] = passed
+    print(f"twin deleted: {passed} frames counted as drop_tx_full (DPDK oerrors +{oerr}); other ports forward")
+    # and it still shuts down cleanly (no tap left, no mbuf lost)
+    stop_and_check(lab, z)
+
+
+# ---------------------------------------------------------------- exhaustion
+
+def test_flood_beyond_pool_and_rings_survives_and_recovers(lab, node):
+    mbufs = 4608  # about the least ztgeneve accepts for 6 devices (6 x 512 rx descriptors + slack)
+    z = node(mbufs=mbufs, ports=["pp", "ra"])
+    assert_forwards(lab, ["pp", "ra"])
+    base = info(lab)["mbufs_in_use"]
+    before, eth0 = counters(lab), ethdev_stats(lab)
+    k0 = {p: ml.veth_rx(lab.node_ns, f"v-{p}") for p in ("pp", "ra")}
+    floods = {"pp": ml.flood(lab, "pp", 2.0, "tcp", ml.VIP),    # redirected, out of the ztunnel port
+              "ra": ml.flood(lab, "ra", 2.0, "udp", ml.GW_IP)}  # passed, into the twin and the kernel
+    peak, answered = base, 0
+    while any(p.poll() is None for p in floods.values()):
+        try:
+            peak = max(peak, info(lab)["mbufs_in_use"])
+            answered += 1
+        except telemetry.TelemetryError:
+            pass
+        time.sleep(0.02)
+    sent = {p: int(f.communicate(timeout=10)[0].strip()) for p, f in floods.items()}
+    assert z.running(), f"ztgeneve died under the flood:\n{z.stderr()[-2000:]}"
+    assert answered > 0, "telemetry never answered during the flood"
+    assert sum(sent.values()) > 10 * mbufs, f"the flood was too small to exhaust anything: {sent}"
+    # after the load: back to the idle baseline, by itself
+    assert wait(lambda: info(lab)["mbufs_in_use"] == base, 5), \
+        f"mbufs_in_use {info(lab)['mbufs_in_use']} after the flood, {base} before"
+    settled = settle(lab)
+    after, eth1 = counters(lab), ethdev_stats(lab)
+    assert_balanced(after)
+    offered = {p: ml.veth_rx(lab.node_ns, f"v-{p}") - k0[p] for p in ("pp", "ra")}
+    received = {p: after["ports"][p]["rx"] - before["ports"][p]["rx"] for p in ("pp", "ra")}
+    missed = {n: {k: eth1[n][k] - eth0[n][k] for k in ("imissed", "rx_nombuf", "oerrors")} for n in eth1}
+    ours = {p: {k: v - before["ports"][p][k] for k, v in after["ports"][p].items()
+                if k.startswith("drop_") and v != before["ports"][p][k]} for p in after["ports"]}
+    # and it forwards again
+    assert_forwards(lab, ["pp", "ra"])
+    _, c = stop_and_check(lab, z)
+    FIGURES["flood"] = {"mbufs": mbufs, "sent": sent, "offered to ztgeneve (kernel rx)": offered,
+                        "received by ztgeneve": received, "idle mbufs_in_use": base, "peak": peak,
+                        "dpdk": {n: v for n, v in missed.items() if any(v.values())},
+                        "ztgeneve drops": {p: v for p, v in ours.items() if v}, "settled": bool(settled)}
+    print(f"flood: {FIGURES['flood']}")
+
+
+def test_flood_losses_are_counted():
+    """net_af_packet (DPDK 22.11) reports no imissed; ztgeneve reads the sockets'
+    PACKET_STATISTICS itself and counts the kernel ring's losses as drop_kernel_ring."""
+    f = FIGURES.get("flood")
+    if f is None:
+        pytest.skip("the flood test did not run")
+    lost = sum(f["offered to ztgeneve (kernel rx)"].values()) - sum(f["received by ztgeneve"].values())
+    counted = sum(v.get("imissed", 0) + v.get("rx_nombuf", 0) for v in f["dpdk"].values()) + \
+        sum(v.get("drop_kernel_ring", 0) for v in f["ztgeneve drops"].values())
+    assert lost == counted, f"{lost} frames the kernel delivered to the ports never reached ztgeneve; " \
+                            f"DPDK/ztgeneve count {counted}"
+
+
+def test_too_few_mbufs_for_the_rings_is_refused_or_works(lab, tmp_path):
+    cfg = lab.node_config(str(tmp_path / "small.yaml"), mbufs=2048)  # 4 twins: 4 x 512 rx mbufs
+    z = lab.node(cfg, name="small")
+    try:
+        try:
+            z.start(timeout=20)
+        except RuntimeError:
+            z.stop()
+            assert z.returncode == 1 and "dpdk.mbufs" in z.stderr(), z.stderr()[-1000:]
+            return
+        lab.address_twins()
+        assert ping_ok(lab, "pp"), f"started with dpdk.mbufs 2048 (info {info(lab)}) but forwards nothing"
+    finally:
+        if z.running():
+            z.stop()
+
+
+def test_print_figures():
+    print("\nfault figures:")
+    for k, v in FIGURES.items():
+        print(f"  {k}: {v}")
