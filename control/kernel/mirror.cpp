@@ -210,8 +210,11 @@ void KernelMirror::poll() {
     const auto now = std::chrono::steady_clock::now();
     if (now < next_poll_) return;
     next_poll_ = now + std::chrono::milliseconds(cfg_.kernel.poll_ms);
+    const uint64_t overflows = watch_ ? watch_->overflows() : 0;
     const bool routing_changed = watch_ && watch_->changed();
     if (routing_changed) resyncs_++;
+    if (watch_ && watch_->overflows() != overflows)
+        spdlog::warn("kernel: netlink notifications overflowed (ENOBUFS): re-reading rules, routes and links");
     if (cfg_.kernel.mode == KernelMode::Observe) {
         if (auto s = sync_ipset_observe(); !s && s.error() != last_ipset_error_) {
             spdlog::error("kernel: {}", s.error());
