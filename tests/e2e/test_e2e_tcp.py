@@ -119,8 +119,11 @@ def test_node_nat_never_involved(bulk):
 def test_return_path_counters(bulk):
     from ztgeneve import delta
     dec = delta(bulk["after"], bulk["before"], "decap", ["ztunnel"])
+    lost = delta(bulk["after"], bulk["before"], "drop_kernel_ring", ["ztunnel"])
     back = len([d for d in bulk["node"] if d.get("isrc") == VIP])
-    assert dec >= back, f"node decap counter rose by {dec}, {back} replies on the wire"
+    # Every reply on the wire was decapsulated, or lost in the kernel's af_packet ring
+    # before ztgeneve could read it, and counted as such (TCP resends those).
+    assert dec + lost >= back, f"node decap counter rose by {dec} (+{lost} lost in the ring), {back} replies on the wire"
     assert delta(bulk["after"], bulk["before"], "decap_unknown_pod", ["ztunnel"]) == 0
 
 
