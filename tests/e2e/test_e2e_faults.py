@@ -317,6 +317,33 @@ def test_twin_deleted_other_ports_work_and_losses_are_counted(lab, node):
     stop_and_check(lab, z)
 
 
+# ---------------------------------------------------------------- path MTU
+
+def test_ping_dont_fragment_learns_the_tunnel_mtu(lab, node):
+    """`ping -M do` from a meshed pod, with ICMP redirected too (redirect.protocols [tcp,
+    icmp]): a packet that fits the tunnel after 50 bytes is encapsulated; one byte more and
+    the pod's own ping reports ICMP fragmentation-needed with the tunnel's MTU (1500 - 50),
+    from the node, as istioout would answer (RFC 1191, RFC 8926 4.4.1)."""
+    node(protocols=["tcp", "icmp"])
+    pod = "pp"
+    ns = lab.ns(pod)
+    c0 = dev(lab, pod)
+    fits = subprocess.run(["ip", "netns", "exec", ns, "ping", "-M", "do", "-s", str(1450 - 28), "-c", "1",
+                           "-W", "1", ml.VIP], capture_output=True, text=True)
+    assert wait(lambda: dev(lab, pod)["redirect"] > c0["redirect"], 2), "a 1450-byte ping was not redirected"
+    big = subprocess.run(["ip", "netns", "exec", ns, "ping", "-M", "do", "-s", str(1450 - 27), "-c", "1",
+                          "-W", "2", ml.VIP], capture_output=True, text=True)
+    out = big.stdout + big.stderr
+    assert "Frag needed and DF set (mtu = 1450)" in out, f"ping said:\n{out}\n(fitting ping: {fits.stdout})"
+    assert f"From {ml.GW_IP}" in out, out
+    c1 = dev(lab, pod)
+    assert c1["icmp_frag_needed"] - c0["icmp_frag_needed"] == 1
+    assert c1["drop_too_big"] - c0["drop_too_big"] == 1
+    # The pod's kernel now knows the path MTU to the VIP.
+    route = subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "get", ml.VIP], capture_output=True, text=True).stdout
+    assert "mtu 1450" in route, route
+
+
 # ---------------------------------------------------------------- exhaustion
 
 def test_flood_beyond_pool_and_rings_survives_and_recovers(lab, node):

@@ -173,7 +173,7 @@ class MiniLab:
 
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
-                    idle_sleep_us=100, ports=None):
+                    idle_sleep_us=100, ports=None, protocols=None):
         """Writes a node config to path; ports: the pod ports (default all pods)."""
         ports = list(self.pods) if ports is None else ports
         pods = self.meshed if pods is None else pods
@@ -191,6 +191,8 @@ class MiniLab:
                      f"inner_src_mac: \"{ISTIOOUT_MAC}\", inner_dst_mac: \"{PISTIOOUT_MAC}\""
                      + (f", arp_refresh_ms: {arp_refresh_ms}" if arp_refresh_ms else "") + "}")
         lines.append("pods: [" + ", ".join(self.ip(p) for p in pods) + "]")
+        if protocols:
+            lines.append("redirect: {protocols: [" + ", ".join(protocols) + "]}")
         lines.append("log: {level: info}")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
