@@ -24,6 +24,7 @@ struct PortConfig {
     std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
     std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)
     std::optional<uint32_t> vni;     // role tunnel: the VNI carried (set from tunnel.vni if absent)
+    bool operator==(const PortConfig&) const = default;
 };
 
 struct DpdkConfig {
@@ -34,6 +35,7 @@ struct DpdkConfig {
     std::vector<std::string> eal_args;
     uint32_t idle_sleep_us = 0; // 0: busy-poll
     uint32_t mbufs = 0;         // 0: sized from ports and queues
+    bool operator==(const DpdkConfig&) const = default;
 };
 
 struct TunnelConfig {
@@ -48,6 +50,7 @@ struct TunnelConfig {
     bool udp_checksum = false;
     uint16_t mtu = 1500;
     uint32_t inner_ip = 0xC0A87F01; // istioout's address, 192.168.127.1 (node role)
+    bool operator==(const TunnelConfig&) const = default;
 };
 
 enum class KernelMode { Off, Observe, Program };
@@ -59,6 +62,7 @@ struct KernelConfig {
     std::string ztunnel_dev;             // the kernel's link to ztunnel (table 101 route)
     std::string istioout = "istioout";   // the Geneve link's name
     uint32_t istioout_peer = 0xC0A87F02; // 192.168.127.2: pistioout, table 101's gateway
+    bool operator==(const KernelConfig&) const = default;
 };
 
 struct Config {

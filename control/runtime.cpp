@@ -381,33 +381,18 @@ Status Runtime::reload() {
     cmp.pods = cfg_.pods;
     cmp.log_level = cfg_.log_level;
     cmp.kernel.poll_ms = cfg_.kernel.poll_ms;
+    // Whole sections compared with their defaulted ==, so a key added later cannot
+    // slip through as "changeable" without being applied.
     auto same = [](const Config& a, const Config& b) -> std::string {
         if (a.role != b.role) return "role";
         if (a.ports.size() != b.ports.size()) return "ports";
-        for (size_t i = 0; i < a.ports.size(); i++) {
-            const auto &x = a.ports[i], &y = b.ports[i];
-            if (x.name != y.name || x.role != y.role || x.devargs != y.devargs ||
-                x.twin != y.twin || x.mac != y.mac || x.vni != y.vni)
-                return "ports[" + std::to_string(i) + "]";
-        }
-        const auto &t = a.tunnel, &u = b.tunnel;
-        if (t.vni != u.vni || t.udp_port != u.udp_port || t.local_ip != u.local_ip ||
-            t.remote_ip != u.remote_ip || t.next_hop_mac != u.next_hop_mac ||
-            t.inner_src_mac != u.inner_src_mac || t.inner_dst_mac != u.inner_dst_mac ||
-            t.udp_checksum != u.udp_checksum || t.mtu != u.mtu || t.inner_ip != u.inner_ip ||
-            t.arp_refresh_ms != u.arp_refresh_ms)
-            return "tunnel";
+        for (size_t i = 0; i < a.ports.size(); i++)
+            if (!(a.ports[i] == b.ports[i])) return "ports[" + std::to_string(i) + "]";
+        if (!(a.tunnel == b.tunnel)) return "tunnel";
         if (a.protocols != b.protocols) return "redirect.protocols";
         if (a.pod_capacity != b.pod_capacity) return "limits.pods";
-        const auto &k = a.kernel, &l = b.kernel;
-        if (k.mode != l.mode || k.ipset != l.ipset || k.ztunnel_dev != l.ztunnel_dev ||
-            k.istioout != l.istioout || k.istioout_peer != l.istioout_peer)
-            return "kernel";
-        if (a.dpdk.workers != b.dpdk.workers || a.dpdk.memory_mb != b.dpdk.memory_mb ||
-            a.dpdk.no_huge != b.dpdk.no_huge || a.dpdk.file_prefix != b.dpdk.file_prefix ||
-            a.dpdk.eal_args != b.dpdk.eal_args || a.dpdk.idle_sleep_us != b.dpdk.idle_sleep_us ||
-            a.dpdk.mbufs != b.dpdk.mbufs)
-            return "dpdk";
+        if (!(a.kernel == b.kernel)) return "kernel";
+        if (!(a.dpdk == b.dpdk)) return "dpdk";
         return "";
     };
     if (const std::string key = same(cmp, cfg_); !key.empty())

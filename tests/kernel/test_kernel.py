@@ -312,3 +312,23 @@ def test_10000_pods_added_and_removed_under_a_steady_flow_lose_nothing(topo, tmp
     assert zt["drop_tx_full"] == 0
     zt_rx = int(sh(ZT, "cat /sys/class/net/eth0/statistics/rx_packets")) - zt_rx0
     assert zt_rx >= sent, f"ztunnel's eth0 received {zt_rx} frames, {sent} were sent"
+
+
+# ---------------------------------------------------------------- SIGHUP reload
+
+def test_sighup_applies_pods_and_refuses_other_changes(topo, tmp_path):
+    cfg = config(tmp_path, "off", pods=["10.244.2.3"])
+    with Running(cfg, tmp_path) as run:
+        assert run.pods() == 1
+        text = cfg.read_text()
+        cfg.write_text(text.replace("pods: [10.244.2.3]", "pods: [10.244.2.3, 10.244.2.2]"))
+        run.z.proc.send_signal(signal.SIGHUP)
+        assert wait(lambda: run.pods() == 2, 2), "a pod added by SIGHUP was not applied"
+        assert redirected_after(run, POD2, timeout=1) is not None
+        # A key that cannot change live: refused, named, nothing applied (not even pods).
+        cfg.write_text(text.replace("pods: [10.244.2.3]", "pods: [10.244.2.3]")
+                       .replace('next_hop_mac: "02:00:00:00:02:0a"', 'next_hop_mac: "02:00:00:00:02:0b"'))
+        run.z.proc.send_signal(signal.SIGHUP)
+        assert wait(lambda: "reload refused" in run.z.stderr(), 2)
+        assert "tunnel cannot change while running (restart ztgeneve); nothing was applied" in run.z.stderr()
+        assert run.pods() == 2
