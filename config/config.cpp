@@ -270,10 +270,20 @@ void parse_tunnel(Map m, TunnelConfig& t, bool node) {
         if (!idst) fail(m.path("inner_dst_mac"), "required (the MAC of pistioout)");
         t.inner_dst_mac = unicast_mac(idst, m.path("inner_dst_mac"));
         if (auto n = m.get("inner_ip"); n) t.inner_ip = unicast_ipv4(n, m.path("inner_ip"));
+        if (auto n = m.get("too_big"); n) {
+            const std::string v = scalar(n, m.path("too_big"));
+            if (v != "fragment" && v != "drop")
+                fail(m.path("too_big"), "'" + v + "' is neither fragment nor drop");
+            t.fragment = v == "fragment";
+        }
     } else {
         for (const char* k : {"inner_src_mac", "inner_dst_mac", "inner_ip"})
             if (m.get(k))
                 fail(m.path(k), "only for role node (the endpoint keeps the kernel's inner frame)");
+        if (m.get("too_big"))
+            fail(m.path("too_big"),
+                 "only for role node (the endpoint's taps have the tunnel's MTU: the kernel "
+                 "fragments)");
     }
     if (auto n = m.get("udp_checksum"); n) t.udp_checksum = boolean(n, m.path("udp_checksum"));
     if (auto n = m.get("mtu"); n) t.mtu = uint16_t(unsigned_in(n, m.path("mtu"), 576, 9216));

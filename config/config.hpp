@@ -49,6 +49,7 @@ struct TunnelConfig {
     Mac inner_dst_mac{};
     bool udp_checksum = false;
     uint16_t mtu = 1500;
+    bool fragment = true;           // too_big: fragment (node role), else drop
     uint32_t inner_ip = 0xC0A87F01; // istioout's address, 192.168.127.1 (node role)
     bool operator==(const TunnelConfig&) const = default;
 };

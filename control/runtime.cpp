@@ -259,6 +259,7 @@ std::unique_ptr<Snapshot> Runtime::build_snapshot() const {
     s->local_ip = Ip4::from_host(t.local_ip);
     for (uint8_t p : cfg_.protocols) s->set_redirect(p);
     s->max_inner_len = uint16_t(t.mtu - kOuterLen);
+    s->fragment = t.fragment;
     s->link_mac = topo_.devs[topo_.link].mac;
     s->nexthop_known = nexthop_.has_value();
     s->arp_refresh_ms = t.next_hop_mac ? 0 : t.arp_refresh_ms;

@@ -17,11 +17,15 @@ namespace ztg {
     X(direct, "meshed pod to the ztunnel IP itself, forwarded unencapsulated")                     \
     X(pass, "handed to the kernel twin (or, from a twin, out of its port)")                        \
     X(drop_no_twin, "would pass to the kernel twin, but the port has none")                        \
-    X(drop_too_big, "redirect that would exceed the tunnel MTU after 50 bytes of headers")         \
+    X(fragmented, "redirect too big for the tunnel, without DF: sent as IPv4 fragments")           \
+    X(fragments, "IPv4 fragments made of those, each sent in its own Geneve frame")                \
+    X(drop_too_big,                                                                                \
+      "redirect too big for the tunnel after 50 bytes of headers: DF set, or too_big: drop")       \
     X(drop_no_nexthop, "redirect/direct while the ztunnel MAC is not resolved yet")                \
     X(drop_tx_full, "the device did not take the frames (tx queue full, or the device is gone)")   \
     X(drop_kernel_ring, "lost in the kernel's af_packet ring before ztgeneve read them")           \
     X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")                \
+    X(drop_no_mbuf, "to be fragmented, but the mbuf pool had too few free buffers")                \
     X(decap, "Geneve from the tunnel peer, decapsulated and delivered")                            \
     X(decap_bad_outer, "tunnel frame with a bad outer IPv4/UDP length, checksum or fragment")      \
     X(decap_bad_version, "Geneve version other than 0")                                            \

@@ -24,6 +24,7 @@ struct Snapshot {
     Ip4 inner_ip;                        // node: istioout's address, answered for inside the tunnel
     std::array<uint64_t, 4> protocols{}; // bit p set: IPv4 protocol p is redirected
     uint16_t max_inner_len = 1450;       // largest inner IPv4 packet: tunnel MTU - 50
+    bool fragment = true;                // node: split a larger one without DF (else drop)
     bool nexthop_known = false;
     uint32_t arp_refresh_ms = 0;            // 0: static next hop, never ARP
     rte_ether_addr nexthop_mac{};           // the peer's MAC (outer/direct destination)

@@ -10,6 +10,7 @@
 #include <rte_prefetch.h>
 
 #include "dataplane/decap.hpp"
+#include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
@@ -84,6 +85,36 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
     icmp->icmp_cksum = uint16_t(~rte_raw_cksum(icmp, sizeof(rte_icmp_hdr) + quote));
     ctx.send(dev, r);
     return Ctr::icmp_frag_needed;
+}
+
+// A redirect that does not fit the tunnel (RFC 8926 §4.4.1, as the kernel treats what it
+// routes into istioout): with DF, dropped and the sender told the tunnel MTU; without,
+// split into fragments that each fit (tunnel.too_big: fragment) or dropped (drop). m is
+// consumed. Fragments share the packet's flow hash, so they take the same path.
+[[gnu::noinline]] void too_big(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                               const Snapshot& s, BurstTally& t) {
+    static_assert(RTE_PKTMBUF_HEADROOM >= EncapTemplate::kSize, "fragments need the headroom");
+    if (p.df || !s.fragment) {
+        t.inc(Ctr::drop_too_big);
+        if (p.df) t.inc(send_frag_needed(ctx, dev, m, p, s));
+        rte_pktmbuf_free(m);
+        return;
+    }
+    rte_mbuf* frags[kMaxFragments];
+    const Fragments f = fragment_ipv4(m, p, s.max_inner_len, ctx.shared->pool, frags);
+    rte_pktmbuf_free(m);
+    if (f.n == 0) {
+        t.inc(f.no_mbuf ? Ctr::drop_no_mbuf : Ctr::drop_too_big);
+        return;
+    }
+    const uint16_t sport = flow_source_port(p);
+    for (uint16_t k = 0; k < f.n; k++) {
+        push_tunnel_headers(frags[k], s.tmpl, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
+                            sport); // a fresh mbuf: the headroom is there
+        ctx.send(ctx.shared->topo->link, frags[k]);
+    }
+    t.inc(Ctr::fragmented);
+    t.inc(Ctr::fragments, f.n);
 }
 
 // Tells control where a pod was seen, once per change (the return path delivers there).
@@ -235,9 +266,7 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
             continue;
         }
         if (p[i].ip_len > s.max_inner_len) [[unlikely]] {
-            t.inc(Ctr::drop_too_big);
-            if (p[i].df) t.inc(send_frag_needed(ctx, dev, m, p[i], s));
-            rte_pktmbuf_free(m);
+            too_big(ctx, dev, m, p[i], s, t);
             continue;
         }
         if (!encapsulate(m, p[i], s.tmpl)) {

@@ -344,6 +344,69 @@ def test_ping_dont_fragment_learns_the_tunnel_mtu(lab, node):
     assert "mtu 1450" in route, route
 
 
+def reassemble(frags):
+    """The IPv4 payload that a list of scapy IP fragments of one packet put together give,
+    or None if they leave a gap or do not end."""
+    data, end = b"", None
+    for f in sorted(frags, key=lambda f: f.frag):
+        if f.frag * 8 != len(data):
+            return None
+        data += bytes(f.payload)[:f.len - f.ihl * 4]
+        if not f.flags.MF:
+            end = len(data)
+    return data if end == len(data) else None
+
+
+@pytest.mark.parametrize("too_big", ["fragment", "drop"])
+def test_ping_without_df_is_fragmented_to_fit_the_tunnel(lab, node, too_big):
+    """`ping -M dont -s 1460` from a meshed pod (ICMP redirected): its 1488-byte packet fits
+    the pod's link but not the tunnel (1450), and has no DF, so ztgeneve splits it into two
+    fragments, each in its own Geneve frame (too_big: fragment), or drops it (too_big:
+    drop). On ztunnel's link no frame exceeds the MTU, tshark reads Geneve VNI 1001, and the
+    inner fragments put together are the pod's echo request byte for byte.
+    (A pod's own fragments reach ztgeneve reassembled: net_af_packet's fanout defragments.)"""
+    from pcaputil import ICMP, IP, inner_frame, tshark_decode, tshark_int
+    node(protocols=["tcp", "icmp"], too_big=too_big)
+    pod = "pp"
+    c0 = dev(lab, pod)
+    zt = netns.Capture(lab.zt_ns, "eth0", bpf="udp port 6081", name=f"frag-zt-{too_big}")
+    src = netns.Capture(lab.ns(pod), "eth0", bpf="icmp", name=f"frag-pod-{too_big}")
+    want = 2 if too_big == "fragment" else 0
+    try:
+        with netns.Captures(zt, src):
+            subprocess.run(["ip", "netns", "exec", lab.ns(pod), "ping", "-M", "dont", "-s", "1460", "-c", "1",
+                            "-W", "1", ml.VIP], capture_output=True, text=True)
+            sent = src.wait_for(lambda p: IP in p and p[IP].src == lab.ip(pod), count=1, timeout=3)
+            wait(lambda: dev(lab, pod)["rx"] > c0["rx"] and len(zt.packets()) >= want, 3)
+            time.sleep(0.3)  # nothing more may come
+        c1 = dev(lab, pod)
+        frames = zt.packets()
+        assert len(sent) == 1 and len(sent[0][IP]) == 1488 and not sent[0][IP].flags.DF, \
+            f"the pod sent {[p.summary() for p in sent]}"
+        assert [len(p[IP]) for p in frames if len(p[IP]) > 1500] == [], "a Geneve frame over the MTU"
+        assert len(frames) == want, f"{len(frames)} Geneve frames on ztunnel's link, expected {want}; " \
+            f"counters {c0} -> {c1}"
+        if too_big == "drop":
+            assert c1["drop_too_big"] - c0["drop_too_big"] == 1
+            assert c1["fragmented"] == c0["fragmented"] and c1["icmp_frag_needed"] == c0["icmp_frag_needed"]
+            return
+        decoded = tshark_decode(zt.path, display_filter="")
+        assert len(decoded) == want and all(tshark_int(d["geneve.vni"][0]) == 1001 for d in decoded), decoded
+        assert c1["fragmented"] - c0["fragmented"] == 1 and c1["fragments"] - c0["fragments"] == 2
+        inner = [IP(bytes(inner_frame(p))[14:]) for p in frames]
+        assert [len(p) for p in inner] == [1444, 64], "fragments of 1424 + 44 payload bytes"
+        assert all(p.src == lab.ip(pod) and p.dst == ml.VIP and p.id == sent[0][IP].id for p in inner)
+        whole = reassemble(inner)
+        assert whole == bytes(sent[0][IP].payload), "the fragments do not put the echo request together"
+        echo = ICMP(whole)
+        assert echo.type == 8 and len(echo.payload) == 1460
+        ports = {p[IP].payload.sport for p in frames}  # outer UDP source: one flow, one path
+        assert len(ports) == 1, f"fragments of one packet left with UDP source ports {ports}"
+    finally:
+        zt.cleanup()
+        src.cleanup()
+
+
 # ---------------------------------------------------------------- exhaustion
 
 def test_flood_beyond_pool_and_rings_survives_and_recovers(lab, node):

@@ -59,3 +59,38 @@ def test_too_big_df_packet_gets_icmp_frag_needed_with_the_tunnel_mtu(lab):
     after = lab.counters()
     assert after["ports"][POD]["icmp_frag_needed"] - before["ports"][POD]["icmp_frag_needed"] == 1
     assert after["ports"][POD]["drop_too_big"] - before["ports"][POD]["drop_too_big"] == 1
+
+
+def test_tcp_with_a_large_mss_learns_the_tunnel_mtu_and_completes(lab):
+    """Real TCP from a meshed pod whose peer advertises MSS 1460 (ztunnel's answering route,
+    table 101 via pistioout, gets advmss 1460 for this test): the pod's full segments are
+    1500-byte DF packets that cannot fit the tunnel, so ztgeneve drops them and answers ICMP
+    fragmentation-needed (MTU 1450); the pod's kernel lowers its path MTU to the VIP,
+    resends smaller, and 256 KiB echo both ways intact. Nothing over the MTU reaches ztunnel."""
+    import json
+    from conftest import ISTIOOUT_IP, ZT_NS
+    pod, nbytes = "productpage", 256 * 1024
+    route = ["default", "via", ISTIOOUT_IP, "dev", "pistioout", "table", "101"]
+    netns.run(ns_of(pod), "ip", "route", "flush", "cache")  # no path MTU learnt before
+    netns.run(ZT_NS, "ip", "route", "replace", *route, "advmss", "1460")
+    before = lab.counters()["ports"][pod]
+    zt = lab.wire_to_ztunnel(name="mtu-mss")
+    try:
+        with zt:
+            proc = netns.client_bg(ns_of(pod), "echo", VIP, 9080, "--bytes", nbytes, "--timeout", 30)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        netns.run(ZT_NS, "ip", "route", "replace", *route)
+    assert proc.returncode == 0, err
+    [r] = json.loads(out)["conns"]
+    assert r["error"] is None and r["ok"] and r["received"] == nbytes, r
+    after = lab.counters()["ports"][pod]
+    icmp = after["icmp_frag_needed"] - before["icmp_frag_needed"]
+    assert icmp >= 1, "the pod never sent a segment too big for the tunnel"
+    assert after["drop_too_big"] - before["drop_too_big"] >= icmp
+    assert after["fragmented"] == before["fragmented"], "DF segments must never be fragmented"
+    learnt = netns.run(ns_of(pod), "ip", "route", "get", VIP).stdout
+    assert "mtu 1450" in learnt, f"the pod's kernel did not learn the tunnel MTU: {learnt}"
+    sizes = [len(p[IP]) for p in zt.packets() if pu.outer_is_geneve(p)]
+    assert sizes and max(sizes) <= MTU, f"outer packets up to {max(sizes)} bytes toward ztunnel"
+    assert max(sizes) == MTU, "no full-sized segments after the path MTU was learnt"

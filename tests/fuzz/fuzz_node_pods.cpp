@@ -3,17 +3,19 @@
 // README's table (pass / direct / redirect / a counted drop) and checked, as is every
 // output byte: a pass leaves the frame unchanged, a direct frame is the packet with new
 // MACs and TTL - 1, a redirect is the template's 64 bytes followed by exactly the IPv4
-// packet, never larger than the tunnel MTU. No mbuf leaks or is sent twice; the device's
-// counters account for every frame.
+// packet, never larger than the tunnel MTU; a too-big packet without DF leaves as
+// fragments, each in its own Geneve frame within the MTU, that put together give the
+// packet. No mbuf leaks or is sent twice; the device's counters account for every frame.
 //
 // mode bits: 0 next hop unknown, 1 pods port without a twin, 2 low headroom (32 bytes),
 // 3 UDP redirected too, 4 tunnel MTU 150 (inner packets of at most 100 bytes), 5 outer UDP
-// checksum on.
+// checksum on, 6 too-big packets dropped, not fragmented (tunnel.too_big: drop).
 #include <cstdint>
 #include <cstring>
 
 #include <rte_mempool.h>
 
+#include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/node.hpp"
@@ -32,22 +34,41 @@ Snapshot g_base;
 const Ip4 kPodIps[] = {ip4(10, 244, 2, 3), ip4(10, 244, 2, 2), ip4(10, 244, 2, 7),
                        ip4(10, 244, 2, 5), ip4(10, 244, 2, 8)};
 
-enum class Fate { Pass, Direct, Redirect, Drop };
+enum class Fate { Pass, Direct, Redirect, Fragments, Drop };
 
 struct Expect {
     Fate fate = Fate::Pass;
     Ctr ctr = Ctr::pass;
+    uint32_t frags = 0; // Fragments: how many
 };
+
+// RFC 791: how many fragments of at most max_len bytes (within a 2048-byte buffer) the
+// packet makes, or 0 if it cannot be split (fragment_ipv4's documented limits).
+uint32_t fragment_count(const Parsed& p, const std::vector<uint8_t>& b, uint32_t max_len) {
+    const uint32_t ihl = (b[p.l3_off] & 0x0f) * 4u;
+    const uint32_t limit = std::min<uint32_t>(max_len, RTE_MBUF_DEFAULT_DATAROOM);
+    if (limit < ihl + 8) return 0;
+    const uint32_t unit = (limit - ihl) / 8 * 8, payload = p.ip_len - ihl;
+    const uint32_t n = (payload + unit - 1) / unit;
+    const uint32_t offset = be16(b, p.l3_off + 6) & 0x1fff;
+    return n > kMaxFragments || offset + (payload - 1) / 8 > 0x1fff ? 0 : n;
+}
 
 Expect predict(const Parsed& p, const Snapshot& s, bool has_twin, uint16_t headroom,
                const std::vector<uint8_t>& b) {
-    const Expect pass = has_twin ? Expect{Fate::Pass, Ctr::pass} : Expect{Fate::Drop, Ctr::drop_no_twin};
+    const Expect pass =
+        has_twin ? Expect{Fate::Pass, Ctr::pass} : Expect{Fate::Drop, Ctr::drop_no_twin};
     bool pod = false;
     for (Ip4 ip : kPodIps) pod |= p.ipv4 && p.src == ip;
     if (!pod || !s.redirects(p.proto)) return pass;
     if (!s.nexthop_known) return {Fate::Drop, Ctr::drop_no_nexthop};
-    if (p.dst == s.remote_ip) return b[p.l3_off + 8] <= 1 ? pass : Expect{Fate::Direct, Ctr::direct};
-    if (p.ip_len > s.max_inner_len) return {Fate::Drop, Ctr::drop_too_big};
+    if (p.dst == s.remote_ip)
+        return b[p.l3_off + 8] <= 1 ? pass : Expect{Fate::Direct, Ctr::direct};
+    if (p.ip_len > s.max_inner_len) {
+        const uint32_t n = p.df || !s.fragment ? 0 : fragment_count(p, b, s.max_inner_len);
+        return n == 0 ? Expect{Fate::Drop, Ctr::drop_too_big}
+                      : Expect{Fate::Fragments, Ctr::fragmented, n};
+    }
     if (headroom + p.l3_off < EncapTemplate::kSize) return {Fate::Drop, Ctr::drop_no_headroom};
     return {Fate::Redirect, Ctr::redirect};
 }
@@ -56,7 +77,8 @@ bool udp_checksum_ok(const std::vector<uint8_t>& o) {
     uint32_t sum = 0;
     for (size_t i = 26; i < 34; i += 2) sum += uint32_t(o[i]) << 8 | o[i + 1];
     sum += 17 + be16(o, 38);
-    for (size_t i = 34; i < o.size(); i += 2) sum += uint32_t(o[i]) << 8 | (i + 1 < o.size() ? o[i + 1] : 0);
+    for (size_t i = 34; i < o.size(); i += 2)
+        sum += uint32_t(o[i]) << 8 | (i + 1 < o.size() ? o[i + 1] : 0);
     while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
     return sum == 0xffff;
 }
@@ -81,22 +103,69 @@ void check_redirect(const std::vector<uint8_t>& in, const Parsed& p, const std::
         FUZZ_CHECK(be16(o, 40) == 0, ctx + ": UDP checksum not 0");
     static const uint8_t kDst[6] = {0x02, 0, 0, 0, 0x02, 0x0a};
     FUZZ_CHECK(std::memcmp(o.data(), kDst, 6) == 0, ctx + ": outer destination MAC");
-    FUZZ_CHECK(std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0, ctx + ": outer source MAC");
+    FUZZ_CHECK(std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0,
+               ctx + ": outer source MAC");
     FUZZ_CHECK(be16(o, 12) == 0x0800 && o[14] == 0x45, ctx + ": outer IPv4");
     FUZZ_CHECK(be16(o, 16) == o.size() - 14, ctx + ": outer total length");
     FUZZ_CHECK(o[15] == (p.tos & 3), ctx + ": outer TOS is not the inner ECN");
     FUZZ_CHECK(o[22] == 64 && o[23] == 17 && be16(o, 20) == 0x4000, ctx + ": TTL/proto/DF");
     FUZZ_CHECK(ip_checksum_ok(o, 14, 20), ctx + ": outer IPv4 checksum");
-    FUZZ_CHECK(be32(o, 26) == s.local_ip.host() && be32(o, 30) == s.remote_ip.host(), ctx + ": outer addresses");
+    FUZZ_CHECK(be32(o, 26) == s.local_ip.host() && be32(o, 30) == s.remote_ip.host(),
+               ctx + ": outer addresses");
     FUZZ_CHECK(be16(o, 34) >= 0xC000, ctx + ": UDP source port out of 49152-65535");
     FUZZ_CHECK(be16(o, 34) == flow_source_port(p), ctx + ": UDP source port is not the flow hash");
     FUZZ_CHECK(be16(o, 36) == 6081, ctx + ": UDP destination port");
     FUZZ_CHECK(be16(o, 38) == o.size() - 34, ctx + ": UDP length");
     FUZZ_CHECK(o[42] == 0 && o[43] == 0 && be16(o, 44) == 0x6558, ctx + ": Geneve header");
     FUZZ_CHECK(be32(o, 46) == (1001u << 8), ctx + ": VNI");
-    FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0, ctx + ": inner Ethernet");
+    FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0,
+               ctx + ": inner Ethernet");
     FUZZ_CHECK(std::memcmp(o.data() + 64, in.data() + p.l3_off, p.ip_len) == 0,
                ctx + ": inner IPv4 packet changed");
+}
+
+// The Geneve frames a too-big packet left as: each within the MTU, the outer headers of a
+// redirect with the packet's flow hash, an inner IPv4 fragment whose header is the
+// packet's but for length, offset, MF and checksum; their payloads in order are the packet's.
+void check_fragments(const std::vector<uint8_t>& in, const Parsed& p,
+                     const std::vector<std::vector<uint8_t>>& frags, const Snapshot& s,
+                     const std::string& what) {
+    const size_t ihl = (in[p.l3_off] & 0x0f) * 4u;
+    const uint16_t fo = be16(in, p.l3_off + 6);
+    std::vector<uint8_t> whole;
+    for (size_t k = 0; k < frags.size(); k++) {
+        const auto& o = frags[k];
+        const std::string ctx = what + " fragment " + std::to_string(k) + " " +
+                                hex(o.data(), std::min<size_t>(o.size(), 96));
+        FUZZ_CHECK(o.size() >= 64 + ihl && o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen,
+                   ctx + ": size");
+        FUZZ_CHECK(be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20), ctx + ": outer IPv4");
+        FUZZ_CHECK(be16(o, 34) == flow_source_port(p),
+                   ctx + ": UDP source port is not the packet's");
+        FUZZ_CHECK(be16(o, 38) == o.size() - 34 && be32(o, 46) == (1001u << 8), ctx + ": UDP/VNI");
+        FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0,
+                   ctx + ": inner Ethernet");
+        FUZZ_CHECK((o[64] & 0x0f) * 4u == ihl && be16(o, 66) == o.size() - 64,
+                   ctx + ": inner length");
+        FUZZ_CHECK(ip_checksum_ok(o, 64, ihl), ctx + ": inner checksum");
+        const uint16_t f = be16(o, 70);
+        const bool last = k + 1 == frags.size();
+        FUZZ_CHECK((f & 0x1fff) * 8u == (fo & 0x1fff) * 8u + whole.size(), ctx + ": offset");
+        FUZZ_CHECK((f & 0xe000) == (last ? (fo & 0x2000) : 0x2000), ctx + ": flags");
+        FUZZ_CHECK(last || (o.size() - 64 - ihl) % 8 == 0, ctx + ": not in 8-byte units");
+        FUZZ_CHECK(std::memcmp(o.data() + 64, in.data() + p.l3_off, 2) == 0 &&
+                       std::memcmp(o.data() + 68, in.data() + p.l3_off + 4, 2) == 0 &&
+                       std::memcmp(o.data() + 72, in.data() + p.l3_off + 8, 2) == 0 &&
+                       std::memcmp(o.data() + 76, in.data() + p.l3_off + 12, 8) == 0,
+                   ctx + ": inner header changed");
+        if (k == 0)
+            FUZZ_CHECK(std::memcmp(o.data() + 84, in.data() + p.l3_off + 20, ihl - 20) == 0,
+                       ctx + ": options of the first fragment");
+        whole.insert(whole.end(), o.begin() + long(64 + ihl), o.end());
+    }
+    FUZZ_CHECK(whole.size() == p.ip_len - ihl &&
+                   std::memcmp(whole.data(), in.data() + p.l3_off + ihl, whole.size()) == 0,
+               what + ": fragments do not put the packet together");
 }
 
 void check_direct(const std::vector<uint8_t>& in, const Parsed& p, const std::vector<uint8_t>& o,
@@ -104,12 +173,14 @@ void check_direct(const std::vector<uint8_t>& in, const Parsed& p, const std::ve
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 64));
     FUZZ_CHECK(o.size() == in.size() - (p.l3_off - 14u), ctx + ": length");
     FUZZ_CHECK(std::memcmp(o.data(), s.nexthop_mac.addr_bytes, 6) == 0 &&
-                   std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0 && be16(o, 12) == 0x0800,
+                   std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0 &&
+                   be16(o, 12) == 0x0800,
                ctx + ": Ethernet header");
     FUZZ_CHECK(be32(o, 30) == s.remote_ip.host(), ctx + ": not to the ztunnel IP");
     FUZZ_CHECK(o[22] + 1 == in[p.l3_off + 8], ctx + ": TTL not decremented by one");
     const size_t ihl = (in[p.l3_off] & 0x0f) * 4u;
-    if (ip_checksum_ok(in, p.l3_off, ihl)) FUZZ_CHECK(ip_checksum_ok(o, 14, ihl), ctx + ": checksum broken");
+    if (ip_checksum_ok(in, p.l3_off, ihl))
+        FUZZ_CHECK(ip_checksum_ok(o, 14, ihl), ctx + ": checksum broken");
     for (size_t i = 14; i < o.size(); i++) {
         if (i == 22 || i == 24 || i == 25) continue;
         FUZZ_CHECK(o[i] == in[p.l3_off + i - 14], ctx + ": byte " + std::to_string(i) + " changed");
@@ -123,8 +194,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     g_h = new Harness(64, true);
     for (Ip4 ip : kPodIps)
         if (!g_h->pods->add(ip)) std::abort();
-    g_h->pods->set_location(kPodIps[0], PodLocation::of(Harness::kPods, {{0x02, 0, 0, 0, 0x02, 0x03}}));
-    g_h->pods->set_location(kPodIps[1], PodLocation::of(Harness::kPods, {{0x02, 0, 0, 0, 0x02, 0x02}}));
+    g_h->pods->set_location(kPodIps[0],
+                            PodLocation::of(Harness::kPods, {{0x02, 0, 0, 0, 0x02, 0x03}}));
+    g_h->pods->set_location(kPodIps[1],
+                            PodLocation::of(Harness::kPods, {{0x02, 0, 0, 0, 0x02, 0x02}}));
     g_base = g_h->snap;
     return 0;
 }
@@ -139,6 +212,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (in.mode & 8) s.set_redirect(17);
     if (in.mode & 16) s.max_inner_len = 100;
     if (in.mode & 32) s.tmpl.udp_checksum = true;
+    if (in.mode & 64) s.fragment = false;
     h.set_snapshot(s);
     const bool twin = !(in.mode & 2);
     h.topo.devs[Harness::kPods].peer = twin ? Harness::kPodsTwin : kNoDev;
@@ -180,9 +254,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const auto& rec = tr.in[i];
         const std::string what = "frame " + std::to_string(i) + " " +
                                  hex(rec.bytes.data(), std::min<size_t>(rec.bytes.size(), 64));
-        const int dev = e.fate == Fate::Pass ? Harness::kPodsTwin
-                        : e.fate == Fate::Drop ? -1
-                                               : Harness::kZt;
+        const int dev = e.fate == Fate::Pass                                ? Harness::kPodsTwin
+                        : e.fate == Fate::Drop || e.fate == Fate::Fragments ? -1
+                                                                            : Harness::kZt;
         FUZZ_CHECK(rec.out_dev == dev, what + ": sent to device " + std::to_string(rec.out_dev) +
                                            ", expected " + std::to_string(dev) + " (" +
                                            kCtrName[size_t(e.ctr)] + ")");
@@ -195,16 +269,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         else
             check_redirect(rec.bytes, parsed[i], o, s, chained[i], what);
     }
-    // Mbufs the stage made: only ICMP fragmentation-needed, to a pod, out of its port.
+    // Mbufs the stage made: fragments to ztunnel, in the order of the packets they were cut
+    // from; ICMP fragmentation-needed to a pod, out of its port.
+    size_t next_frag = 0;
+    uint64_t frags = 0;
+    const auto& made =
+        tr.extra.size() > Harness::kZt ? tr.extra[Harness::kZt] : std::vector<rte_mbuf*>{};
+    for (uint16_t i = 0; i < n; i++) {
+        if (want[i].fate != Fate::Fragments) continue;
+        FUZZ_CHECK(next_frag + want[i].frags <= made.size(), "fewer fragments than expected");
+        std::vector<std::vector<uint8_t>> f;
+        for (uint32_t k = 0; k < want[i].frags; k++) f.push_back(bytes_of(made[next_frag++]));
+        check_fragments(tr.in[i].bytes, parsed[i], f, s, "frame " + std::to_string(i));
+        frags += want[i].frags;
+    }
+    FUZZ_CHECK(next_frag == made.size(), "more fragments than expected");
+    FUZZ_CHECK(c.get(Ctr::fragments) == frags, "fragments counter");
     uint64_t icmp = 0;
     for (uint16_t d = 0; d < tr.extra.size(); d++)
         for (rte_mbuf* r : tr.extra[d]) {
+            if (d == Harness::kZt) continue;
             const std::vector<uint8_t> o = bytes_of(r);
             const std::string ctx = "allocated " + hex(o.data(), std::min<size_t>(o.size(), 80));
             FUZZ_CHECK(d == Harness::kPods, ctx + ": sent out of device " + std::to_string(d));
-            FUZZ_CHECK(o.size() >= 14 + 20 + 8 && be16(o, 12) == 0x0800 && o[14] == 0x45 && o[23] == 1,
+            FUZZ_CHECK(o.size() >= 14 + 20 + 8 && be16(o, 12) == 0x0800 && o[14] == 0x45 &&
+                           o[23] == 1,
                        ctx + ": not ICMP over IPv4");
-            FUZZ_CHECK(be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20), ctx + ": IPv4 length/checksum");
+            FUZZ_CHECK(be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20),
+                       ctx + ": IPv4 length/checksum");
             FUZZ_CHECK(o[34] == 3 && o[35] == 4 && be16(o, 40) == s.max_inner_len,
                        ctx + ": not fragmentation-needed with the tunnel's MTU");
             bool to_pod = false;
@@ -220,9 +312,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             FUZZ_CHECK(c.get(Ctr(k)) == icmp, "icmp_frag_needed counter vs ICMP sent");
     for (size_t k = 0; k < kNumCtr; k++)
         if (is_verdict(Ctr(k)))
-            FUZZ_CHECK(c.get(Ctr(k)) == want_ctr[k],
-                       std::string("counter ") + kCtrName[k] + " = " + std::to_string(c.get(Ctr(k))) +
-                           ", expected " + std::to_string(want_ctr[k]));
+            FUZZ_CHECK(c.get(Ctr(k)) == want_ctr[k], std::string("counter ") + kCtrName[k] + " = " +
+                                                         std::to_string(c.get(Ctr(k))) +
+                                                         ", expected " +
+                                                         std::to_string(want_ctr[k]));
     tr.free_all(h.pool, base);
     return 0;
 }

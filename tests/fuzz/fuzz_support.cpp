@@ -145,7 +145,8 @@ void check_mbuf(const rte_mbuf* m, const char* where) {
 
 bool is_verdict(Ctr c) {
     return c != Ctr::rx && c != Ctr::tx && c != Ctr::arp_sent && c != Ctr::events_lost &&
-           c != Ctr::drop_tx_full && std::strncmp(kCtrName[size_t(c)], "icmp_", 5) != 0;
+           c != Ctr::drop_tx_full && c != Ctr::fragments &&
+           std::strncmp(kCtrName[size_t(c)], "icmp_", 5) != 0;
 }
 
 uint64_t verdict_sum(const DeviceCounters& d) {
@@ -163,7 +164,8 @@ void reset_counters(std::vector<DeviceCounters>& cs) {
 std::string counters_str(const DeviceCounters& d) {
     std::string s;
     for (size_t i = 0; i < kNumCtr; i++)
-        if (d.get(Ctr(i)) != 0) s += std::string(kCtrName[i]) + "=" + std::to_string(d.get(Ctr(i))) + " ";
+        if (d.get(Ctr(i)) != 0)
+            s += std::string(kCtrName[i]) + "=" + std::to_string(d.get(Ctr(i))) + " ";
     return s;
 }
 
@@ -190,10 +192,9 @@ void Tracker::collect(WorkerCtx& ctx, bool allow_new) {
                 continue;
             }
             In& rec = in[it->second];
-            FUZZ_CHECK(rec.out_dev == -1, "mbuf of frame " + std::to_string(it->second) +
-                                              " sent twice (devices " +
-                                              std::to_string(rec.out_dev) + ", " +
-                                              std::to_string(d) + ")");
+            FUZZ_CHECK(rec.out_dev == -1,
+                       "mbuf of frame " + std::to_string(it->second) + " sent twice (devices " +
+                           std::to_string(rec.out_dev) + ", " + std::to_string(d) + ")");
             rec.out_dev = d;
             check_mbuf(m, "output");
             out[d].push_back(m);
@@ -210,8 +211,8 @@ void Tracker::free_all(rte_mempool* pool, unsigned baseline) {
     out.clear();
     const unsigned now = rte_mempool_in_use_count(pool);
     FUZZ_CHECK(now == baseline, "mempool in use " + std::to_string(now) + " after the stage, " +
-                                    std::to_string(baseline) + " before: " +
-                                    (now > baseline ? "leak" : "double free"));
+                                    std::to_string(baseline) +
+                                    " before: " + (now > baseline ? "leak" : "double free"));
 }
 
 bool ip_checksum_ok(const std::vector<uint8_t>& b, size_t off, size_t ihl) {

@@ -60,6 +60,12 @@ def pod_frames():
     short = syn(src="10.244.2.2")
     f["padded"] = b(short) + b"\x00" * 6  # 54 bytes + Ethernet padding to 60
     f["jumbo"] = b(syn(src="10.244.2.7") / Raw(bytes(i & 0xff for i in range(3000))))
+    # too big without DF: fragmented (with options: later fragments keep only copied ones)
+    f["big_no_df"] = b(Ether(src=POD_MAC, dst=TWIN_MAC) /
+                       IP(src=POD, dst=VIP, id=9, options=[IPOption_RR(routers=["1.2.3.4"])]) /
+                       TCP(sport=40001, dport=9080, flags="PA") / Raw(bytes(range(256)) * 6))
+    f["jumbo_no_df"] = b(Ether(src=POD_MAC, dst=TWIN_MAC) / IP(src="10.244.2.7", dst=VIP, frag=3, flags="MF") /
+                         TCP(sport=40002, dport=9080, flags="A") / Raw(bytes(i & 0xff for i in range(4000))))
     whole = f["syn"]
     for cut in (0, 1, 13, 14, 17, 20, 33, 34, 37, 40, 53):
         f[f"syn_trunc_{cut}"] = whole[:cut]
@@ -208,6 +214,9 @@ def main():
         c["mix_" + name] = burst(mode, mix)
     c["burst32"] = burst(0, [pods["syn"], pods["syn_payload"]] * 16)
     c["jumbo_chained"] = burst(0, [pods["jumbo"]], [0x80 | 60])
+    c["jumbo_no_df_chained"] = burst(0, [pods["jumbo_no_df"], pods["big_no_df"]], [0x80 | 60, 0x80 | 50])
+    c["big_no_df_dropped"] = burst(64, [pods["big_no_df"], pods["syn"]])
+    c["mix_small_mtu_no_df"] = burst(16, [pods["big_no_df"], pods["syn_ip_options"], pods["frag_first"]])
 
     c = corpus["fuzz_decap"]
     for name, fr in dec.items():

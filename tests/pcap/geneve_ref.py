@@ -35,12 +35,14 @@ def flow_source_port(ip_bytes):
     return 0xC000 | ((h ^ (h >> 16)) & 0x3FFF)
 
 
-def encapsulate(ip_bytes, t):
-    """Outer Ethernet/IPv4/UDP/Geneve + inner Ethernet around the inner IPv4 packet."""
+def encapsulate(ip_bytes, t, flow=None):
+    """Outer Ethernet/IPv4/UDP/Geneve + inner Ethernet around the inner IPv4 packet. flow:
+    the packet whose flow hash is the UDP source port (a fragment's: the packet it was cut
+    from, so that every fragment takes the path of the packet)."""
     ecn = ip_bytes[1] & 3
     outer = (Ether(dst=t["next_hop_mac"], src=t["port_mac"]) /
              IP(src=t["local_ip"], dst=t["remote_ip"], ttl=64, flags="DF", id=0, tos=ecn) /
-             UDP(sport=flow_source_port(ip_bytes), dport=t.get("udp_port", 6081),
+             UDP(sport=flow_source_port(bytes(flow) if flow is not None else ip_bytes), dport=t.get("udp_port", 6081),
                  chksum=None if t.get("udp_checksum") else 0) /
              GENEVE(vni=t.get("vni", 1001), proto=0x6558) /
              Ether(dst=t["inner_dst_mac"], src=t["inner_src_mac"], type=0x0800) /

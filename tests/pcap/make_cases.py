@@ -8,7 +8,7 @@ import os
 import sys
 
 import yaml
-from scapy.all import ARP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw, wrpcap
+from scapy.all import ARP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw, fragment, wrpcap
 
 sys.path.insert(0, os.path.dirname(__file__))
 from geneve_ref import encapsulate, route_direct  # noqa: E402
@@ -32,7 +32,9 @@ def eth(vlan=None):
 
 
 def write(name, tunnel, protocols, frames):
-    """frames: list of (frame, verdict) with verdict redirect|direct|pass|drop."""
+    """frames: list of (frame, verdict) with verdict redirect|direct|pass|drop|fragment
+    (too big for the tunnel without DF: scapy's own fragment() splits it into 8-byte units
+    that fit, each encapsulated)."""
     d = os.path.join(HERE, name)
     os.makedirs(d, exist_ok=True)
     t = dict(BASE, **tunnel)
@@ -44,12 +46,18 @@ def write(name, tunnel, protocols, frames):
             ipl = p[IP]
             ip_bytes = bytes(ipl)[:ipl.len]
             zt_out.append(encapsulate(ip_bytes, t) if verdict == "redirect" else route_direct(ip_bytes, t))
+        elif verdict == "fragment":
+            ipl = Ether(raw)[IP]
+            unit = (t.get("mtu", 1500) - 50 - ipl.ihl * 4) // 8 * 8
+            for frag in fragment(ipl, fragsize=unit):
+                zt_out.append(encapsulate(bytes(frag), t, flow=ipl))
         elif verdict == "pass":
             twin_out.append(raw)
     wrpcap(os.path.join(d, "in.pcap"), [Ether(bytes(f)) for f, _ in frames])
     wrpcap(os.path.join(d, "expected-ztunnel.pcap"), [Ether(b) for b in zt_out])
     wrpcap(os.path.join(d, "expected-twin.pcap"), [Ether(b) for b in twin_out])
-    counts = {v: sum(1 for _, x in frames if x == v) for v in ("redirect", "direct", "pass", "drop")}
+    counts = {v: sum(1 for _, x in frames if x == v) for v in ("redirect", "direct", "pass", "drop", "fragment")}
+    counts["fragments"] = len(zt_out) - counts["redirect"] - counts["direct"]
     case = {"tunnel": {k: v for k, v in t.items() if k != "port_mac"}, "protocols": protocols,
             "pods": PODS, "frames": len(frames), "expect": counts}
     with open(os.path.join(d, "case.yaml"), "w") as fh:
@@ -63,7 +71,13 @@ def outbound():
         f.append((eth() / IP(src=pod, dst=VIP) / TCP(sport=41000 + i, dport=9080, flags="PA") / Raw(b"x" * 458), "redirect"))
     big = 1500 - 50  # the largest inner packet that fits the 1500-byte tunnel MTU
     f.append((eth() / IP(src=PODS[0], dst=VIP) / TCP(sport=42000, dport=9080, flags="A") / Raw(b"y" * (big - 40)), "redirect"))
-    f.append((eth() / IP(src=PODS[0], dst=VIP) / TCP(sport=42001, dport=9080, flags="A") / Raw(b"z" * (big - 39)), "drop"))
+    f.append((eth() / IP(src=PODS[0], dst=VIP, flags="DF") / TCP(sport=42001, dport=9080, flags="A") / Raw(b"z" * (big - 39)), "drop"))
+    # Too big without DF: fragmented (tunnel.too_big defaults to fragment), also a chained
+    # jumbo frame with options, and a fragment split again.
+    f.append((eth() / IP(src=PODS[0], dst=VIP, id=7) / TCP(sport=42002, dport=9080, flags="A") / Raw(b"w" * (big - 39)), "fragment"))
+    f.append((eth() / IP(src=PODS[1], dst=VIP, id=8, options=b"\x01\x01\x01\x00") / TCP(sport=42003, dport=9080, flags="A")
+              / Raw(bytes(range(256)) * 12), "fragment"))
+    f.append((eth() / IP(src=PODS[2], dst=VIP, id=9, flags="MF", frag=100, proto=6) / Raw(b"v" * 1480), "fragment"))
     f.append((eth(vlan=12) / IP(src=PODS[1], dst=VIP) / TCP(sport=43000, dport=9080, flags="S"), "redirect"))
     f.append((eth() / IP(src=PODS[2], dst=VIP, tos=0x03) / TCP(sport=44000, dport=9080, flags="S"), "redirect"))  # CE
     f.append((eth() / IP(src=PODS[2], dst=VIP, tos=0xb9) / TCP(sport=44001, dport=9080, flags="S"), "redirect"))  # EF + ECT(1)

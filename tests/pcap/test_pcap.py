@@ -112,11 +112,13 @@ def test_case(case, netns, tmp_path):
     assert pods["direct"] == exp["direct"]
     assert pods["pass"] == exp["pass"]
     assert pods["drop_too_big"] == exp["drop"]
-    assert counters["ports"]["ztunnel"]["tx"] == exp["redirect"] + exp["direct"]
+    assert pods["fragmented"] == exp.get("fragment", 0)
+    assert pods["fragments"] == exp.get("fragments", 0)
+    assert counters["ports"]["ztunnel"]["tx"] == exp["redirect"] + exp["direct"] + exp.get("fragments", 0)
     assert counters["ports"]["pods.twin"]["tx"] == exp["pass"]
     # Every frame received is accounted for: sent somewhere or dropped with a reason.
     drops = sum(v for k, v in pods.items() if k.startswith("drop_"))
-    assert pods["redirect"] + pods["direct"] + pods["pass"] + drops == pods["rx"]
+    assert pods["redirect"] + pods["direct"] + pods["pass"] + pods["fragmented"] + drops == pods["rx"]
 
 
 def test_tshark_decodes_the_output_as_geneve_vni(netns, tmp_path):
@@ -130,7 +132,7 @@ def test_tshark_decodes_the_output_as_geneve_vni(netns, tmp_path):
                             "-Y", "geneve", "-T", "fields", "-e", "geneve.vni", "-e", "geneve.version",
                             "-e", "ip.dst"], capture_output=True, text=True, check=True)
         rows = [r.split("\t") for r in p.stdout.split("\n") if r]
-        assert len(rows) == spec["expect"]["redirect"], case
+        assert len(rows) == spec["expect"]["redirect"] + spec["expect"].get("fragments", 0), case
         for vni, ver, dst in rows:
             assert int(vni, 0) == spec["tunnel"].get("vni", 1001)
             assert ver == "0"

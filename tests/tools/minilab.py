@@ -173,7 +173,7 @@ class MiniLab:
 
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
-                    idle_sleep_us=100, ports=None, protocols=None):
+                    idle_sleep_us=100, ports=None, protocols=None, too_big=None):
         """Writes a node config to path; ports: the pod ports (default all pods)."""
         ports = list(self.pods) if ports is None else ports
         pods = self.meshed if pods is None else pods
@@ -189,7 +189,8 @@ class MiniLab:
                      f"twin: \"net_tap_zt,iface=t-ztunnel,mac={twin_mac(10)}\"}}")
         lines.append(f"tunnel: {{local_ip: {GW_IP}, remote_ip: {ZT_IP}, next_hop_mac: \"{next_hop_mac}\", "
                      f"inner_src_mac: \"{ISTIOOUT_MAC}\", inner_dst_mac: \"{PISTIOOUT_MAC}\""
-                     + (f", arp_refresh_ms: {arp_refresh_ms}" if arp_refresh_ms else "") + "}")
+                     + (f", arp_refresh_ms: {arp_refresh_ms}" if arp_refresh_ms else "")
+                     + (f", too_big: {too_big}" if too_big else "") + "}")
         lines.append("pods: [" + ", ".join(self.ip(p) for p in pods) + "]")
         if protocols:
             lines.append("redirect: {protocols: [" + ", ".join(protocols) + "]}")
@@ -294,7 +295,7 @@ log: {{level: info}}
 
 # ---------------------------------------------------------------- accounting
 
-RX_VERDICTS = ("redirect", "direct", "pass", "decap", "tunnel_arp_reply")
+RX_VERDICTS = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply")
 
 
 def rx_accounted(c):
@@ -309,7 +310,7 @@ def rx_accounted(c):
 
 def unbalanced(counters):
     """Devices whose rx is not accounted for: [(device, rx, accounted, counters)].
-    Ports: rx = redirect + direct + pass + decap + tunnel_arp_reply + drop_* + decap_*;
+    Ports: rx = redirect + direct + pass + fragmented + decap + tunnel_arp_reply + drop_* + decap_*;
     twins (<port>.twin): rx = pass."""
     bad = []
     for dev, c in counters["ports"].items():
@@ -337,7 +338,7 @@ def node_tx_unbalanced(counters, pod_ports):
     exp = g("ztunnel", "pass") + g("ztunnel", "decap_unknown_pod")
     if g(tw, "tx") + g(tw, "drop_tx_full") != exp:
         out.append((tw, g(tw, "tx") + g(tw, "drop_tx_full"), exp))
-    exp = sum(g(x, "redirect") + g(x, "direct") for x in pod_ports) + g("ztunnel.twin", "pass") \
+    exp = sum(g(x, "redirect") + g(x, "direct") + g(x, "fragments") for x in pod_ports) + g("ztunnel.twin", "pass") \
         + g("ztunnel", "arp_sent") + g("ztunnel", "tunnel_arp_reply")
     got = g("ztunnel", "tx") + g("ztunnel", "drop_tx_full")
     if got != exp:

@@ -29,6 +29,7 @@ TEST(Config, GoodConfigAndDefaults) {
     EXPECT_FALSE(c->tunnel.udp_checksum);
     EXPECT_FALSE(c->tunnel.next_hop_mac.has_value()) << "default is ARP";
     EXPECT_EQ(c->tunnel.mtu, 1500);
+    EXPECT_TRUE(c->tunnel.fragment) << "too_big defaults to fragment, as the kernel does";
     EXPECT_EQ(c->protocols, std::vector<uint8_t>{6});
     EXPECT_EQ(c->dpdk.workers, 1u);
     ASSERT_EQ(c->ports.size(), 2u);
@@ -103,6 +104,8 @@ const Bad kBad[] = {
      "dpdk.eal_args[0]: --in-memory cannot be combined with no_huge (EAL refuses it)"},
     {"mtu too small",
      "  local_ip:", "  mtu: 100\n  local_ip:", "tunnel.mtu: 100 is out of range 576..9216"},
+    {"too_big neither fragment nor drop", "  local_ip:", "  too_big: yes\n  local_ip:",
+     "tunnel.too_big: 'yes' is neither fragment nor drop"},
     {"same local and remote", "remote_ip: 10.244.2.10", "remote_ip: 10.244.2.1",
      "tunnel.remote_ip: must differ from tunnel.local_ip"},
     {"yaml syntax", "role: node", "role: [node", "bad.yaml:"},
@@ -137,6 +140,11 @@ TEST(Config, EndpointRefusesNodeKeysAndDuplicateVnis) {
     std::string y = kEndpoint + "pods: [10.244.2.3]\n";
     EXPECT_EQ(parse_config(y, "ep.yaml").error(), "pods: only for role node");
     y = kEndpoint;
+    y.replace(y.find("remote_ip: 10.244.2.1}"), 22, "remote_ip: 10.244.2.1, too_big: drop}");
+    EXPECT_EQ(parse_config(y, "ep.yaml").error(),
+              "tunnel.too_big: only for role node (the endpoint's taps have the tunnel's MTU: the "
+              "kernel fragments)");
+    y = kEndpoint;
     y.replace(y.find("vni: 1000"), 9, "vni: 1001");
     EXPECT_EQ(parse_config(y, "ep.yaml").error(),
               "ports[2].vni: VNI 1001 is carried by ports[1] already");
@@ -144,6 +152,14 @@ TEST(Config, EndpointRefusesNodeKeysAndDuplicateVnis) {
     y.replace(y.find("role: uplink"), 12, "role: pods");
     EXPECT_EQ(parse_config(y, "ep.yaml").error(),
               "ports[0].role: 'pods' is not a port role of an endpoint (uplink or tunnel)");
+}
+
+TEST(Config, TooBigDrop) {
+    std::string y = kGood;
+    y.replace(y.find("  local_ip:"), 11, "  too_big: drop\n  local_ip:");
+    auto c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_FALSE(c->tunnel.fragment);
 }
 
 TEST(Config, MissingFileNamesTheFile) {
