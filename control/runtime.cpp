@@ -237,9 +237,11 @@ Status Runtime::open_ports() {
         }
     }
     started_.assign(topo_.devs.size(), false);
+    present_.assign(topo_.devs.size(), true);
     for (uint16_t d = 0; d < topo_.devs.size(); d++)
         if (auto s = setup_queues(d); !s) return s;
     find_packet_sockets();
+    find_taps();
     // A port answers to its twin's MAC, the address the kernel gives its neighbours,
     // unless the config names one.
     for (auto& dev : topo_.devs)
@@ -456,10 +458,84 @@ void Runtime::watch_drops() {
     }
 }
 
+void Runtime::find_taps() {
+    for (size_t d = 0; d < topo_.devs.size(); d++) {
+        rte_eth_dev_info di;
+        char name[IF_NAMESIZE];
+        if (rte_eth_dev_info_get(topo_.devs[d].port_id, &di) != 0 ||
+            std::strcmp(di.driver_name, "net_tap") != 0 || di.if_index == 0 ||
+            if_indextoname(di.if_index, name) == nullptr)
+            continue;
+        Tap t{d, name, di.if_index, {}};
+        rte_eth_macaddr_get(topo_.devs[d].port_id, &t.mac);
+        taps_.push_back(t);
+    }
+}
+
+Status Runtime::recreate(Tap& t) {
+    Device& dev = topo_.devs[t.dev];
+    const std::string& devargs = info_[t.dev].devargs;
+    const std::string name = device_name(devargs);
+    if (present_[t.dev]) {
+        dev.in_service.v.store(false, std::memory_order_release);
+        rcu_->synchronize(); // no worker is in a burst on the port any more
+        if (started_[t.dev]) rte_eth_dev_stop(dev.port_id);
+        started_[t.dev] = false;
+        if (int rc = rte_eal_hotplug_remove("vdev", name.c_str()); rc != 0)
+            return err("removing DPDK device '" + name + "' failed: " + rte_strerror(-rc));
+        present_[t.dev] = false;
+    }
+    const size_t comma = devargs.find(',');
+    const std::string args = comma == std::string::npos ? "" : devargs.substr(comma + 1);
+    if (int rc = rte_eal_hotplug_add("vdev", name.c_str(), args.c_str()); rc != 0)
+        return err("probing '" + devargs + "' failed: " + rte_strerror(-rc));
+    uint16_t port;
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0)
+        return err("DPDK device '" + name + "' did not probe");
+    present_[t.dev] = true;
+    dev.port_id = port;
+    rte_eth_dev_default_mac_addr_set(port, &t.mac); // the kernel's neighbours know this one
+    const rte_ether_addr ours = dev.mac;            // setup_queues reads the port's back
+    if (auto s = setup_queues(uint16_t(t.dev)); !s) return s;
+    dev.mac = ours;
+    t.ifindex = if_nametoindex(t.ifname.c_str());
+    dev.in_service.v.store(true, std::memory_order_release);
+    return Ok{};
+}
+
+void Runtime::watch_taps() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_tap_watch_) return;
+    next_tap_watch_ = now + std::chrono::seconds(1);
+    for (Tap& t : taps_) {
+        if (topo_.devs[t.dev].in_service.get() && if_nametoindex(t.ifname.c_str()) == t.ifindex)
+            continue;
+        const std::string& dev = info_[t.dev].name;
+        if (!t.failing)
+            spdlog::warn("{}: kernel interface {} is gone; re-creating it (frames for it count as "
+                         "drop_tx_full meanwhile)",
+                         dev, t.ifname);
+        if (auto s = recreate(t); !s) {
+            if (!t.failing)
+                spdlog::error("{}: cannot re-create {}: {} (trying again every second)", dev,
+                              t.ifname, s.error());
+            t.failing = true;
+            continue;
+        }
+        t.failing = false;
+        spdlog::info("{}: {} re-created (ifindex {}, MAC {}); its addresses and routes are for "
+                     "whoever configured them to restore",
+                     dev, t.ifname, t.ifindex, ether_str(t.mac));
+    }
+}
+
 void Runtime::poll_events() {
     if (mirror_) mirror_->poll();
     poll_ring_drops();
-    if (workers_running_) watch_drops();
+    if (workers_running_) {
+        watch_drops();
+        watch_taps();
+    }
     bool changed = false;
     for (auto& q : events_) {
         Event e;
@@ -496,7 +572,8 @@ void Runtime::stop() {
         rte_eth_dev_stop(topo_.devs[d].port_id);
         started_[d] = false;
     }
-    for (const Device& dev : topo_.devs) rte_eth_dev_close(dev.port_id); // net_tap removes its tap
+    for (size_t d = 0; d < topo_.devs.size(); d++) // net_tap removes its tap
+        if (d >= present_.size() || present_[d]) rte_eth_dev_close(topo_.devs[d].port_id);
     topo_.devs.clear();
     delete shared_.snapshot.exchange(nullptr, std::memory_order_acq_rel);
     if (pods_) final_pods_ = pods_->size();

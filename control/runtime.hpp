@@ -101,6 +101,22 @@ class Runtime : public PodSink {
     std::vector<uint64_t> drops_seen_;
     std::vector<bool> dropping_;
     std::chrono::steady_clock::time_point next_drop_watch_{};
+    // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
+    // under us is taken out of service, removed and probed again with its devargs and MAC,
+    // checked once a second. Frames for it meanwhile count as drop_tx_full.
+    struct Tap {
+        size_t dev;
+        std::string ifname;
+        unsigned ifindex;
+        rte_ether_addr mac;
+        bool failing = false; // the last attempt to re-create it failed (logged once)
+    };
+    void find_taps();
+    void watch_taps();
+    Status recreate(Tap& t);
+    std::vector<Tap> taps_;
+    std::vector<bool> present_; // [device] its DPDK port exists (a re-probe may have failed)
+    std::chrono::steady_clock::time_point next_tap_watch_{};
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

@@ -8,8 +8,9 @@ namespace ztg {
 void WorkerCtx::flush(uint16_t dev) {
     TxQueue& q = tx[dev];
     if (q.n == 0) return;
-    const uint16_t port = shared->topo->devs[dev].port_id;
-    const uint16_t sent = rte_eth_tx_burst(port, id, q.pkts.data(), q.n);
+    const Device& d = shared->topo->devs[dev];
+    const uint16_t sent =
+        d.in_service.get() ? rte_eth_tx_burst(d.port_id, id, q.pkts.data(), q.n) : 0;
     DeviceCounters& c = ctr(dev);
     c.add(Ctr::tx, sent);
     if (sent < q.n) {
@@ -39,6 +40,8 @@ void run_worker(WorkerCtx& ctx, const Pipeline& pipeline) {
         ctx.snap = sh.snapshot.load(std::memory_order_acquire);
         uint32_t got = 0;
         for (uint16_t d = 0; d < devs.size(); d++) {
+            if (!devs[d].in_service.get()) [[unlikely]]
+                continue;
             const uint16_t n = rte_eth_rx_burst(devs[d].port_id, ctx.id, pkts, kBurst);
             if (n == 0) continue;
             got += n;

@@ -28,16 +28,33 @@ constexpr uint16_t kNoDev = 0xFFFF;
 // Tunnel tap per VNI; either role: the Twin of any port.
 enum class DevKind : uint8_t { Pods, Ztunnel, Twin, Uplink, Tunnel, count };
 
+// A device's "in service" flag. Control clears it (release), waits for a QSBR grace
+// period, replaces the device (a deleted tap is re-created under a new port id) and sets
+// it again (release); workers read it (acquire) before they touch the port, and skip the
+// device while it is clear. Copyable only so that a Topology can be built.
+struct InService {
+    std::atomic<bool> v{true};
+    InService() = default;
+    InService(const InService& o) : v(o.v.load(std::memory_order_relaxed)) {}
+    InService& operator=(const InService& o) {
+        v.store(o.v.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        return *this;
+    }
+    bool get() const { return v.load(std::memory_order_acquire); }
+};
+
 // One DPDK device the workers poll: a configured port or the kernel twin of one.
 struct Device {
-    uint16_t port_id = 0; // ethdev port
+    uint16_t port_id = 0; // ethdev port; changes only while the device is out of service
     DevKind kind = DevKind::Pods;
     uint16_t peer = kNoDev; // a port's twin, or a twin's port (index into Topology::devs)
     rte_ether_addr mac{};   // the MAC this device answers to (a port: its twin's, if any)
     uint32_t vni = 0;       // a Tunnel tap: the VNI it carries
+    InService in_service;
 };
 
-// Fixed for the life of the process once workers start.
+// Fixed for the life of the process once workers start, but for a device's port_id,
+// which control may change while that device is out of service.
 struct Topology {
     std::vector<Device> devs;
     uint16_t link =
