@@ -392,6 +392,7 @@ def test_ping_without_df_is_fragmented_to_fit_the_tunnel(lab, node, too_big):
     from pcaputil import ICMP, IP, inner_frame, tshark_decode, tshark_int
     node(protocols=["tcp", "icmp"], too_big=too_big)
     pod = "pp"
+    sh(lab.ns(pod), "ip route flush cache")  # forget a path MTU learnt in an earlier test
     c0 = dev(lab, pod)
     zt = netns.Capture(lab.zt_ns, "eth0", bpf="udp port 6081", name=f"frag-zt-{too_big}")
     src = netns.Capture(lab.ns(pod), "eth0", bpf="icmp", name=f"frag-pod-{too_big}")
