@@ -68,14 +68,11 @@ inline uint16_t fold_complement(uint32_t sum) {
     return uint16_t(~sum);
 }
 
-// Prepends the tunnel headers to m and fills in what changes per packet. hdr is 64 (the
-// outer headers plus the template's inner Ethernet header: m holds an L3 payload) or
-// kOuterLen (m already starts with the inner Ethernet header). Returns false, m unchanged,
-// if the mbuf lacks headroom.
-inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hdr, uint8_t ecn,
-                                uint16_t sport) {
-    auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, hdr));
-    if (h == nullptr) return false;
+// Writes the template's headers at h and what changes per packet: the outer IPv4 total
+// length (outer_len) and checksum, the ECN bits, the UDP source port and length. hdr is 64
+// or kOuterLen, as for push_tunnel_headers. The UDP checksum, if on, is the caller's.
+inline void write_tunnel_headers(uint8_t* h, const EncapTemplate& t, uint16_t hdr,
+                                 uint16_t outer_len, uint8_t ecn, uint16_t sport) {
     if (hdr == EncapTemplate::kSize) {
         rte_mov64(h, t.bytes.data());
     } else {
@@ -84,7 +81,6 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
         std::memcpy(h + 48, t.bytes.data() + 48, kOuterLen - 48);
     }
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(h + kOuterIpOff);
-    const uint16_t outer_len = uint16_t(m->pkt_len - sizeof(rte_ether_hdr));
     ip->type_of_service = ecn;
     ip->total_length = rte_cpu_to_be_16(outer_len);
     // The template's sum was taken in host order of the 16-bit words; tos is the low byte
@@ -93,12 +89,24 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
     auto* udp = reinterpret_cast<rte_udp_hdr*>(h + kOuterUdpOff);
     udp->src_port = rte_cpu_to_be_16(sport);
     udp->dgram_len = rte_cpu_to_be_16(uint16_t(outer_len - sizeof(rte_ipv4_hdr)));
+}
+
+// Prepends the tunnel headers to m and fills in what changes per packet. hdr is 64 (the
+// outer headers plus the template's inner Ethernet header: m holds an L3 payload) or
+// kOuterLen (m already starts with the inner Ethernet header). Returns false, m unchanged,
+// if the mbuf lacks headroom.
+inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hdr, uint8_t ecn,
+                                uint16_t sport) {
+    auto* h = reinterpret_cast<uint8_t*>(rte_pktmbuf_prepend(m, hdr));
+    if (h == nullptr) return false;
+    const uint16_t outer_len = uint16_t(m->pkt_len - sizeof(rte_ether_hdr));
+    write_tunnel_headers(h, t, hdr, outer_len, ecn, sport);
     if (t.udp_checksum) {
+        auto* udp = reinterpret_cast<rte_udp_hdr*>(h + kOuterUdpOff);
         udp->dgram_cksum = 0;
-        udp->dgram_cksum = l4_checksum(m, ip, kOuterUdpOff);
+        udp->dgram_cksum =
+            l4_checksum(m, reinterpret_cast<rte_ipv4_hdr*>(h + kOuterIpOff), kOuterUdpOff);
     }
-    m->l2_len = sizeof(rte_ether_hdr);
-    m->l3_len = sizeof(rte_ipv4_hdr);
     return true;
 }
 
@@ -107,17 +115,30 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
 // The caller has checked that p.ip_len fits the tunnel MTU. Returns false (m to be
 // dropped) if the mbuf lacks headroom.
 inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
-    if (m->nb_segs == 1) { // the common case, without the generic helpers' checks
-        m->data_off = uint16_t(m->data_off + p.l3_off);
-        m->pkt_len = p.ip_len; // drops Ethernet padding too
+    // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
+    const uint8_t ecn = p.tos & RTE_IPV4_HDR_ECN_MASK;
+    const uint32_t l3 = uint32_t(m->data_off) + p.l3_off; // the IPv4 header in the buffer
+    if (m->nb_segs == 1 && l3 >= EncapTemplate::kSize && !t.udp_checksum) [[likely]] {
+        // The common case, without the generic helpers' checks and read-backs: the headers
+        // end where the IPv4 packet starts; the Ethernet padding is cut off.
+        const uint16_t off = uint16_t(l3 - EncapTemplate::kSize);
+        const uint16_t len = uint16_t(p.ip_len + EncapTemplate::kSize);
+        m->data_off = off;
+        m->data_len = len;
+        m->pkt_len = len;
+        write_tunnel_headers(static_cast<uint8_t*>(m->buf_addr) + off, t, EncapTemplate::kSize,
+                             uint16_t(len - sizeof(rte_ether_hdr)), ecn, flow_source_port(p));
+        return true;
+    }
+    if (m->nb_segs == 1) {
+        m->data_off = uint16_t(l3);
+        m->pkt_len = p.ip_len;
         m->data_len = p.ip_len;
     } else {
         rte_pktmbuf_adj(m, p.l3_off);
         truncate(m, p.ip_len);
     }
-    // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
-    return push_tunnel_headers(m, t, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
-                               flow_source_port(p));
+    return push_tunnel_headers(m, t, EncapTemplate::kSize, ecn, flow_source_port(p));
 }
 
 } // namespace ztg

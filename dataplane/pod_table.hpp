@@ -47,10 +47,15 @@ struct PodLocation {
     // The 32-bit tag kept beside the key: device + 1, and a hash of the MAC.
     uint32_t tag() const { return known() ? make_tag(dev(), word & 0xFFFFFFFFFFFFull) : 0; }
     // The same without building the word: for every packet of a pod.
+    // The MAC is read as a 4- and a 2-byte load combined in registers: a 6-byte memcpy
+    // into a zeroed uint64_t on the stack compiles to two narrow stores and one wide
+    // load, which store-to-load forwarding cannot serve (a stall of ~15 cycles per packet).
     static uint32_t tag_of(uint16_t dev, const rte_ether_addr& mac) {
-        uint64_t m = 0;
-        std::memcpy(&m, mac.addr_bytes, 6); // byte i at bits 8i, as in `word`
-        return make_tag(dev, m);
+        uint32_t lo;
+        uint16_t hi;
+        std::memcpy(&lo, mac.addr_bytes, 4);
+        std::memcpy(&hi, mac.addr_bytes + 4, 2);
+        return make_tag(dev, uint64_t(hi) << 32 | lo); // byte i at bits 8i, as in `word`
     }
     // A cheap fold of the MAC: it runs for every packet of a pod. A moved pod whose new
     // MAC folds alike is still caught by its ARP, which is compared in full.

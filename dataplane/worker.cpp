@@ -20,6 +20,15 @@ void WorkerCtx::flush(uint16_t dev) {
     q.n = 0;
 }
 
+void WorkerCtx::send_slow(uint16_t dev, rte_mbuf* m) {
+    TxQueue& q = tx[dev];
+    if (q.n == 0)
+        tx_dirty.push_back(dev);
+    else // full
+        flush(dev);
+    q.pkts[q.n++] = m;
+}
+
 void WorkerCtx::flush_all() {
     for (uint16_t dev : tx_dirty) flush(dev);
     tx_dirty.clear();

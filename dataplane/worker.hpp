@@ -106,14 +106,16 @@ struct WorkerCtx {
     uint32_t icmp_tokens = 0;
 
     // Queues m for transmission out of device dev (sent at the end of the burst).
-    void send(uint16_t dev, rte_mbuf* m) {
+    // Inline to the store; the first packet of a burst for dev and a full queue take the
+    // out-of-line path.
+    [[gnu::always_inline]] void send(uint16_t dev, rte_mbuf* m) {
         TxQueue& q = tx[dev];
-        if (q.n == 0)
-            tx_dirty.push_back(dev);
-        else if (q.n == q.pkts.size())
-            flush(dev);
-        q.pkts[q.n++] = m;
+        if (uint16_t(q.n - 1u) < q.pkts.size() - 1u) [[likely]] // 1 <= n < size
+            q.pkts[q.n++] = m;
+        else
+            send_slow(dev, m);
     }
+    void send_slow(uint16_t dev, rte_mbuf* m);
     void flush(uint16_t dev);
     void flush_all();
     void post(const Event& e) {

@@ -117,17 +117,25 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
     t.inc(Ctr::fragments, f.n);
 }
 
-// Tells control where a pod was seen, once per change (the return path delivers there).
-// known_tag: the pod's location tag in the table.
-void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev, const rte_ether_addr& mac) {
-    if (known_tag == PodLocation::tag_of(dev, mac)) [[likely]]
-        return;
+// note_pod's slow path: the pod's location differs from the table's.
+[[gnu::noinline, gnu::cold]] void note_pod_changed(WorkerCtx& ctx, Ip4 ip, uint16_t dev,
+                                                   const rte_ether_addr& mac) {
     const PodLocation here = PodLocation::of(dev, mac);
     const uint64_t key = here.word * 0x9E3779B97F4A7C15ull ^ ip.raw;
     uint64_t& slot = ctx.pod_seen[(key >> 56) ^ (ip.raw & 0xff)];
     if (slot == key) return;
     slot = key;
     ctx.post(Event{Event::Kind::PodSeen, ip, mac, dev});
+}
+
+// Tells control where a pod was seen, once per change (the return path delivers there).
+// known_tag: the pod's location tag in the table. Inline: the tag compare runs for every
+// packet of a pod; the rest only on a change.
+inline void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev,
+                     const rte_ether_addr& mac) {
+    if (known_tag == PodLocation::tag_of(dev, mac)) [[likely]]
+        return;
+    note_pod_changed(ctx, ip, dev, mac);
 }
 
 // An ARP request inside the tunnel for istioout's own address (the ztunnel side's
