@@ -47,10 +47,15 @@ def ratios(rows, mode, zcase):
         if r["mode"] == mode:
             by[r["case"]][r["rep"]] = r["rx_mpps"]
     out = []
-    for case, target in (("testpmd", TARGETS["testpmd"]), ("ovs-pod", TARGETS["ovs-pod"]), ("ovs-cidr", None)):
+    for case, target in (("testpmd", TARGETS["testpmd"]), ("testpmd-mac", None), ("testpmd-macswap", None),
+                         ("ovs-pod", TARGETS["ovs-pod"]), ("ovs-cidr", None)):
         per_rep = [by[zcase][k] / by[case][k] for k in by[zcase] if by[case].get(k)]
         if per_rep:
             out.append((f"{zcase} / {case}", statistics.median(per_rep), target))
+    for ref in ("testpmd-mac", "testpmd-macswap"):  # what touching the frame costs testpmd itself
+        per_rep = [by[ref][k] / by["testpmd"][k] for k in by[ref] if by["testpmd"].get(k)]
+        if per_rep:
+            out.append((f"{ref} / testpmd", statistics.median(per_rep), None))
     return out
 
 

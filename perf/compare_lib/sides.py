@@ -64,6 +64,7 @@ class _DpdkApp:
 class Testpmd(_DpdkApp):
     """dpdk-testpmd --forward-mode=io: input -> tunnel output (the I/O ceiling)."""
     label = "testpmd io"
+    mode = "io"
 
     def __init__(self, ns, devs, workdir, huge_dir=None, n_frames=2000, **_):
         self.ns, self.devs, self.workdir, self.huge = ns, devs, Path(workdir), huge_dir
@@ -75,7 +76,7 @@ class Testpmd(_DpdkApp):
         args = ["dpdk-testpmd", "-l", f"0,{FWD_CPU}", "--main-lcore", "0", "--file-prefix", self.prefix,
                 "--no-pci", "--log-level=*:warning", *eal_mem_args(self.huge, self.mem),
                 "--vdev", self.devs.inp, "--vdev", self.devs.tun, "--",
-                "--forward-mode=io", "--nb-cores=1", f"--total-num-mbufs={self.mbufs}", "--auto-start"]
+                f"--forward-mode={self.mode}", "--nb-cores=1", f"--total-num-mbufs={self.mbufs}", "--auto-start"]
         # testpmd runs until its stdin closes
         self.proc = Proc(self.ns, args, self.workdir, "testpmd", stdin_pipe=True)
         env.wait_for(lambda: self.sample()[0] > 0, 60, "waiting for testpmd to forward", self.proc)
@@ -84,6 +85,20 @@ class Testpmd(_DpdkApp):
     def stop(self):
         self.proc.p.stdin.close()
         return super().stop()
+
+
+class TestpmdMac(Testpmd):
+    """testpmd --forward-mode=mac: the same I/O, and each frame's two MAC addresses written
+    (what any forwarder that edits the frame pays on top of io)."""
+    label = "testpmd mac"
+    mode = "mac"
+
+
+class TestpmdMacswap(Testpmd):
+    """testpmd --forward-mode=macswap: the same I/O, and each frame's MACs read and swapped
+    (what any forwarder that reads the frame pays on top of io)."""
+    label = "testpmd macswap"
+    mode = "macswap"
 
 
 class Ztgeneve(_DpdkApp):
@@ -226,4 +241,5 @@ class Ovs:
         env.dpdk_run_dir_cleanup(self.prefix)
 
 
-SIDES = {"testpmd": Testpmd, "ztgeneve": Ztgeneve, "ovs": Ovs}
+SIDES = {"testpmd": Testpmd, "testpmd-mac": TestpmdMac, "testpmd-macswap": TestpmdMacswap,
+         "ztgeneve": Ztgeneve, "ovs": Ovs}
