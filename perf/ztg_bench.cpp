@@ -2,13 +2,19 @@
 // encapsulation, and the node's pods stage, over bursts of 32. Only the stage under test
 // is timed, with the TSC; the time is fed to google-benchmark as manual time, so its
 // items_per_second (packets) covers the same region as the cycles/pkt counter.
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <pthread.h>
+#include <sched.h>
 
 #include <benchmark/benchmark.h>
 #include <rte_atomic.h>
@@ -42,6 +48,7 @@ Ip4 addr(uint32_t i) {
 struct World {
     std::unique_ptr<Harness> h;
     std::vector<Ip4> stream;
+    std::vector<uint8_t> pod; // [i]: stream[i] is a pod
 
     explicit World(uint32_t pods) {
         const uint32_t capacity = std::max(1024u, pods + pods / 4);
@@ -55,8 +62,11 @@ struct World {
         std::mt19937 gen(42);
         auto rng = [&gen] { return uint32_t(gen()); };
         stream.resize(kStream);
-        for (Ip4& a : stream)
-            a = rng() % 10 != 0 ? addr(rng() % pods) : addr(pods + rng() % kStream);
+        pod.resize(kStream);
+        for (uint32_t i = 0; i < kStream; i++) {
+            pod[i] = rng() % 10 != 0;
+            stream[i] = pod[i] ? addr(rng() % pods) : addr(pods + rng() % kStream);
+        }
     }
 };
 
@@ -77,6 +87,7 @@ struct Ring {
     std::vector<uint8_t> pristine;
     const World& w;
     uint32_t next_src = 0;
+    std::vector<uint32_t> pods = std::vector<uint32_t>(kRingBursts); // [burst]: pod frames in it
 
     explicit Ring(const World& world_) : w(world_) {
         test::FrameSpec f;
@@ -93,7 +104,9 @@ struct Ring {
     rte_mbuf** burst(uint32_t b) { return &m[b * kBurst]; }
 
     void restore(uint32_t b) {
+        pods[b] = 0;
         for (uint16_t i = 0; i < kBurst; i++) {
+            pods[b] += w.pod[next_src % kStream];
             rte_mbuf* x = burst(b)[i];
             x->data_off = RTE_PKTMBUF_HEADROOM;
             x->data_len = kFrameLen;
@@ -212,6 +225,68 @@ void BM_classify_encap(benchmark::State& state) {
     state.counters["events"] = double(events); // worker -> control: expected 0
 }
 
+// The node stage while the control thread changes the pod table as fast as it can (issue
+// 5, item 5): a writer thread on the other CPU adds, locates and deletes 2,048 pods that
+// send nothing, round after round (deletes are reclaimed after QSBR grace periods, which
+// the stage's thread reports after every burst, as a worker does). The stage classifies
+// the steady pods' traffic meanwhile; a burst whose redirects differ from its pod frames
+// is counted in `errors` (lost or misclassified: expected 0). updates/s counts adds,
+// set_locations and deletes; bytes/pod is the table's memory over its capacity.
+void BM_classify_encap_churn(benchmark::State& state) {
+    World& w = world(state.range(0));
+    Harness& h = *w.h;
+    Ring r(w);
+    constexpr uint32_t kChurn = 2048; // 10,000 + 2,048 fit the capacity of 12,500
+    const uint32_t first = uint32_t(state.range(0)) + kStream; // past the stream's non-pods
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> updates{0};
+    h.rcu->reader_start(0);
+    std::thread writer([&] {
+        cpu_set_t cpus; // the control thread's CPU, away from the stage's
+        CPU_ZERO(&cpus);
+        CPU_SET(1 % std::thread::hardware_concurrency(), &cpus);
+        pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+        const PodLocation loc = PodLocation::of(Harness::kPods, {{0x02, 0, 0, 0, 0x02, 0x09}});
+        uint64_t n = 0;
+        while (!stop.load(std::memory_order_relaxed)) {
+            for (uint32_t j = 0; j < kChurn; j++)
+                if (!h.pods->add(addr(first + j)) || !h.pods->set_location(addr(first + j), loc))
+                    std::abort();
+            for (uint32_t j = 0; j < kChurn; j++)
+                if (!h.pods->del(addr(first + j))) std::abort();
+            n += 3 * kChurn;
+            updates.store(n, std::memory_order_relaxed);
+        }
+        for (uint32_t j = 0; j < kChurn; j++) h.pods->del(addr(first + j));
+    });
+    uint64_t cycles = 0, errors = 0;
+    uint32_t b = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const uint64_t u0 = updates.load(std::memory_order_relaxed);
+    for (auto _ : state) {
+        rte_mbuf** pkts = r.burst(b);
+        timed(state, cycles, [&] { node_from_pods(h.ctx, Harness::kPods, pkts, kBurst); });
+        h.rcu->quiescent(0);
+        const size_t zt = h.take(Harness::kZt).size();
+        const size_t twin = h.take(Harness::kPodsTwin).size();
+        errors += zt != r.pods[b] || zt + twin != kBurst;
+        h.events.consume_all([](const Event&) {});
+        r.restore(b);
+        b = (b + 1) % kRingBursts;
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const uint64_t u1 = updates.load(std::memory_order_relaxed);
+    stop.store(true, std::memory_order_relaxed);
+    h.rcu->reader_stop(0); // the writer's last grace periods no longer wait for us
+    writer.join();
+    h.pods->reclaim();
+    report(state, cycles);
+    state.counters["updates/s"] = double(u1 - u0) / secs;
+    state.counters["errors"] = double(errors);
+    state.counters["bytes/pod"] = double(h.pods->memory_bytes()) / h.pods->capacity();
+}
+
 } // namespace
 
 BENCHMARK(BM_rdtsc_only)->UseManualTime();
@@ -219,6 +294,7 @@ BENCHMARK(BM_restore_only)->UseManualTime();
 BENCHMARK(BM_classify)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
 BENCHMARK(BM_parse_encap)->UseManualTime();
 BENCHMARK(BM_classify_encap)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
+BENCHMARK(BM_classify_encap_churn)->ArgName("pods")->Arg(10000)->UseManualTime()->MinTime(2.0);
 
 int main(int argc, char** argv) {
     // The harness's EAL (no hugepages, -m 512, or ZTG_TEST_EAL_MEM MB) holds all of this:
