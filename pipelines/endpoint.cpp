@@ -30,7 +30,8 @@ Ctr decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
     if (p.ipv4) {
         // As the kernel: RFC 6040 for an untagged IPv4 inner frame (a VLAN tag hides it).
         auto* ip = rte_pktmbuf_mtod_offset(m, uint8_t*, p.l3_off);
-        if (p.l3_off == sizeof(rte_ether_hdr) && !ecn_decapsulate(g.outer_ecn, ip)) return Ctr::decap_ecn_drop;
+        if (p.l3_off == sizeof(rte_ether_hdr) && !ecn_decapsulate(g.outer_ecn, ip))
+            return Ctr::decap_ecn_drop;
         truncate(m, p.l3_off + p.ip_len); // Ethernet padding
     }
     ctx.send(tap, m);

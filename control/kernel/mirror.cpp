@@ -214,7 +214,8 @@ void KernelMirror::poll() {
     const bool routing_changed = watch_ && watch_->changed();
     if (routing_changed) resyncs_++;
     if (watch_ && watch_->overflows() != overflows)
-        spdlog::warn("kernel: netlink notifications overflowed (ENOBUFS): re-reading rules, routes and links");
+        spdlog::warn("kernel: netlink notifications overflowed (ENOBUFS): re-reading rules, routes "
+                     "and links");
     if (cfg_.kernel.mode == KernelMode::Observe) {
         if (auto s = sync_ipset_observe(); !s && s.error() != last_ipset_error_) {
             spdlog::error("kernel: {}", s.error());

@@ -58,7 +58,8 @@ void check_view(const GeneveView& g, const rte_mbuf* m, const std::vector<uint8_
         return;
     }
     if (g.verdict == Tunnel::NotOurs) return;
-    FUZZ_CHECK(size_t(g.inner_off) + 14 <= m->data_len, what + ": inner Ethernet past the first segment");
+    FUZZ_CHECK(size_t(g.inner_off) + 14 <= m->data_len,
+               what + ": inner Ethernet past the first segment");
     FUZZ_CHECK(g.vni < (1u << 24) && g.outer_ecn < 4, what + ": vni/ecn");
     const size_t l3 = be16(b, 12) == 0x8100 ? 18 : 14;
     const size_t ihl = (b[l3] & 0x0f) * 4u;
@@ -67,7 +68,8 @@ void check_view(const GeneveView& g, const rte_mbuf* m, const std::vector<uint8_
                what + ": Ok for a frame that is not our tunnel");
     FUZZ_CHECK(ip_checksum_ok(b, l3, ihl), what + ": Ok with a bad outer checksum");
     FUZZ_CHECK(l3 + be16(b, l3 + 2) <= b.size(), what + ": Ok with an outer length past the frame");
-    FUZZ_CHECK(size_t(g.inner_off) + 14 <= l3 + be16(b, l3 + 2), what + ": inner frame past the outer packet");
+    FUZZ_CHECK(size_t(g.inner_off) + 14 <= l3 + be16(b, l3 + 2),
+               what + ": inner frame past the outer packet");
 }
 
 // A decapsulated frame: the inner frame with new MACs, ECN per RFC 6040, the TTL one less
@@ -82,7 +84,8 @@ void check_delivered(const std::vector<uint8_t>& in, const GeneveView& g, const 
     // the packet span more than the last segment.
     if (!(chained && o.size() > 14 + total && known_issue("trim-chain")))
         FUZZ_CHECK(o.size() == 14 + total, ctx + ": length " + std::to_string(o.size()) +
-                                               ", want 14 + inner total length " + std::to_string(total));
+                                               ", want 14 + inner total length " +
+                                               std::to_string(total));
     FUZZ_CHECK(o.size() >= 14 + total, ctx + ": shorter than the inner packet");
     // The inner packet must lie within the outer IPv4 datagram, not run on into the frame's
     // trailer (padding or bytes past the outer total length).
@@ -99,11 +102,13 @@ void check_delivered(const std::vector<uint8_t>& in, const GeneveView& g, const 
     }
     FUZZ_CHECK(o[22] == uint8_t(in[ip + 8] - (ttl_dec ? 1 : 0)), ctx + ": TTL");
     FUZZ_CHECK((o[15] & 0xfc) == (in[ip + 1] & 0xfc), ctx + ": DSCP changed");
-    if (ip_checksum_ok(in, ip, ihl)) FUZZ_CHECK(ip_checksum_ok(o, 14, ihl), ctx + ": checksum broken");
+    if (ip_checksum_ok(in, ip, ihl))
+        FUZZ_CHECK(ip_checksum_ok(o, 14, ihl), ctx + ": checksum broken");
 }
 
-void check_arp_reply(const std::vector<uint8_t>& in, const GeneveView& g, const std::vector<uint8_t>& o,
-                     const Snapshot& s, bool chained, const std::string& what) {
+void check_arp_reply(const std::vector<uint8_t>& in, const GeneveView& g,
+                     const std::vector<uint8_t>& o, const Snapshot& s, bool chained,
+                     const std::string& what) {
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 96));
     if (!(chained && known_issue("trim-chain"))) FUZZ_CHECK(o.size() == 64 + 28, ctx + ": length");
     FUZZ_CHECK(o.size() >= 64 + 28, ctx + ": short");
@@ -117,8 +122,10 @@ void check_arp_reply(const std::vector<uint8_t>& in, const GeneveView& g, const 
     FUZZ_CHECK(std::memcmp(o.data() + 64 + 8, s.inner_mac.addr_bytes, 6) == 0 &&
                    be32(o, 64 + 14) == s.inner_ip.host(),
                ctx + ": sender is not istioout");
-    FUZZ_CHECK(std::memcmp(o.data() + 64 + 18, in.data() + a + 8, 10) == 0, ctx + ": target is not the asker");
-    FUZZ_CHECK(std::memcmp(o.data() + 50, in.data() + a + 8, 6) == 0, ctx + ": inner destination is not the asker");
+    FUZZ_CHECK(std::memcmp(o.data() + 64 + 18, in.data() + a + 8, 10) == 0,
+               ctx + ": target is not the asker");
+    FUZZ_CHECK(std::memcmp(o.data() + 50, in.data() + a + 8, 6) == 0,
+               ctx + ": inner destination is not the asker");
 }
 
 void fuzz_ecn(const uint8_t* data, size_t size) {
@@ -136,7 +143,8 @@ void fuzz_ecn(const uint8_t* data, size_t size) {
     }
     FUZZ_CHECK((h[1] & 3) == w && (h[1] & 0xfc) == (orig[1] & 0xfc), "ecn_decapsulate: TOS");
     for (size_t i = 0; i < 20; i++)
-        if (i != 1 && i != 10 && i != 11) FUZZ_CHECK(h[i] == orig[i], "ecn_decapsulate: other bytes");
+        if (i != 1 && i != 10 && i != 11)
+            FUZZ_CHECK(h[i] == orig[i], "ecn_decapsulate: other bytes");
     // The incremental update keeps a valid checksum valid (over a 20-byte header).
     if ((orig[0] & 0x0f) == 5 && ip_checksum_ok(orig, 0, 20))
         FUZZ_CHECK(ip_checksum_ok(h, 0, 20), "ecn_decapsulate broke the checksum: " + hex(orig));
@@ -188,7 +196,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         check_mbuf(m, "input");
         std::vector<uint8_t> b(r.data, r.data + r.len);
         views.push_back(inspect_geneve(m, s.decap));
-        check_view(views.back(), m, b, s.decap, "frame " + hex(b.data(), std::min<size_t>(b.size(), 64)));
+        check_view(views.back(), m, b, s.decap,
+                   "frame " + hex(b.data(), std::min<size_t>(b.size(), 64)));
         tr.add(m, std::move(b));
         pkts.push_back(m);
     }
@@ -207,7 +216,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const std::string what = "frame " + std::to_string(i) + " " +
                                  hex(rec.bytes.data(), std::min<size_t>(rec.bytes.size(), 96));
         if (g.verdict == Tunnel::NotOurs) {
-            FUZZ_CHECK(rec.out_dev == (twin ? Harness::kZtTwin : -1), what + ": not ours, not passed");
+            FUZZ_CHECK(rec.out_dev == (twin ? Harness::kZtTwin : -1),
+                       what + ": not ours, not passed");
             if (rec.out_dev >= 0) {
                 FUZZ_CHECK(bytes_of(pkts[i]) == rec.bytes, what + ": passed frame changed");
                 sent_twin++;
@@ -239,23 +249,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (p.located && be32(rec.bytes, ip + 16) == p.ip.host()) pod = &p;
         const bool routed = pod != nullptr && rec.bytes[ip + 8] > 1;
         if (!routed) { // no located pod, or TTL out: to the kernel through the ztunnel twin
-            FUZZ_CHECK(rec.out_dev == Harness::kZtTwin, what + ": unknown pod sent to device " +
-                                                            std::to_string(rec.out_dev));
+            FUZZ_CHECK(rec.out_dev == Harness::kZtTwin,
+                       what + ": unknown pod sent to device " + std::to_string(rec.out_dev));
             check_delivered(rec.bytes, g, h.topo.devs[Harness::kZtTwin].mac.addr_bytes,
                             s.nexthop_mac.addr_bytes, false, chained[i], o, what);
             sent_unknown++;
             continue;
         }
-        FUZZ_CHECK(rec.out_dev == pod->dev, what + ": delivered to device " + std::to_string(rec.out_dev));
-        check_delivered(rec.bytes, g, pod->mac.addr_bytes, h.topo.devs[pod->dev].mac.addr_bytes, true,
-                        chained[i], o, what);
+        FUZZ_CHECK(rec.out_dev == pod->dev,
+                   what + ": delivered to device " + std::to_string(rec.out_dev));
+        check_delivered(rec.bytes, g, pod->mac.addr_bytes, h.topo.devs[pod->dev].mac.addr_bytes,
+                        true, chained[i], o, what);
         sent_pods++;
     }
     FUZZ_CHECK(c.get(Ctr::decap_unknown_pod) == sent_unknown, "decap_unknown_pod counter");
     FUZZ_CHECK(c.get(Ctr::pass) == sent_twin, "pass counter");
     FUZZ_CHECK(c.get(Ctr::decap) == sent_pods, "decap counter");
     FUZZ_CHECK(c.get(Ctr::tunnel_arp_reply) == sent_tunnel, "tunnel_arp_reply counter");
-    FUZZ_CHECK(verdict_sum(c) - sent_twin - sent_pods - sent_tunnel - sent_unknown == drops, "drop counters");
+    FUZZ_CHECK(verdict_sum(c) - sent_twin - sent_pods - sent_tunnel - sent_unknown == drops,
+               "drop counters");
     tr.free_all(h.pool, base);
     return 0;
 }

@@ -93,7 +93,8 @@ void check_uplink(const std::vector<uint8_t>& in, const GeneveView& g, int out_d
     const std::vector<uint8_t> o = bytes_of(m);
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 64));
     // The inner frame ends with the outer datagram; bytes after it are not part of it.
-    const std::vector<uint8_t> inner(in.begin() + g.inner_off, in.begin() + std::min<size_t>(in.size(), g.outer_end));
+    const std::vector<uint8_t> inner(in.begin() + g.inner_off,
+                                     in.begin() + std::min<size_t>(in.size(), g.outer_end));
     FUZZ_CHECK(o.size() <= inner.size(), ctx + ": longer than the inner frame");
     const Parsed p = parse_frame(m);
     if (p.ipv4) {
@@ -131,13 +132,16 @@ void check_tunnel(const std::vector<uint8_t>& in, const Parsed& p, uint16_t last
     else
         want = Ctr::redirect;
     FUZZ_CHECK(out_dev == (want == Ctr::redirect ? kUplink : -1),
-               what + ": sent to device " + std::to_string(out_dev) + ", expected " + kCtrName[size_t(want)]);
+               what + ": sent to device " + std::to_string(out_dev) + ", expected " +
+                   kCtrName[size_t(want)]);
     if (out_dev < 0) return;
     const std::vector<uint8_t> o = bytes_of(m);
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 96));
     FUZZ_CHECK(o.size() == kOuterLen + frame.size(), ctx + ": length " + std::to_string(o.size()) +
-                                                         ", want 50 + " + std::to_string(frame.size()));
-    FUZZ_CHECK(o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen, ctx + ": exceeds the tunnel MTU");
+                                                         ", want 50 + " +
+                                                         std::to_string(frame.size()));
+    FUZZ_CHECK(o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen,
+               ctx + ": exceeds the tunnel MTU");
     const EncapTemplate& t = s.tunnel_tmpl[dev];
     FUZZ_CHECK(std::memcmp(o.data(), t.bytes.data(), 14) == 0, ctx + ": outer Ethernet");
     FUZZ_CHECK(o[14] == 0x45 && be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20),
@@ -154,8 +158,10 @@ void check_tunnel(const std::vector<uint8_t>& in, const Parsed& p, uint16_t last
         FUZZ_CHECK(be16(o, 40) == 0, ctx + ": UDP checksum not 0");
     else if (!(m->nb_segs > 1 && known_issue("dpdk-cksum-mbuf")))
         FUZZ_CHECK(udp_checksum_ok(o), ctx + ": UDP checksum");
-    FUZZ_CHECK(std::memcmp(o.data() + 42, t.bytes.data() + 42, 8) == 0, ctx + ": Geneve header / VNI");
-    FUZZ_CHECK(std::memcmp(o.data() + kOuterLen, frame.data(), frame.size()) == 0, ctx + ": inner frame changed");
+    FUZZ_CHECK(std::memcmp(o.data() + 42, t.bytes.data() + 42, 8) == 0,
+               ctx + ": Geneve header / VNI");
+    FUZZ_CHECK(std::memcmp(o.data() + kOuterLen, frame.data(), frame.size()) == 0,
+               ctx + ": inner frame changed");
 }
 
 } // namespace
@@ -225,7 +231,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                  hex(rec.bytes.data(), std::min<size_t>(rec.bytes.size(), 96));
         if (from_tap) {
             Ctr want = Ctr::redirect;
-            check_tunnel(rec.bytes, parsed[i], last_seg[i], dev, rec.out_dev, pkts[i], s, headroom, what, want);
+            check_tunnel(rec.bytes, parsed[i], last_seg[i], dev, rec.out_dev, pkts[i], s, headroom,
+                         what, want);
             want_ctr[size_t(want)]++;
         } else {
             check_uplink(rec.bytes, views[i], rec.out_dev, pkts[i], twin, what, sent, passed);
@@ -234,8 +241,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (from_tap) {
         for (size_t k = 0; k < kNumCtr; k++)
             if (is_verdict(Ctr(k)))
-                FUZZ_CHECK(c.get(Ctr(k)) == want_ctr[k], std::string("counter ") + kCtrName[k] + " = " +
-                                                             std::to_string(c.get(Ctr(k))) + ", expected " +
+                FUZZ_CHECK(c.get(Ctr(k)) == want_ctr[k], std::string("counter ") + kCtrName[k] +
+                                                             " = " + std::to_string(c.get(Ctr(k))) +
+                                                             ", expected " +
                                                              std::to_string(want_ctr[k]));
     } else {
         FUZZ_CHECK(c.get(Ctr::decap) == sent && c.get(Ctr::pass) == passed,

@@ -20,7 +20,8 @@ namespace {
 rte_mempool* g_pool = nullptr;
 
 void check(const Parsed& p, const rte_mbuf* m, const std::vector<uint8_t>& b, const char* how) {
-    const std::string ctx = std::string(how) + " frame " + hex(b.data(), std::min<size_t>(b.size(), 64));
+    const std::string ctx =
+        std::string(how) + " frame " + hex(b.data(), std::min<size_t>(b.size(), 64));
     if (!p.ipv4) {
         FUZZ_CHECK(p.src.raw == 0, ctx + ": non-IPv4 with a source address (would be looked up)");
         return;
@@ -45,7 +46,8 @@ void check(const Parsed& p, const rte_mbuf* m, const std::vector<uint8_t>& b, co
     FUZZ_CHECK(p.fragment == ((frag & 0x3fff) != 0), ctx + ": fragment flag");
     if (p.sport.raw != 0 || p.dport.raw != 0) {
         FUZZ_CHECK(!p.fragment, ctx + ": ports of a fragment");
-        FUZZ_CHECK(p.proto == 6 || p.proto == 17 || p.proto == 132, ctx + ": ports of a portless protocol");
+        FUZZ_CHECK(p.proto == 6 || p.proto == 17 || p.proto == 132,
+                   ctx + ": ports of a portless protocol");
         FUZZ_CHECK(p.l3_off + ihl + 4 <= m->data_len, ctx + ": ports past the first segment");
         uint16_t sp, dp;
         std::memcpy(&sp, &b[p.l3_off + ihl], 2);
@@ -64,8 +66,8 @@ bool same(const Parsed& a, const Parsed& b) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
     ztg::test::eal_once();
-    g_pool = rte_pktmbuf_pool_create("fuzz_parse", 63, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                     SOCKET_ID_ANY);
+    g_pool =
+        rte_pktmbuf_pool_create("fuzz_parse", 63, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     if (g_pool == nullptr) std::abort();
     return 0;
 }
@@ -94,7 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (pf.ipv4) {
         const size_t ihl = (b[pf.l3_off] & 0x0f) * 4u;
         if (chain->data_len >= pf.l3_off + ihl + 4)
-            FUZZ_CHECK(same(pc, pf), "chain with the headers in its first segment parses differently");
+            FUZZ_CHECK(same(pc, pf),
+                       "chain with the headers in its first segment parses differently");
     }
 
     rte_pktmbuf_free(flat);

@@ -33,9 +33,9 @@ namespace ztg::fuzz {
         if (!(cond)) ::ztg::fuzz::fail(__FILE__, __LINE__, #cond, (msg));                          \
     } while (0)
 
-constexpr size_t kMaxFrame = 9600;        // jumbo frames and then some
-constexpr uint16_t kSegRoom = 2048;       // data room of one segment (default mbuf size)
-constexpr uint16_t kLowHeadroom = 32;     // below the 64 bytes encapsulation needs
+constexpr size_t kMaxFrame = 9600;    // jumbo frames and then some
+constexpr uint16_t kSegRoom = 2048;   // data room of one segment (default mbuf size)
+constexpr uint16_t kLowHeadroom = 32; // below the 64 bytes encapsulation needs
 
 // Known, reported bugs whose check is relaxed while fuzzing so that the fuzzer keeps
 // exploring past them (their reproducers live in tests/fuzz/regressions/<target>/ and are
@@ -101,7 +101,9 @@ struct Tracker {
 };
 
 std::string hex(const uint8_t* p, size_t n);
-inline std::string hex(const std::vector<uint8_t>& v) { return hex(v.data(), v.size()); }
+inline std::string hex(const std::vector<uint8_t>& v) {
+    return hex(v.data(), v.size());
+}
 
 // Big-endian reads from a byte vector (callers check the bounds).
 inline uint16_t be16(const std::vector<uint8_t>& b, size_t off) {

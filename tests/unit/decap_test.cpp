@@ -103,7 +103,8 @@ TEST_F(Decap, ValidFrameReachesThePodWithItsMac) {
     auto* wip = reinterpret_cast<rte_ipv4_hdr*>(want.data() + 14);
     wip->hdr_checksum = 0;
     wip->hdr_checksum = rte_ipv4_cksum(wip);
-    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()), std::vector<uint8_t>(want.begin() + 12, want.end()));
+    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 12, got.end()),
+              std::vector<uint8_t>(want.begin() + 12, want.end()));
     rte_pktmbuf_free(out[0]);
 }
 
@@ -171,9 +172,11 @@ TEST_F(Decap, UnlocatedDestinationGoesToTheKernelThroughTheTwin) {
     EXPECT_EQ(c(Ctr::decap_unknown_pod), 1u);
     const auto* p = rte_pktmbuf_mtod(twin[0], const uint8_t*);
     ASSERT_EQ(twin[0]->pkt_len, inner.size());
-    EXPECT_EQ(std::vector<uint8_t>(p, p + 12), (std::vector<uint8_t>{2, 0, 0, 0, 1, 0x0a, 2, 0, 0, 0, 2, 0x0a}))
+    EXPECT_EQ(std::vector<uint8_t>(p, p + 12),
+              (std::vector<uint8_t>{2, 0, 0, 0, 1, 0x0a, 2, 0, 0, 0, 2, 0x0a}))
         << "to the kernel twin's MAC, from ztunnel's";
-    EXPECT_EQ(std::vector<uint8_t>(p + 12, p + inner.size()), std::vector<uint8_t>(inner.begin() + 12, inner.end()))
+    EXPECT_EQ(std::vector<uint8_t>(p + 12, p + inner.size()),
+              std::vector<uint8_t>(inner.begin() + 12, inner.end()))
         << "the kernel routes it: we leave the TTL to it";
     rte_pktmbuf_free(twin[0]);
 }

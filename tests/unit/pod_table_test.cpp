@@ -15,7 +15,9 @@ using namespace ztg::test;
 
 namespace {
 
-Ip4 addr(uint32_t i) { return Ip4::from_host(0x0a000000u + i + 1); }
+Ip4 addr(uint32_t i) {
+    return Ip4::from_host(0x0a000000u + i + 1);
+}
 
 TEST(PodTable, AddDelContainsAndSize) {
     eal_once();
@@ -49,7 +51,8 @@ TEST(PodTable, BulkLookupAndTags) {
     for (uint32_t i = 0; i < 40; i++) EXPECT_EQ((hits >> i) & 1, i % 3 == 0 ? 1u : 0u) << i;
     EXPECT_EQ(tags[0], 0u) << "not seen yet";
     EXPECT_EQ(tags[3], PodLocation::of(7, mac).tag());
-    EXPECT_NE(tags[3], PodLocation::of(7, {{2, 0, 0, 0, 2, 4}}).tag()) << "a new MAC changes the tag";
+    EXPECT_NE(tags[3], PodLocation::of(7, {{2, 0, 0, 0, 2, 4}}).tag())
+        << "a new MAC changes the tag";
     EXPECT_NE(tags[3], PodLocation::of(6, mac).tag()) << "a new device changes the tag";
     EXPECT_EQ(t.location(keys[3]), PodLocation::of(7, mac));
     EXPECT_FALSE(t.location(keys[1]).known());
