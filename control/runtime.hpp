@@ -102,14 +102,16 @@ class Runtime : public PodSink {
     std::vector<bool> dropping_;
     std::chrono::steady_clock::time_point next_drop_watch_{};
     // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
-    // under us is taken out of service, removed and probed again with its devargs and MAC,
-    // checked once a second. Frames for it meanwhile count as drop_tx_full.
+    // under us is taken out of service, removed and probed again with its devargs, MAC and
+    // MTU, checked once a second. Frames for it meanwhile count as drop_tx_full.
     struct Tap {
         size_t dev;
         std::string ifname;
         unsigned ifindex;
         rte_ether_addr mac;
+        unsigned mtu = 0;     // the kernel's, last seen (the owner may have changed it)
         bool failing = false; // the last attempt to re-create it failed (logged once)
+        bool waiting = false; // another interface holds its name (logged once)
     };
     void find_taps();
     void watch_taps();

@@ -26,6 +26,7 @@ namespace ztg {
     X(drop_kernel_ring, "lost in the kernel's af_packet ring before ztgeneve read them")           \
     X(drop_no_headroom, "mbuf without 64 bytes of headroom for the tunnel headers")                \
     X(drop_no_mbuf, "to be fragmented, but the mbuf pool had too few free buffers")                \
+    X(drop_bad_header, "to be fragmented, but its IPv4 header checksum is wrong")                  \
     X(decap, "Geneve from the tunnel peer, decapsulated and delivered")                            \
     X(decap_bad_outer, "tunnel frame with a bad outer IPv4/UDP length, checksum or fragment")      \
     X(decap_bad_version, "Geneve version other than 0")                                            \

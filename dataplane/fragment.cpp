@@ -40,6 +40,7 @@ Fragments fragment_ipv4(const rte_mbuf* m, const Parsed& p, uint16_t max_len, rt
     const auto* ip = rte_pktmbuf_mtod_offset(m, const uint8_t*, p.l3_off);
     const uint32_t ihl = (ip[0] & 0x0f) * 4u;
     std::memcpy(first, ip, ihl);
+    if (rte_raw_cksum(first, ihl) != 0xffff) return {0, false, true};
     std::memcpy(later, ip, ihl);
     blank_uncopied_options(later, ihl);
 

@@ -17,8 +17,9 @@ namespace ztg {
 constexpr uint16_t kMaxFragments = 64;
 
 struct Fragments {
-    uint16_t n = 0;       // fragments written to out; 0: none made
-    bool no_mbuf = false; // n == 0 because the pool ran dry (else: cannot be split)
+    uint16_t n = 0;          // fragments written to out; 0: none made, because
+    bool no_mbuf = false;    // the pool ran dry,
+    bool bad_header = false; // or the header checksum is wrong (else: cannot be split)
 };
 
 // Splits the IPv4 packet that p describes in m into fragments of at most max_len bytes of
@@ -27,9 +28,9 @@ struct Fragments {
 // relative to m's own offset, and the last fragment keeps m's MF bit, so a fragment is
 // split correctly too. The first fragment keeps every option; later ones keep those with
 // the copied flag and the others become No-Operation (the header length stays). m is not
-// changed. Makes nothing if the payload cannot be split into 8-byte units within max_len
-// and the pool's buffer size, needs more than kMaxFragments, or would run past offset
-// 65528.
+// changed. Makes nothing if the header checksum is wrong (fragments would carry a header
+// made valid), the payload cannot be split into 8-byte units within max_len and the
+// pool's buffer size, needs more than kMaxFragments, or would run past offset 65528.
 Fragments fragment_ipv4(const rte_mbuf* m, const Parsed& p, uint16_t max_len, rte_mempool* pool,
                         rte_mbuf** out);
 

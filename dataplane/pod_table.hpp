@@ -49,7 +49,7 @@ struct PodLocation {
     // The same without building the word: for every packet of a pod.
     // The MAC is read as a 4- and a 2-byte load combined in registers: a 6-byte memcpy
     // into a zeroed uint64_t on the stack compiles to two narrow stores and one wide
-    // load, which store-to-load forwarding cannot serve (a stall of ~15 cycles per packet).
+    // load, which store-to-load forwarding cannot serve (a stall of 15-19 cycles a packet).
     static uint32_t tag_of(uint16_t dev, const rte_ether_addr& mac) {
         uint32_t lo;
         uint16_t hi;

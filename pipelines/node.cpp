@@ -104,7 +104,9 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
     const Fragments f = fragment_ipv4(m, p, s.max_inner_len, ctx.shared->pool, frags);
     rte_pktmbuf_free(m);
     if (f.n == 0) {
-        t.inc(f.no_mbuf ? Ctr::drop_no_mbuf : Ctr::drop_too_big);
+        t.inc(f.no_mbuf      ? Ctr::drop_no_mbuf
+              : f.bad_header ? Ctr::drop_bad_header
+                             : Ctr::drop_too_big);
         return;
     }
     const uint16_t sport = flow_source_port(p);

@@ -65,6 +65,8 @@ Expect predict(const Parsed& p, const Snapshot& s, bool has_twin, uint16_t headr
     if (p.dst == s.remote_ip)
         return b[p.l3_off + 8] <= 1 ? pass : Expect{Fate::Direct, Ctr::direct};
     if (p.ip_len > s.max_inner_len) {
+        if (!p.df && s.fragment && !ip_checksum_ok(b, p.l3_off, (b[p.l3_off] & 0x0f) * 4u))
+            return {Fate::Drop, Ctr::drop_bad_header};
         const uint32_t n = p.df || !s.fragment ? 0 : fragment_count(p, b, s.max_inner_len);
         return n == 0 ? Expect{Fate::Drop, Ctr::drop_too_big}
                       : Expect{Fate::Fragments, Ctr::fragmented, n};

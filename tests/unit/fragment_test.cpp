@@ -167,6 +167,10 @@ TEST(Fragment, NothingMadeWhenItCannotBeSplitOrThePoolIsDry) {
     EXPECT_FALSE(r.no_mbuf);
     EXPECT_TRUE(split(h, frame(1900), 40, &r).empty()) << "118 > kMaxFragments";
     EXPECT_TRUE(split(h, frame(1500, {}, 8100), 1000, &r).empty()) << "past offset 65528";
+    auto bad = frame(1500);
+    bad[14 + 10] ^= 1; // header checksum
+    EXPECT_TRUE(split(h, bad, 1000, &r).empty()) << "a bad header must not be made valid";
+    EXPECT_TRUE(r.bad_header);
 
     // A pool with 4 mbufs: 1 for the packet, 3 free; 4 fragments are needed.
     rte_mempool* tiny = rte_pktmbuf_pool_create("frag_tiny", 4, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
