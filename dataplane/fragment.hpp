@@ -1,7 +1,8 @@
-// IPv4 fragmentation (RFC 791 §3.2, as Linux's ip_fragment does it) for a redirected
-// packet without DF that does not fit the tunnel: the kernel fragments before istioout
-// encapsulates, so each fragment travels in its own Geneve frame. A slow path: the
-// fragments are new mbufs (copies), taken from the pool in one all-or-nothing bulk get.
+// IPv4 fragmentation (RFC 791 §3.2) for a redirected packet without DF that does not fit
+// the tunnel: the kernel fragments before istioout encapsulates, so each fragment travels
+// in its own Geneve frame. A slow path around DPDK's rte_ipv4_fragment_copy_nonseg_packet
+// (librte_ip_frag): the fragments are copies in new single-segment mbufs, so the tunnel
+// headers can be prepended to each; ztgeneve adds the checks DPDK leaves to its caller.
 #pragma once
 
 #include <cstdint>
@@ -25,13 +26,14 @@ struct Fragments {
 // Splits the IPv4 packet that p describes in m into fragments of at most max_len bytes of
 // IPv4 (header included), each a new single-segment mbuf from pool holding only that
 // IPv4 fragment, with the pool's headroom in front for the tunnel headers. Offsets are
-// relative to m's own offset, and the last fragment keeps m's MF bit, so a fragment is
-// split correctly too. The first fragment keeps every option; later ones keep those with
-// the copied flag and the others become No-Operation (the header length stays). m is not
-// changed. Makes nothing if the header checksum is wrong (fragments would carry a header
-// made valid), the payload cannot be split into 8-byte units within max_len and the
-// pool's buffer size, needs more than kMaxFragments, or would run past offset 65528.
-Fragments fragment_ipv4(const rte_mbuf* m, const Parsed& p, uint16_t max_len, rte_mempool* pool,
+// relative to m's own offset and the last fragment keeps m's MF bit, so a fragment is
+// split correctly too; later fragments carry only the options with the copied flag
+// (DPDK's rule). m may be chained; it is left holding just its IPv4 packet (the caller
+// frees it). Makes nothing (m untouched) if the header checksum is wrong (fragments would
+// carry a header made valid) or the last offset would not fit, and nothing if the payload
+// cannot be split into 8-byte units within max_len and the pool's buffer size or needs
+// more than kMaxFragments; all or nothing if the pool runs dry.
+Fragments fragment_ipv4(rte_mbuf* m, const Parsed& p, uint16_t max_len, rte_mempool* pool,
                         rte_mbuf** out);
 
 } // namespace ztg

@@ -375,19 +375,6 @@ def test_ping_dont_fragment_learns_the_tunnel_mtu(lab, node):
     assert "mtu 1450" in route, route
 
 
-def reassemble(frags):
-    """The IPv4 payload that a list of scapy IP fragments of one packet put together give,
-    or None if they leave a gap or do not end."""
-    data, end = b"", None
-    for f in sorted(frags, key=lambda f: f.frag):
-        if f.frag * 8 != len(data):
-            return None
-        data += bytes(f.payload)[:f.len - f.ihl * 4]
-        if not f.flags.MF:
-            end = len(data)
-    return data if end == len(data) else None
-
-
 @pytest.mark.parametrize("too_big", ["fragment", "drop"])
 def test_ping_without_df_is_fragmented_to_fit_the_tunnel(lab, node, too_big):
     """`ping -M dont -s 1460` from a meshed pod (ICMP redirected): its 1488-byte packet fits
@@ -397,6 +384,7 @@ def test_ping_without_df_is_fragmented_to_fit_the_tunnel(lab, node, too_big):
     inner fragments put together are the pod's echo request byte for byte.
     (A pod's own fragments reach ztgeneve reassembled: net_af_packet's fanout defragments.)"""
     from pcaputil import ICMP, IP, inner_frame, tshark_decode, tshark_int
+    from scapy.layers.inet import defragment
     node(protocols=["tcp", "icmp"], too_big=too_big)
     pod = "pp"
     sh(lab.ns(pod), "ip route flush cache")  # forget a path MTU learnt in an earlier test
@@ -428,9 +416,12 @@ def test_ping_without_df_is_fragmented_to_fit_the_tunnel(lab, node, too_big):
         inner = [IP(bytes(inner_frame(p))[14:]) for p in frames]
         assert [len(p) for p in inner] == [1444, 64], "fragments of 1424 + 44 payload bytes"
         assert all(p.src == lab.ip(pod) and p.dst == ml.VIP and p.id == sent[0][IP].id for p in inner)
-        whole = reassemble(inner)
-        assert whole == bytes(sent[0][IP].payload), "the fragments do not put the echo request together"
-        echo = ICMP(whole)
+        whole = defragment(inner)  # scapy's reassembly, an independent decoder
+        assert len(whole) == 1 and not whole[0].flags.MF and whole[0].frag == 0, \
+            f"the fragments leave a gap: {[p.summary() for p in whole]}"
+        assert bytes(whole[0].payload) == bytes(sent[0][IP].payload), \
+            "the fragments do not put the echo request together"
+        echo = ICMP(bytes(whole[0].payload))
         assert echo.type == 8 and len(echo.payload) == 1460
         ports = {p[IP].payload.sport for p in frames}  # outer UDP source: one flow, one path
         assert len(ports) == 1, f"fragments of one packet left with UDP source ports {ports}"

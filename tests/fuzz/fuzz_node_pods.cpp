@@ -10,6 +10,7 @@
 // mode bits: 0 next hop unknown, 1 pods port without a twin, 2 low headroom (32 bytes),
 // 3 UDP redirected too, 4 tunnel MTU 150 (inner packets of at most 100 bytes), 5 outer UDP
 // checksum on, 6 too-big packets dropped, not fragmented (tunnel.too_big: drop).
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -126,20 +127,45 @@ void check_redirect(const std::vector<uint8_t>& in, const Parsed& p, const std::
                ctx + ": inner IPv4 packet changed");
 }
 
+// The options a later fragment carries (RFC 791 3.1): those with the copied flag, padded
+// with End of Options to a multiple of 4; a packet that is itself a later fragment keeps
+// its own. NOP is not copied; a malformed option ends the list.
+std::vector<uint8_t> later_options(const std::vector<uint8_t>& in, size_t l3, size_t ihl,
+                                   uint16_t fo) {
+    if ((fo & 0x1fff) != 0) return {in.begin() + long(l3 + 20), in.begin() + long(l3 + ihl)};
+    std::vector<uint8_t> o;
+    for (size_t i = l3 + 20, end = l3 + ihl; i < end;) {
+        if (in[i] == 1) {
+            i++;
+            continue;
+        }
+        if (in[i] == 0 || i + 1 >= end || in[i + 1] < 2 || i + in[i + 1] > end) break;
+        if (in[i] & 0x80) o.insert(o.end(), in.begin() + long(i), in.begin() + long(i + in[i + 1]));
+        i += in[i + 1];
+    }
+    o.resize((o.size() + 3) / 4 * 4, 0);
+    return o;
+}
+
 // The Geneve frames a too-big packet left as: each within the MTU, the outer headers of a
 // redirect with the packet's flow hash, an inner IPv4 fragment whose header is the
-// packet's but for length, offset, MF and checksum; their payloads in order are the packet's.
+// packet's but for length, offset, MF, checksum and (after the first) the options; their
+// payloads in order are the packet's.
 void check_fragments(const std::vector<uint8_t>& in, const Parsed& p,
                      const std::vector<std::vector<uint8_t>>& frags, const Snapshot& s,
                      const std::string& what) {
-    const size_t ihl = (in[p.l3_off] & 0x0f) * 4u;
-    const uint16_t fo = be16(in, p.l3_off + 6);
+    const size_t l3 = p.l3_off, ihl = (in[l3] & 0x0f) * 4u;
+    const uint16_t fo = be16(in, l3 + 6);
+    const std::vector<uint8_t> first(in.begin() + long(l3 + 20), in.begin() + long(l3 + ihl));
+    const std::vector<uint8_t> later = later_options(in, l3, ihl, fo);
     std::vector<uint8_t> whole;
     for (size_t k = 0; k < frags.size(); k++) {
         const auto& o = frags[k];
+        const std::vector<uint8_t>& opts = k == 0 ? first : later;
+        const size_t hk = 20 + opts.size();
         const std::string ctx = what + " fragment " + std::to_string(k) + " " +
                                 hex(o.data(), std::min<size_t>(o.size(), 96));
-        FUZZ_CHECK(o.size() >= 64 + ihl && o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen,
+        FUZZ_CHECK(o.size() >= 64 + hk && o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen,
                    ctx + ": size");
         FUZZ_CHECK(be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20), ctx + ": outer IPv4");
         FUZZ_CHECK(be16(o, 34) == flow_source_port(p),
@@ -147,26 +173,22 @@ void check_fragments(const std::vector<uint8_t>& in, const Parsed& p,
         FUZZ_CHECK(be16(o, 38) == o.size() - 34 && be32(o, 46) == (1001u << 8), ctx + ": UDP/VNI");
         FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0,
                    ctx + ": inner Ethernet");
-        FUZZ_CHECK((o[64] & 0x0f) * 4u == ihl && be16(o, 66) == o.size() - 64,
-                   ctx + ": inner length");
-        FUZZ_CHECK(ip_checksum_ok(o, 64, ihl), ctx + ": inner checksum");
+        FUZZ_CHECK(o[64] == 0x40 + hk / 4 && be16(o, 66) == o.size() - 64, ctx + ": inner length");
+        FUZZ_CHECK(ip_checksum_ok(o, 64, hk), ctx + ": inner checksum");
         const uint16_t f = be16(o, 70);
         const bool last = k + 1 == frags.size();
         FUZZ_CHECK((f & 0x1fff) * 8u == (fo & 0x1fff) * 8u + whole.size(), ctx + ": offset");
         FUZZ_CHECK((f & 0xe000) == (last ? (fo & 0x2000) : 0x2000), ctx + ": flags");
-        FUZZ_CHECK(last || (o.size() - 64 - ihl) % 8 == 0, ctx + ": not in 8-byte units");
-        FUZZ_CHECK(std::memcmp(o.data() + 64, in.data() + p.l3_off, 2) == 0 &&
-                       std::memcmp(o.data() + 68, in.data() + p.l3_off + 4, 2) == 0 &&
-                       std::memcmp(o.data() + 72, in.data() + p.l3_off + 8, 2) == 0 &&
-                       std::memcmp(o.data() + 76, in.data() + p.l3_off + 12, 8) == 0,
+        FUZZ_CHECK(last || (o.size() - 64 - hk) % 8 == 0, ctx + ": not in 8-byte units");
+        FUZZ_CHECK(o[65] == in[l3 + 1] && std::memcmp(o.data() + 68, in.data() + l3 + 4, 2) == 0 &&
+                       std::memcmp(o.data() + 72, in.data() + l3 + 8, 2) == 0 &&
+                       std::memcmp(o.data() + 76, in.data() + l3 + 12, 8) == 0,
                    ctx + ": inner header changed");
-        if (k == 0)
-            FUZZ_CHECK(std::memcmp(o.data() + 84, in.data() + p.l3_off + 20, ihl - 20) == 0,
-                       ctx + ": options of the first fragment");
-        whole.insert(whole.end(), o.begin() + long(64 + ihl), o.end());
+        FUZZ_CHECK(std::equal(opts.begin(), opts.end(), o.begin() + 84), ctx + ": options");
+        whole.insert(whole.end(), o.begin() + long(64 + hk), o.end());
     }
     FUZZ_CHECK(whole.size() == p.ip_len - ihl &&
-                   std::memcmp(whole.data(), in.data() + p.l3_off + ihl, whole.size()) == 0,
+                   std::memcmp(whole.data(), in.data() + l3 + ihl, whole.size()) == 0,
                what + ": fragments do not put the packet together");
 }
 

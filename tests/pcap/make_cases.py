@@ -73,9 +73,10 @@ def outbound():
     f.append((eth() / IP(src=PODS[0], dst=VIP) / TCP(sport=42000, dport=9080, flags="A") / Raw(b"y" * (big - 40)), "redirect"))
     f.append((eth() / IP(src=PODS[0], dst=VIP, flags="DF") / TCP(sport=42001, dport=9080, flags="A") / Raw(b"z" * (big - 39)), "drop"))
     # Too big without DF: fragmented (tunnel.too_big defaults to fragment), also a chained
-    # jumbo frame with options, and a fragment split again.
+    # jumbo frame with a copied option (Router Alert: in every fragment; scapy copies all
+    # options, so a non-copied one is left to the unit test), and a fragment split again.
     f.append((eth() / IP(src=PODS[0], dst=VIP, id=7) / TCP(sport=42002, dport=9080, flags="A") / Raw(b"w" * (big - 39)), "fragment"))
-    f.append((eth() / IP(src=PODS[1], dst=VIP, id=8, options=b"\x01\x01\x01\x00") / TCP(sport=42003, dport=9080, flags="A")
+    f.append((eth() / IP(src=PODS[1], dst=VIP, id=8, options=b"\x94\x04\x00\x00") / TCP(sport=42003, dport=9080, flags="A")
               / Raw(bytes(range(256)) * 12), "fragment"))
     f.append((eth() / IP(src=PODS[2], dst=VIP, id=9, flags="MF", frag=100, proto=6) / Raw(b"v" * 1480), "fragment"))
     f.append((eth(vlan=12) / IP(src=PODS[1], dst=VIP) / TCP(sport=43000, dport=9080, flags="S"), "redirect"))

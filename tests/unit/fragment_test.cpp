@@ -1,6 +1,6 @@
 // IPv4 fragmentation of a redirect too big for the tunnel (tunnel.too_big: fragment): the
 // fragments' headers (RFC 791), their payloads put back together, options, a fragment
-// split again, chained input, an empty pool; and through the node stage.
+// split again, chained input, an empty pool, a bad header; and through the node stage.
 #include <gtest/gtest.h>
 
 #include <rte_ip.h>
@@ -119,9 +119,10 @@ TEST(Fragment, LaterFragmentsKeepOnlyCopiedOptions) {
     ASSERT_EQ(f.size(), 3u); // (1000 - 28) & ~7 = 968
     EXPECT_EQ(std::vector<uint8_t>(f[0].header.begin() + 20, f[0].header.end()), opts);
     for (size_t k = 1; k < f.size(); k++) {
-        ASSERT_EQ(f[k].header.size(), 28u) << "the header length stays";
+        ASSERT_EQ(f[k].header.size(), 24u) << "Record Route is left out";
+        EXPECT_EQ(f[k].header[0], 0x46);
         EXPECT_EQ(std::vector<uint8_t>(f[k].header.begin() + 20, f[k].header.end()),
-                  (std::vector<uint8_t>{0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x01}));
+                  (std::vector<uint8_t>{0x94, 0x04, 0x00, 0x00}));
     }
 }
 
@@ -220,6 +221,19 @@ TEST(FragmentStage, TooBigWithoutDfLeavesAsFittingFragments) {
     }
     EXPECT_EQ(whole, std::vector<uint8_t>(b.begin() + 34, b.end()));
     EXPECT_EQ(rte_mempool_in_use_count(h.pool), before) << "the original packet leaked";
+}
+
+TEST(FragmentStage, BadHeaderChecksumIsDroppedNotMadeValid) {
+    Harness h;
+    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
+    const unsigned before = rte_mempool_in_use_count(h.pool);
+    auto b = frame(3000);
+    b[14 + 10] ^= 1; // header checksum
+    h.run_pods({mbuf_of(h, b)});
+    EXPECT_EQ(h.take(Harness::kZt).size(), 0u);
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::drop_bad_header), 1u);
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::fragmented), 0u);
+    EXPECT_EQ(rte_mempool_in_use_count(h.pool), before);
 }
 
 TEST(FragmentStage, TooBigDropConfiguredDropsAndCounts) {
