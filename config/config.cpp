@@ -193,23 +193,19 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         if (auto [it, fresh] = names.emplace(p.name, m.path("name")); !fresh)
             fail(m.path("name"), "duplicate port name '" + p.name + "' (also " + it->second + ")");
         const bool node = c.role == Role::Node;
-        const char* roles = node ? "pods or ztunnel" : "uplink or tunnel";
+        std::string roles;
+        for (const PortKind& pk : kPortKinds)
+            if (pk.role == c.role) roles += (roles.empty() ? "" : " or ") + std::string(pk.word);
         auto role = m.get("role");
-        if (!role) fail(m.path("role"), std::string("required (") + roles + ")");
+        if (!role) fail(m.path("role"), "required (" + roles + ")");
         const std::string r = scalar(role, m.path("role"));
-        if (node && r == "pods")
-            p.role = PortRole::Pods;
-        else if (node && r == "ztunnel")
-            p.role = PortRole::Ztunnel;
-        else if (!node && r == "uplink")
-            p.role = PortRole::Uplink;
-        else if (!node && r == "tunnel")
-            p.role = PortRole::Tunnel;
-        else
+        const auto kind = port_kind_of(r, c.role);
+        if (!kind)
             fail(m.path("role"), "'" + r + "' is not a port role of " +
                                      (node ? "a node" : "an endpoint") + " (" + roles + ")");
+        p.kind = *kind;
         if (auto v = m.get("vni"); v) {
-            if (p.role != PortRole::Tunnel)
+            if (!port_kind(p.kind).carries_vni)
                 fail(m.path("vni"), "only a port with role tunnel carries a vni");
             p.vni = uint32_t(unsigned_in(v, m.path("vni"), 0, (1u << 24) - 1));
         }
@@ -233,12 +229,11 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });
-    auto count = [&](PortRole r) {
-        return std::count_if(c.ports.begin(), c.ports.end(), [&](auto& p) { return p.role == r; });
-    };
     const bool node = c.role == Role::Node;
     const char* link = node ? "ztunnel" : "uplink";
-    if (auto found = count(node ? PortRole::Ztunnel : PortRole::Uplink); found != 1)
+    if (auto found = std::count_if(c.ports.begin(), c.ports.end(),
+                                   [](auto& p) { return port_kind(p.kind).link; });
+        found != 1)
         fail(key, std::string("exactly one port with role ") + link + " is required, found " +
                       std::to_string(found));
     if (c.ports.size() < 2)
@@ -323,10 +318,10 @@ Config parse(const YAML::Node& root, const std::string& source) {
     if (!tunnel) fail("tunnel", "required (local_ip, remote_ip, inner MACs)");
     parse_tunnel(Map(tunnel, "tunnel"), c.tunnel, c.role == Role::Node);
     for (size_t i = 0; i < c.ports.size(); i++)
-        if (c.ports[i].role == PortRole::Tunnel) {
+        if (port_kind(c.ports[i].kind).carries_vni) {
             if (!c.ports[i].vni) c.ports[i].vni = c.tunnel.vni;
             for (size_t j = 0; j < i; j++)
-                if (c.ports[j].role == PortRole::Tunnel && c.ports[j].vni == c.ports[i].vni)
+                if (port_kind(c.ports[j].kind).carries_vni && c.ports[j].vni == c.ports[i].vni)
                     fail(idx("ports", i) + ".vni", "VNI " + std::to_string(*c.ports[i].vni) +
                                                        " is carried by ports[" + std::to_string(j) +
                                                        "] already");

@@ -9,17 +9,16 @@
 #include <vector>
 
 #include "config/result.hpp"
+#include "dataplane/port_kind.hpp"
 
 namespace ztg {
 
 using Mac = std::array<uint8_t, 6>;
 
-enum class Role { Node, Endpoint };
-enum class PortRole { Pods, Ztunnel, Uplink, Tunnel };
 
 struct PortConfig {
     std::string name;
-    PortRole role = PortRole::Pods;
+    DevKind kind = DevKind::Pods; // ports[].role, a row of kPortKinds
     std::string devargs;
     std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
     std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)

@@ -188,7 +188,7 @@ Status Runtime::setup_queues(uint16_t d) {
         return err(inf.key + ": starting '" + device_name(inf.devargs) +
                    "' failed: " + rte_strerror(-rc));
     started_[d] = true;
-    if (dev.kind != DevKind::Twin && dev.kind != DevKind::Tunnel)
+    if (port_kind(dev.kind).promiscuous)
         rte_eth_promiscuous_enable(dev.port_id); // frames for the twin's MAC
     rte_ether_addr mac;
     rte_eth_macaddr_get(dev.port_id, &mac);
@@ -222,15 +222,12 @@ Status Runtime::open_ports() {
     for (size_t i = 0; i < cfg_.ports.size(); i++) {
         const PortConfig& p = cfg_.ports[i];
         const std::string key = "ports[" + std::to_string(i) + "]";
-        const DevKind kind = p.role == PortRole::Ztunnel  ? DevKind::Ztunnel
-                             : p.role == PortRole::Uplink ? DevKind::Uplink
-                             : p.role == PortRole::Tunnel ? DevKind::Tunnel
-                                                          : DevKind::Pods;
+        const DevKind kind = p.kind;
         auto d = open_device(p.devargs, key + ".devargs", kind);
         if (!d) return err(d.error());
         info_.push_back({p.name, p.devargs, key + ".devargs"});
-        if (kind == DevKind::Ztunnel || kind == DevKind::Uplink) topo_.link = *d;
-        if (kind == DevKind::Tunnel) topo_.devs[*d].vni = *p.vni;
+        if (port_kind(kind).link) topo_.link = *d;
+        if (port_kind(kind).carries_vni) topo_.devs[*d].vni = *p.vni;
         if (p.twin) {
             auto t = open_device(*p.twin, key + ".twin", DevKind::Twin);
             if (!t) return err(t.error());

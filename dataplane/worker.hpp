@@ -16,6 +16,7 @@
 
 #include "dataplane/counters.hpp"
 #include "dataplane/pod_table.hpp"
+#include "dataplane/port_kind.hpp"
 #include "dataplane/rcu.hpp"
 #include "dataplane/snapshot.hpp"
 
@@ -24,9 +25,6 @@ namespace ztg {
 constexpr uint16_t kBurst = 32;
 constexpr uint16_t kNoDev = 0xFFFF;
 
-// Node role: Pods and Ztunnel ports; endpoint role: one Uplink (toward the node) and a
-// Tunnel tap per VNI; either role: the Twin of any port.
-enum class DevKind : uint8_t { Pods, Ztunnel, Twin, Uplink, Tunnel, count };
 
 // A device's "in service" flag. Control clears it (release), waits for a QSBR grace
 // period, replaces the device (a deleted tap is re-created under a new port id) and sets

@@ -131,7 +131,7 @@ TEST(Config, EndpointRole) {
     auto c = parse_config(kEndpoint, "ep.yaml");
     ASSERT_TRUE(c.ok()) << c.error();
     EXPECT_EQ(c->role, Role::Endpoint);
-    EXPECT_EQ(c->ports[1].role, PortRole::Tunnel);
+    EXPECT_EQ(c->ports[1].kind, DevKind::Tunnel);
     EXPECT_EQ(*c->ports[1].vni, 1001u) << "a tunnel port defaults to tunnel.vni";
     EXPECT_EQ(*c->ports[2].vni, 1000u);
 }
