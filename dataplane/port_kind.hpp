@@ -25,7 +25,6 @@ struct PortKind {
 };
 
 inline constexpr std::array<PortKind, size_t(DevKind::count)> kPortKinds = {{
-    // kind           word       role            link   promisc vni
     {DevKind::Pods, "pods", Role::Node, false, true, false},
     {DevKind::Ztunnel, "ztunnel", Role::Node, true, true, false},
     {DevKind::Uplink, "uplink", Role::Endpoint, true, true, false},
@@ -33,7 +32,9 @@ inline constexpr std::array<PortKind, size_t(DevKind::count)> kPortKinds = {{
     {DevKind::Twin, "", std::nullopt, false, false, false},
 }};
 
-constexpr const PortKind& port_kind(DevKind k) { return kPortKinds[size_t(k)]; }
+constexpr const PortKind& port_kind(DevKind k) {
+    return kPortKinds[size_t(k)];
+}
 
 // The kind a config word names in a role, if any.
 constexpr std::optional<DevKind> port_kind_of(std::string_view word, Role role) {
@@ -42,10 +43,12 @@ constexpr std::optional<DevKind> port_kind_of(std::string_view word, Role role) 
     return std::nullopt;
 }
 
-static_assert([] {
-    for (size_t i = 0; i < kPortKinds.size(); i++)
-        if (size_t(kPortKinds[i].kind) != i) return false;
-    return true;
-}(), "kPortKinds is indexed by DevKind");
+static_assert(
+    [] {
+        for (size_t i = 0; i < kPortKinds.size(); i++)
+            if (size_t(kPortKinds[i].kind) != i) return false;
+        return true;
+    }(),
+    "kPortKinds is indexed by DevKind");
 
 } // namespace ztg
