@@ -7,6 +7,8 @@
 #include <rte_ip.h>
 #include <rte_udp.h>
 
+#include "dataplane/cksum.hpp"
+
 namespace ztg {
 
 namespace {
@@ -20,20 +22,12 @@ GeneveView drop(Ctr why) {
 
 } // namespace
 
-GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p) {
+GeneveView inspect_geneve(const rte_mbuf* m, const Parsed& parsed, const DecapParams& p) {
     const auto* b = rte_pktmbuf_mtod(m, const uint8_t*);
     const uint32_t len = m->data_len;
     GeneveView v;
-    if (len < sizeof(rte_ether_hdr)) return v;
-    uint16_t type;
-    std::memcpy(&type, b + 12, 2);
-    uint32_t off = sizeof(rte_ether_hdr);
-    if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN)) {
-        if (len < off + 4) return v;
-        std::memcpy(&type, b + off + 2, 2);
-        off += 4;
-    }
-    if (type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || len < off + sizeof(rte_ipv4_hdr)) return v;
+    if (parsed.l3_off == 0) return v; // no IPv4 header
+    const uint32_t off = parsed.l3_off;
     rte_ipv4_hdr ip;
     std::memcpy(&ip, b + off, sizeof ip);
     if (ip.next_proto_id != IPPROTO_UDP || ip.src_addr != p.remote.raw ||
@@ -93,16 +87,10 @@ bool ecn_decapsulate(uint8_t outer, uint8_t* ip) {
         out = kEct1;
     }
     if (out != inner) {
-        // RFC 1624: HC' = ~(~HC + ~m + m') over the 16-bit word holding version/IHL and TOS.
         const uint16_t old_word = uint16_t(ip[0] << 8 | ip[1]);
         ip[1] = uint8_t((ip[1] & ~3) | out);
         const uint16_t new_word = uint16_t(ip[0] << 8 | ip[1]);
-        uint32_t sum = uint16_t(~(ip[10] << 8 | ip[11]));
-        sum += uint16_t(~old_word);
-        sum += new_word;
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        const uint16_t hc = uint16_t(~sum);
+        const uint16_t hc = cksum_replace(uint16_t(ip[10] << 8 | ip[11]), old_word, new_word);
         ip[10] = uint8_t(hc >> 8);
         ip[11] = uint8_t(hc);
     }

@@ -8,6 +8,7 @@
 
 #include "dataplane/counters.hpp"
 #include "dataplane/net.hpp"
+#include "dataplane/parse.hpp"
 
 namespace ztg {
 
@@ -32,9 +33,13 @@ struct GeneveView {
     uint8_t outer_ecn = 0;
 };
 
-// Classifies and validates the frame in m (Ethernet [+VLAN] / IPv4 / UDP / Geneve).
-// Reads only what the first segment holds.
-GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& p);
+// Classifies and validates the frame in m (Ethernet [+VLAN] / IPv4 / UDP / Geneve), whose
+// Ethernet and IPv4 headers parse_frame found at p (valid or not: a malformed outer header
+// of a frame that claims to be ours is a counted drop). Reads only the first segment.
+GeneveView inspect_geneve(const rte_mbuf* m, const Parsed& p, const DecapParams& params);
+inline GeneveView inspect_geneve(const rte_mbuf* m, const DecapParams& params) {
+    return inspect_geneve(m, parse_frame(m), params);
+}
 
 // RFC 6040 §4.2 on the inner IPv4 header at ip (the caller checked it is IPv4 and whole):
 // returns false when the packet must be dropped (outer CE over a Not-ECT inner packet);

@@ -17,6 +17,7 @@
 #include <rte_memcpy.h>
 #include <rte_udp.h>
 
+#include "dataplane/cksum.hpp"
 #include "dataplane/mbuf.hpp"
 #include "dataplane/net.hpp"
 #include "dataplane/parse.hpp"
@@ -59,13 +60,6 @@ inline uint16_t flow_source_port(const Parsed& p) {
     uint32_t h = rte_hash_crc_8byte(uint64_t(p.src.raw) << 32 | p.dst.raw, 0x5A17C0DEu);
     h = rte_hash_crc_8byte(uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32, h);
     return uint16_t(0xC000u | ((h ^ (h >> 16)) & 0x3FFFu));
-}
-
-// Folds a 32-bit one's-complement sum and complements it: an IPv4 header checksum.
-inline uint16_t fold_complement(uint32_t sum) {
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    return uint16_t(~sum);
 }
 
 // Writes the template's headers at h and what changes per packet: the outer IPv4 total

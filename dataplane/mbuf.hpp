@@ -8,6 +8,8 @@
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 
+#include "dataplane/cksum.hpp"
+
 namespace ztg {
 
 // Cuts m to its first `len` bytes, freeing whole segments past them. len <= pkt_len.
@@ -55,9 +57,7 @@ inline uint16_t l4_checksum(const rte_mbuf* m, const rte_ipv4_hdr* ip, uint32_t 
         done += n;
         off = 0;
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    const uint16_t c = uint16_t(~sum);
+    const uint16_t c = fold_complement(sum);
     return c == 0 ? 0xffff : c; // UDP: 0 means "no checksum"
 }
 

@@ -14,7 +14,8 @@
 namespace ztg {
 
 struct Parsed {
-    uint16_t l3_off = 0; // bytes of Ethernet (+VLAN) before the IPv4 header
+    uint16_t l3_off = 0; // bytes of Ethernet (+VLAN) before the IPv4 header; set whenever
+                         // 20 bytes of an IPv4 header are there, valid or not (0: none)
     uint16_t ip_len = 0; // IPv4 total length (trusted: checked against the frame)
     uint8_t proto = 0;   // IPv4 protocol
     uint8_t tos = 0;     // DSCP + ECN
@@ -25,12 +26,11 @@ struct Parsed {
     Be16 sport, dport; // TCP/UDP/SCTP ports of a first fragment, else 0
 };
 
-// Parses the frame in m (first segment only). Never reads past data_len. Inline: it runs
+// Parses the Ethernet frame of `len` readable bytes at b, of which the whole packet has
+// `total_len` (>= len: the rest in further segments). Never reads past len. Inline: it runs
 // once per packet on the fast path.
-inline Parsed parse_frame(const rte_mbuf* m) {
+inline Parsed parse_ether(const uint8_t* b, uint32_t len, uint32_t total_len) {
     Parsed p;
-    const auto* b = rte_pktmbuf_mtod(m, const uint8_t*);
-    const uint32_t len = m->data_len;
     if (len < sizeof(rte_ether_hdr)) return p;
 
     uint16_t ether_type;
@@ -43,16 +43,16 @@ inline Parsed parse_frame(const rte_mbuf* m) {
     }
     if (ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return p;
     if (len < off + sizeof(rte_ipv4_hdr)) return p;
+    p.l3_off = uint16_t(off);
 
     rte_ipv4_hdr ip;
     std::memcpy(&ip, b + off, sizeof ip);
     const uint32_t ihl = (ip.version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4u;
     const uint32_t total = rte_be_to_cpu_16(ip.total_length);
     if ((ip.version_ihl >> 4) != 4 || ihl < sizeof(rte_ipv4_hdr) || total < ihl ||
-        m->pkt_len < off + total || len < off + ihl)
+        total_len < off + total || len < off + ihl)
         return p;
 
-    p.l3_off = uint16_t(off);
     p.ip_len = uint16_t(total);
     p.proto = ip.next_proto_id;
     p.tos = ip.type_of_service;
@@ -69,6 +69,11 @@ inline Parsed parse_frame(const rte_mbuf* m) {
     }
     p.ipv4 = true;
     return p;
+}
+
+// The frame in m, from its first segment (the packet's length is pkt_len).
+inline Parsed parse_frame(const rte_mbuf* m) {
+    return parse_ether(rte_pktmbuf_mtod(m, const uint8_t*), m->data_len, m->pkt_len);
 }
 
 } // namespace ztg

@@ -25,7 +25,6 @@ namespace ztg {
 constexpr uint16_t kBurst = 32;
 constexpr uint16_t kNoDev = 0xFFFF;
 
-
 // A device's "in service" flag. Control clears it (release), waits for a QSBR grace
 // period, replaces the device (a deleted tap is re-created under a new port id) and sets
 // it again (release); workers read it (acquire) before they touch the port, and skip the
@@ -82,6 +81,17 @@ struct Shared {
     uint32_t idle_sleep_us = 0;
 };
 
+// What becomes of a packet a stage received: sent out of device `out`, or freed (out ==
+// kNoDev); either way counted once, under `ctr`, on the device it came from. Frames a
+// stage makes itself (ICMP, fragments, ARP) are counted where they are made.
+struct Verdict {
+    Ctr ctr;
+    uint16_t out = kNoDev;
+};
+constexpr Verdict dropped(Ctr why) {
+    return {why, kNoDev};
+}
+
 struct TxQueue {
     std::array<rte_mbuf*, 2 * kBurst> pkts{};
     uint16_t n = 0;
@@ -113,6 +123,14 @@ struct WorkerCtx {
         else
             send_slow(dev, m);
     }
+    // The one place a received packet leaves its stage: sent or freed, and counted.
+    [[gnu::always_inline]] void dispose(BurstTally& t, rte_mbuf* m, Verdict v) {
+        t.inc(v.ctr);
+        if (v.out != kNoDev)
+            send(v.out, m);
+        else
+            rte_pktmbuf_free(m);
+    }
     void send_slow(uint16_t dev, rte_mbuf* m);
     void flush(uint16_t dev);
     void flush_all();
@@ -122,8 +140,8 @@ struct WorkerCtx {
     DeviceCounters& ctr(uint16_t dev) { return (*counters)[dev]; }
 };
 
-// A stage: takes a burst received on device dev and sorts every packet to an output
-// (ctx.send), or frees it with a counted reason. It owns the mbufs it is given.
+// A stage: takes a burst received on device dev and gives every packet one Verdict, which
+// WorkerCtx::dispose carries out. It owns the mbufs it is given.
 using Stage = void (*)(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 // Called once per poll round with the current snapshot, for timed work (ARP resolution).
 using Tick = void (*)(WorkerCtx& ctx);

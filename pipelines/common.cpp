@@ -4,6 +4,13 @@
 
 namespace ztg {
 
+void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+    const uint16_t port = ctx.shared->topo->devs[dev].peer;
+    BurstTally t;
+    for (uint16_t i = 0; i < n; i++) ctx.dispose(t, pkts[i], {Ctr::pass, port});
+    t.flush_to(ctx.ctr(dev));
+}
+
 void resolve_peer_tick(WorkerCtx& ctx) {
     const Snapshot& s = *ctx.snap;
     if (ctx.id != 0 || s.arp_refresh_ms == 0) return; // a static next hop

@@ -1,5 +1,5 @@
-// Small actions both roles share: hand a frame to the kernel twin, learn and resolve the
-// tunnel peer's MAC by ARP.
+// What both roles share: the kernel twin's verdicts and stage, and learning and resolving
+// the tunnel peer's MAC by ARP.
 #pragma once
 
 #include <cstring>
@@ -12,16 +12,13 @@
 namespace ztg {
 
 // To the receiving port's kernel twin, unchanged; dropped and counted if it has none.
-inline void to_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, BurstTally& t) {
+inline Verdict to_twin(const WorkerCtx& ctx, uint16_t dev) {
     const uint16_t twin = ctx.shared->topo->devs[dev].peer;
-    if (twin == kNoDev) {
-        t.inc(Ctr::drop_no_twin);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    t.inc(Ctr::pass);
-    ctx.send(twin, m);
+    return twin == kNoDev ? dropped(Ctr::drop_no_twin) : Verdict{Ctr::pass, twin};
 }
+
+// Stage of a kernel twin, in every role: what the kernel sends goes out of its port as it is.
+void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 
 // The ARP header of m if it is an Ethernet/IPv4 ARP request or reply (untagged).
 inline const rte_arp_hdr* arp_of(const rte_mbuf* m) {

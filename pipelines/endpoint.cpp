@@ -7,7 +7,6 @@
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
-#include "pipelines/node.hpp"
 
 namespace ztg {
 
@@ -20,10 +19,10 @@ uint16_t tunnel_of(const Topology& topo, uint32_t vni) {
 }
 
 // A valid Geneve frame from the node: its inner frame goes to the tap of its VNI as the
-// kernel's geneve device would hand it up (ECN per RFC 6040). Returns the counter.
-Ctr decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
+// kernel's geneve device would hand it up (ECN per RFC 6040).
+Verdict decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
     const uint16_t tap = tunnel_of(*ctx.shared->topo, g.vni);
-    if (tap == kNoDev) return Ctr::decap_bad_vni;
+    if (tap == kNoDev) return dropped(Ctr::decap_bad_vni);
     truncate(m, g.outer_end); // what lies past the outer datagram is not part of the inner frame
     rte_pktmbuf_adj(m, g.inner_off);
     const Parsed p = parse_frame(m);
@@ -31,11 +30,25 @@ Ctr decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
         // As the kernel: RFC 6040 for an untagged IPv4 inner frame (a VLAN tag hides it).
         auto* ip = rte_pktmbuf_mtod_offset(m, uint8_t*, p.l3_off);
         if (p.l3_off == sizeof(rte_ether_hdr) && !ecn_decapsulate(g.outer_ecn, ip))
-            return Ctr::decap_ecn_drop;
+            return dropped(Ctr::decap_ecn_drop);
         truncate(m, p.l3_off + p.ip_len); // Ethernet padding
     }
-    ctx.send(tap, m);
-    return Ctr::decap;
+    return {Ctr::decap, tap};
+}
+
+// The kernel sent a frame out of a tunnel tap (pistioout): encapsulated whole, inner
+// Ethernet header as the kernel wrote it, toward the node.
+Verdict encapsulate_from_tap(rte_mbuf* m, const EncapTemplate& tmpl, const Snapshot& s,
+                             uint16_t link) {
+    const Parsed p = parse_frame(m);
+    if (p.ipv4 && p.l3_off == sizeof(rte_ether_hdr)) truncate(m, p.l3_off + p.ip_len); // padding
+    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
+    if (m->pkt_len - sizeof(rte_ether_hdr) > s.max_inner_len) // outer would exceed the MTU
+        return dropped(Ctr::drop_too_big);
+    if (!push_tunnel_headers(m, tmpl, kOuterLen, p.ipv4 ? p.tos & RTE_IPV4_HDR_ECN_MASK : 0,
+                             p.ipv4 ? flow_source_port(p) : 0xC000))
+        return dropped(Ctr::drop_no_headroom);
+    return {Ctr::redirect, link};
 }
 
 } // namespace
@@ -47,45 +60,22 @@ void endpoint_from_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
         rte_mbuf* m = pkts[i];
         snoop_peer_arp(ctx, m);
-        const GeneveView g = inspect_geneve(m, s.decap);
-        if (g.verdict == Tunnel::NotOurs) {
-            to_twin(ctx, dev, m, t);
-            continue;
-        }
-        const Ctr c = g.verdict == Tunnel::Drop ? g.reason : decapsulate_to_tap(ctx, m, g);
-        t.inc(c);
-        if (c != Ctr::decap) rte_pktmbuf_free(m);
+        const GeneveView g = inspect_geneve(m, parse_frame(m), s.decap);
+        const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev)
+                          : g.verdict == Tunnel::Drop  ? dropped(g.reason)
+                                                       : decapsulate_to_tap(ctx, m, g);
+        ctx.dispose(t, m, v);
     }
     t.flush_to(ctx.ctr(dev));
 }
 
-// The kernel sent a frame out of a tunnel tap (pistioout): encapsulate it whole, inner
-// Ethernet header as the kernel wrote it, toward the node.
 void endpoint_from_tunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
     const uint16_t link = ctx.shared->topo->link;
     const EncapTemplate& tmpl = s.tunnel_tmpl[dev];
     BurstTally t;
-    for (uint16_t i = 0; i < n; i++) {
-        rte_mbuf* m = pkts[i];
-        const Parsed p = parse_frame(m);
-        if (p.ipv4 && p.l3_off == sizeof(rte_ether_hdr))
-            truncate(m, p.l3_off + p.ip_len); // padding
-        Ctr c = Ctr::redirect;
-        if (!s.nexthop_known)
-            c = Ctr::drop_no_nexthop;
-        else if (m->pkt_len - sizeof(rte_ether_hdr) > s.max_inner_len) // outer would exceed the MTU
-            c = Ctr::drop_too_big;
-        else if (!push_tunnel_headers(m, tmpl, kOuterLen,
-                                      p.ipv4 ? p.tos & RTE_IPV4_HDR_ECN_MASK : 0,
-                                      p.ipv4 ? flow_source_port(p) : 0xC000))
-            c = Ctr::drop_no_headroom;
-        t.inc(c);
-        if (c == Ctr::redirect)
-            ctx.send(link, m);
-        else
-            rte_pktmbuf_free(m);
-    }
+    for (uint16_t i = 0; i < n; i++)
+        ctx.dispose(t, pkts[i], encapsulate_from_tap(pkts[i], tmpl, s, link));
     t.flush_to(ctx.ctr(dev));
 }
 

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 
 #include <rte_cycles.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
 #include <rte_prefetch.h>
 
+#include "dataplane/cksum.hpp"
 #include "dataplane/decap.hpp"
 #include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
@@ -27,9 +27,7 @@ constexpr uint16_t kPrefetchAhead = 4;
 bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
     auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, p.l3_off);
     if (ip->time_to_live <= 1) return false;
-    ip->time_to_live--;
-    uint32_t sum = uint32_t(rte_be_to_cpu_16(ip->hdr_checksum)) + 0x0100;
-    ip->hdr_checksum = rte_cpu_to_be_16(uint16_t(sum + (sum >> 16)));
+    ipv4_decrement_ttl(ip);
     rte_pktmbuf_adj(m, uint16_t(p.l3_off - sizeof(rte_ether_hdr))); // drop a VLAN tag
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->dst_addr = s.nexthop_mac;
@@ -89,34 +87,28 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
 
 // A redirect that does not fit the tunnel (RFC 8926 §4.4.1, as the kernel treats what it
 // routes into istioout): with DF, dropped and the sender told the tunnel MTU; without,
-// split into fragments that each fit (tunnel.too_big: fragment) or dropped (drop). m is
-// consumed. Fragments share the packet's flow hash, so they take the same path.
-[[gnu::noinline]] void too_big(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
-                               const Snapshot& s, BurstTally& t) {
+// split into fragments that each fit (tunnel.too_big: fragment) or dropped (drop). The
+// fragments are new frames, sent and counted here (t); m itself is freed by its verdict.
+// Fragments share the packet's flow hash, so they take the same path.
+[[gnu::noinline]] Verdict too_big(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                                  const Snapshot& s, BurstTally& t) {
     static_assert(RTE_PKTMBUF_HEADROOM >= EncapTemplate::kSize, "fragments need the headroom");
-    if (p.df || !s.fragment) {
-        t.inc(Ctr::drop_too_big);
-        if (p.df) t.inc(send_frag_needed(ctx, dev, m, p, s));
-        rte_pktmbuf_free(m);
-        return;
-    }
+    if (p.df) t.inc(send_frag_needed(ctx, dev, m, p, s));
+    if (p.df || !s.fragment) return dropped(Ctr::drop_too_big);
     rte_mbuf* frags[kMaxFragments];
     const Fragments f = fragment_ipv4(m, p, s.max_inner_len, ctx.shared->pool, frags);
-    rte_pktmbuf_free(m);
-    if (f.n == 0) {
-        t.inc(f.no_mbuf      ? Ctr::drop_no_mbuf
-              : f.bad_header ? Ctr::drop_bad_header
-                             : Ctr::drop_too_big);
-        return;
-    }
+    if (f.n == 0)
+        return dropped(f.no_mbuf      ? Ctr::drop_no_mbuf
+                       : f.bad_header ? Ctr::drop_bad_header
+                                      : Ctr::drop_too_big);
     const uint16_t sport = flow_source_port(p);
     for (uint16_t k = 0; k < f.n; k++) {
         push_tunnel_headers(frags[k], s.tmpl, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
                             sport); // a fresh mbuf: the headroom is there
         ctx.send(ctx.shared->topo->link, frags[k]);
     }
-    t.inc(Ctr::fragmented);
     t.inc(Ctr::fragments, f.n);
+    return dropped(Ctr::fragmented); // its copies went out
 }
 
 // note_pod's slow path: the pod's location differs from the table's.
@@ -141,21 +133,22 @@ inline void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev,
 }
 
 // An ARP request inside the tunnel for istioout's own address (the ztunnel side's
-// `default via 192.168.127.1 dev pistioout` needs it): answered as istioout would, back
-// through the tunnel. Returns nothing if m is not such a request, else tunnel_arp_reply
-// (sent) or drop_no_headroom (m to be freed).
-std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off,
-                                     const Snapshot& s) {
-    auto* b = rte_pktmbuf_mtod(m, uint8_t*);
-    if (m->data_len < inner_off + sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return {};
-    auto* eth = reinterpret_cast<rte_ether_hdr*>(b + inner_off);
-    if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return {};
-    auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
+// `default via 192.168.127.1 dev pistioout` needs it)?
+bool is_tunnel_arp_request(const rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+    if (m->data_len < inner_off + sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return false;
+    const auto* eth = rte_pktmbuf_mtod_offset(m, const rte_ether_hdr*, inner_off);
+    if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return false;
+    const auto* arp = reinterpret_cast<const rte_arp_hdr*>(eth + 1);
     uint32_t tip;
     std::memcpy(&tip, &arp->arp_data.arp_tip, 4);
-    if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) || tip != s.inner_ip.raw ||
-        arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4)
-        return {};
+    return arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) && tip == s.inner_ip.raw &&
+           arp->arp_hlen == RTE_ETHER_ADDR_LEN && arp->arp_plen == 4;
+}
+
+// Answers that request as istioout would, back through the tunnel: m becomes the reply.
+Verdict answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+    auto* eth = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, inner_off);
+    auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
     const rte_ether_addr asker = arp->arp_data.arp_sha;
     arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
     arp->arp_data.arp_tha = asker;
@@ -165,12 +158,11 @@ std::optional<Ctr> answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner
     rte_pktmbuf_adj(m, uint16_t(inner_off + sizeof(rte_ether_hdr)));
     truncate(m, sizeof(rte_arp_hdr));
     if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000))
-        return Ctr::drop_no_headroom;
+        return dropped(Ctr::drop_no_headroom);
     auto* inner = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, kOuterLen);
     inner->dst_addr = asker;
     inner->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
-    ctx.send(ctx.shared->topo->link, m);
-    return Ctr::tunnel_arp_reply;
+    return {Ctr::tunnel_arp_reply, ctx.shared->topo->link};
 }
 
 // The inner frame at `off` (Ethernet + IPv4 of `frame` bytes) becomes a routed frame:
@@ -189,46 +181,66 @@ void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_a
 // hop: TTL - 1). A destination that is no located pod (not seen yet, or not a pod), or
 // whose TTL runs out, goes to the kernel through the ztunnel port's twin, as if ztunnel
 // had routed it there: the kernel forwards it (and ARPs for the pod, which teaches us
-// where it is) or answers with ICMP. Returns the counter that tells what happened; m was
-// sent when it is decap, decap_unknown_pod or tunnel_arp_reply, else it is the caller's to free.
-Ctr deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
-    if (g.vni != s.vni) return Ctr::decap_bad_vni;
-    if (auto arp = answer_tunnel_arp(ctx, m, g.inner_off, s)) return *arp;
-    auto* b = rte_pktmbuf_mtod(m, uint8_t*);
-    const uint32_t avail = g.outer_end - g.inner_off; // the outer datagram bounds the inner frame
-    const auto* eth = reinterpret_cast<const rte_ether_hdr*>(b + g.inner_off);
-    if (avail < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) ||
-        eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-        return Ctr::decap_bad_inner;
-    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(b + g.inner_off + sizeof(rte_ether_hdr));
-    const uint32_t ihl = (ip->version_ihl & 0x0f) * 4u;
-    const uint32_t total = rte_be_to_cpu_16(ip->total_length);
-    if ((ip->version_ihl >> 4) != 4 || ihl < 20 || total < ihl ||
-        total > avail - sizeof(rte_ether_hdr))
-        return Ctr::decap_bad_inner;
-    if (!ecn_decapsulate(g.outer_ecn, reinterpret_cast<uint8_t*>(ip))) return Ctr::decap_ecn_drop;
-    const uint32_t frame = sizeof(rte_ether_hdr) + total;
-    const PodLocation loc = ctx.shared->pods->location(Ip4{ip->dst_addr});
+// where it is) or answers with ICMP.
+Verdict deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
+    if (g.vni != s.vni) return dropped(Ctr::decap_bad_vni);
+    if (is_tunnel_arp_request(m, g.inner_off, s)) return answer_tunnel_arp(ctx, m, g.inner_off, s);
+    // The inner frame, bounded by the outer datagram: untagged IPv4, whole.
+    const uint32_t avail = g.outer_end - g.inner_off;
+    const Parsed in =
+        parse_ether(rte_pktmbuf_mtod_offset(m, const uint8_t*, g.inner_off), avail, avail);
+    if (!in.ipv4 || in.l3_off != sizeof(rte_ether_hdr)) return dropped(Ctr::decap_bad_inner);
+    auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, g.inner_off + in.l3_off);
+    if (!ecn_decapsulate(g.outer_ecn, reinterpret_cast<uint8_t*>(ip)))
+        return dropped(Ctr::decap_ecn_drop);
+    const uint32_t frame = sizeof(rte_ether_hdr) + in.ip_len;
+    const PodLocation loc = ctx.shared->pods->location(in.dst);
     if (!loc.known() || ip->time_to_live <= 1) {
         const uint16_t twin = ctx.shared->topo->devs[ctx.shared->topo->link].peer;
-        if (twin == kNoDev) return Ctr::drop_no_twin;
+        if (twin == kNoDev) return dropped(Ctr::drop_no_twin);
         strip_to_inner(m, g.inner_off, frame, ctx.shared->topo->devs[twin].mac, s.nexthop_mac);
-        ctx.send(twin, m);
-        return Ctr::decap_unknown_pod;
+        return {Ctr::decap_unknown_pod, twin};
     }
-    ip->time_to_live--;
-    uint32_t sum = uint32_t(rte_be_to_cpu_16(ip->hdr_checksum)) + 0x0100;
-    ip->hdr_checksum = rte_cpu_to_be_16(uint16_t(sum + (sum >> 16)));
+    ipv4_decrement_ttl(ip);
     strip_to_inner(m, g.inner_off, frame, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac);
-    ctx.send(loc.dev(), m);
-    return Ctr::decap;
+    return {Ctr::decap, loc.dev()};
+}
+
+// A pod's ARP teaches where the pod is, as its IPv4 does.
+void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
+    const rte_arp_hdr* arp = arp_of(m);
+    if (arp == nullptr) return;
+    const Ip4 sip = arp_sender_ip(arp);
+    uint32_t known;
+    if (ctx.shared->pods->lookup_bulk(&sip, 1, &known) != 0)
+        note_pod(ctx, sip, known, dev, arp->arp_data.arp_sha);
+}
+
+// A frame from a pod, parsed (p) and looked up (pod: its source is a meshed pod, whose
+// location tag is `tag`): the kernel's mark rule
+// `-p <proto> -m set --match-set ztunnel-pods-ips src` decides redirect or pass.
+[[gnu::always_inline]] inline Verdict from_pod(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m,
+                                               const Parsed& p, bool pod, uint32_t tag,
+                                               const Snapshot& s, BurstTally& t) {
+    if (pod) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+    if (!pod || !s.redirects(p.proto)) {
+        if (!p.ipv4) learn_from_arp(ctx, dev, m);
+        return to_twin(ctx, dev);
+    }
+    const uint16_t zt = ctx.shared->topo->link;
+    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
+    if (p.dst == s.remote_ip) // table 101: ZT_IP dev <veth> scope link
+        return forward_direct(m, p, s) ? Verdict{Ctr::direct, zt} : to_twin(ctx, dev);
+    if (p.ip_len > s.max_inner_len) [[unlikely]]
+        return too_big(ctx, dev, m, p, s, t);
+    if (!encapsulate(m, p, s.tmpl)) return dropped(Ctr::drop_no_headroom);
+    return {Ctr::redirect, zt};
 }
 
 } // namespace
 
 void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
-    const uint16_t zt = ctx.shared->topo->link;
     Parsed p[kBurst];
     Ip4 src[kBurst];
     uint32_t tag[kBurst];
@@ -244,48 +256,8 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
 
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
-        rte_mbuf* m = pkts[i];
         const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
-        if (pod)
-            note_pod(ctx, p[i].src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
-        // The kernel's mark rule: -p <proto> -m set --match-set ztunnel-pods-ips src.
-        if (!pod || !s.redirects(p[i].proto)) {
-            if (!p[i].ipv4)
-                if (const rte_arp_hdr* arp = arp_of(m);
-                    arp != nullptr) { // a pod's ARP: learn it too
-                    const Ip4 sip = arp_sender_ip(arp);
-                    uint32_t known;
-                    if (ctx.shared->pods->lookup_bulk(&sip, 1, &known) != 0)
-                        note_pod(ctx, sip, known, dev, arp->arp_data.arp_sha);
-                }
-            to_twin(ctx, dev, m, t);
-            continue;
-        }
-        if (!s.nexthop_known) {
-            t.inc(Ctr::drop_no_nexthop);
-            rte_pktmbuf_free(m);
-            continue;
-        }
-        if (p[i].dst == s.remote_ip) { // table 101: ZT_IP dev <veth> scope link
-            if (forward_direct(m, p[i], s)) {
-                t.inc(Ctr::direct);
-                ctx.send(zt, m);
-            } else {
-                to_twin(ctx, dev, m, t);
-            }
-            continue;
-        }
-        if (p[i].ip_len > s.max_inner_len) [[unlikely]] {
-            too_big(ctx, dev, m, p[i], s, t);
-            continue;
-        }
-        if (!encapsulate(m, p[i], s.tmpl)) {
-            t.inc(Ctr::drop_no_headroom);
-            rte_pktmbuf_free(m);
-            continue;
-        }
-        t.inc(Ctr::redirect);
-        ctx.send(zt, m);
+        ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, tag[i], s, t));
     }
     t.flush_to(ctx.ctr(dev));
 }
@@ -298,23 +270,13 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
         rte_mbuf* m = pkts[i];
         snoop_peer_arp(ctx, m);
-        const GeneveView g = inspect_geneve(m, s.decap);
-        if (g.verdict == Tunnel::NotOurs) { // ztunnel's own traffic, ARP: the kernel's
-            to_twin(ctx, dev, m, t);
-            continue;
-        }
-        const Ctr c = g.verdict == Tunnel::Drop ? g.reason : deliver_to_pod(ctx, m, g, s);
-        t.inc(c);
-        if (c != Ctr::decap && c != Ctr::tunnel_arp_reply && c != Ctr::decap_unknown_pod)
-            rte_pktmbuf_free(m);
+        const GeneveView g = inspect_geneve(m, parse_frame(m), s.decap);
+        const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev) // ztunnel's own, ARP
+                          : g.verdict == Tunnel::Drop  ? dropped(g.reason)
+                                                       : deliver_to_pod(ctx, m, g, s);
+        ctx.dispose(t, m, v);
     }
     t.flush_to(ctx.ctr(dev));
-}
-
-void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
-    const uint16_t port = ctx.shared->topo->devs[dev].peer;
-    for (uint16_t i = 0; i < n; i++) ctx.send(port, pkts[i]);
-    ctx.ctr(dev).add(Ctr::pass, n);
 }
 
 void node_tick(WorkerCtx& ctx) {

@@ -1,5 +1,6 @@
-// The node role (DESIGN.md, Data flow): pods ports classify and redirect, the ztunnel
-// port and the kernel twins pass through; worker 0 resolves the ztunnel's MAC by ARP.
+// The node role (DESIGN.md): pods ports classify and redirect (or pass to their twin), the
+// ztunnel port decapsulates ztunnel's Geneve to the pods and passes the rest to its twin;
+// worker 0 resolves the ztunnel's MAC by ARP. The twins' stage is from_twin (common.hpp).
 #pragma once
 
 #include "dataplane/worker.hpp"
@@ -11,7 +12,6 @@ const Pipeline& node_pipeline();
 // The stages, exposed for tests and benchmarks.
 void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
-void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_tick(WorkerCtx& ctx);
 
 } // namespace ztg
