@@ -1,10 +1,11 @@
-"""End-to-end fixtures: the lab (scripts/lab) with ztgeneve on both sides of the tunnel.
+"""End-to-end fixtures: the lab (scripts/lab, tests/tools/lab.py) with ztgeneve on both sides
+of the tunnel.
 
-The session fixture `lab` brings the namespaces up, starts build/ztgeneve twice: role node
-in ztg-node (config/lab-node.yaml) and role endpoint in ztg-ztunnel
-(config/lab-endpoint.yaml; it owns ztunnel's link `ztlink` and makes the taps eth0 and
-pistioout), addresses the kernel twins on both sides, starts ztunnel's stand-in (the
-transparent listener on 127.0.0.1:15001 behind TPROXY), and tears everything down with
+The session fixture `lab` brings the namespaces up (as `scripts/lab up` does), starts
+build/ztgeneve twice: role node in ztg-node (config/lab-node.yaml) and role endpoint in
+ztg-ztunnel (config/lab-endpoint.yaml; it owns ztunnel's link `ztlink` and makes the taps
+eth0 and pistioout), addresses the kernel twins on both sides, starts ztunnel's stand-in
+(the transparent listener on 127.0.0.1:15001 behind TPROXY), and tears everything down with
 finalizers, also when a test fails or the run is interrupted.
 
 The wire between node and ztunnel is the veth pair v-ztunnel (ztg-node) / ztlink
@@ -31,36 +32,29 @@ TOOLS = REPO / "tests" / "tools"
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
+import lab as labtopo  # noqa: E402  (the topology; `lab` is the fixture)
 import netns  # noqa: E402
 import telemetry  # noqa: E402
 from tproxy_listener import ListenerProcess  # noqa: E402
 from ztgeneve import Ztgeneve  # noqa: E402
 
-LAB = REPO / "scripts" / "lab"
-NODE_NS = "ztg-node"
+TOPOLOGY = labtopo.NodeLab()  # the lab of scripts/lab: ztg-*, config/lab-node.yaml's pods
+NODE_NS = TOPOLOGY.node_ns
 FILE_PREFIX = "ztg-node"
-ZT_NS = "ztg-ztunnel"
+ZT_NS = TOPOLOGY.zt_ns
 EP_PREFIX = "ztg-endpoint"
-ZT_LINK = "ztlink"          # ztunnel's end of the wire (owned by the endpoint ztgeneve)
+ZT_LINK = labtopo.ZT_LINK   # ztunnel's end of the wire (owned by the endpoint ztgeneve)
 NODE_ZT_PORT = "v-ztunnel"  # the node's end of the wire
-LISTENER_PORT = 15001
-ISTIOOUT_IP = "192.168.127.1"
-ISTIOOUT_MAC = "02:00:00:00:7f:01"
-PISTIOOUT_MAC = "02:00:00:00:7f:02"
-GW_IP = "10.244.2.1"
-ZTUNNEL_IP = "10.244.2.10"
-VIP = "10.96.0.10"
+LISTENER_PORT = labtopo.LISTENER_PORT
+ISTIOOUT_IP = labtopo.ISTIOOUT_IP
+ISTIOOUT_MAC = labtopo.ISTIOOUT_MAC
+PISTIOOUT_MAC = labtopo.PISTIOOUT_MAC
+GW_IP = TOPOLOGY.gw_ip
+ZTUNNEL_IP = TOPOLOGY.zt_ip
+VIP = TOPOLOGY.vip
 VNI = 1001
 
-PODS = {  # name -> (ip, last octet)
-    "productpage": "10.244.2.3",
-    "ratings": "10.244.2.2",
-    "reviews-v1": "10.244.2.7",
-    "reviews-v2": "10.244.2.5",
-    "reviews-v3": "10.244.2.8",
-    "legacy": "10.244.2.20",
-    "ztunnel": ZTUNNEL_IP,
-}
+PODS = {p: TOPOLOGY.ip(p) for p in [*TOPOLOGY.pods, "ztunnel"]}  # name -> ip
 MESHED = ["productpage", "ratings", "reviews-v1", "reviews-v2", "reviews-v3"]
 POD_PORTS = MESHED + ["legacy"]  # ztgeneve ports of role "pods"
 
@@ -70,15 +64,15 @@ def octet(pod):
 
 
 def pod_mac(pod):
-    return f"02:00:00:00:02:{octet(pod):02x}"
+    return labtopo.pod_mac(octet(pod))
 
 
 def twin_mac(pod):
-    return f"02:00:00:00:01:{octet(pod):02x}"
+    return labtopo.twin_mac(octet(pod))
 
 
 def ns_of(pod):
-    return f"ztg-{pod}"
+    return TOPOLOGY.ns(pod)
 
 
 @dataclass
@@ -107,7 +101,7 @@ class Lab:
 
     def capture(self, pod_or_ns, iface, bpf="", direction=None, name=None, **kw):
         """A Capture registered for cleanup; pod_or_ns: pod name, 'node', or a namespace."""
-        ns = pod_or_ns if pod_or_ns.startswith("ztg-") else f"ztg-{pod_or_ns}"
+        ns = pod_or_ns if pod_or_ns.startswith(TOPOLOGY.prefix) else TOPOLOGY.ns(pod_or_ns)
         path = os.path.join(self.log_dir, f"{name or ns + '-' + iface}-{len(self.captures)}.pcap")
         c = netns.Capture(ns, iface, bpf=bpf, direction=direction, path=path, **kw)
         self.captures.append(c)
@@ -123,11 +117,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "last: run at the end of the session (stops ztgeneve)")
 
 
-def _lab(cmd, check=True):
-    return subprocess.run([str(LAB), cmd], capture_output=True, text=True, timeout=120,
-                          check=check)
-
-
 @pytest.fixture(scope="session")
 def lab(request):
     if os.geteuid() != 0:
@@ -140,11 +129,12 @@ def lab(request):
     log_dir = os.environ.get("ZTG_E2E_LOG_DIR") or tempfile.mkdtemp(prefix="ztg-e2e-")
     os.makedirs(log_dir, exist_ok=True)
 
-    _lab("down", check=False)
-    request.addfinalizer(lambda: _lab("down", check=False))
-    r = _lab("up", check=False)
-    if r.returncode != 0:
-        pytest.fail(f"scripts/lab up failed:\n{r.stderr}")
+    TOPOLOGY.down()
+    request.addfinalizer(TOPOLOGY.down)
+    try:
+        TOPOLOGY.up()
+    except labtopo.LabError as e:
+        pytest.fail(f"lab up failed: {e}")
 
     z = Ztgeneve(binary, config, ns=NODE_NS, log_dir=os.path.join(log_dir, "node"),
                  taps=[f"t-{p}" for p in PODS])
@@ -172,14 +162,15 @@ def lab(request):
     request.addfinalizer(teardown)
     lab.session_capture.start()
     z.start(timeout=40)
-    r = _lab("twins", check=False)
-    if r.returncode != 0:
-        pytest.fail(f"scripts/lab twins failed:\n{r.stderr}\nztgeneve stderr:\n{z.stderr()[-3000:]}")
+    try:
+        TOPOLOGY.address_twins(wait_s=20)
+    except labtopo.LabError as e:
+        pytest.fail(f"lab twins failed: {e}\nztgeneve stderr:\n{z.stderr()[-3000:]}")
     ep.start(timeout=40)
-    r = _lab("endpoint-twins", check=False)
-    if r.returncode != 0:
-        pytest.fail(f"scripts/lab endpoint-twins failed:\n{r.stderr}\n"
-                    f"endpoint stderr:\n{ep.stderr()[-3000:]}")
+    try:
+        TOPOLOGY.address_endpoint_taps(wait_s=20)
+    except labtopo.LabError as e:
+        pytest.fail(f"lab endpoint-twins failed: {e}\nendpoint stderr:\n{ep.stderr()[-3000:]}")
     lab.listener.start()
     _warm_up(lab)
     return lab
@@ -197,7 +188,7 @@ def _warm_up(lab):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            out = netns.client("ztg-productpage", "echo", VIP, 9080, "--timeout", "2")
+            out = netns.client(ns_of("productpage"), "echo", VIP, 9080, "--timeout", "2")
             if '"ok": true' in out:
                 break
         except Exception as e:  # noqa: BLE001

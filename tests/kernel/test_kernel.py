@@ -54,6 +54,8 @@ def topo():
         subprocess.run(["ip", "netns", "add", ns], check=True)
         sh(ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
     sh(NODE, "sysctl -qw net.ipv4.ip_forward=1")
+    # Offloads off on both veth ends (as tests/tools/lab.py does by default): ztgeneve's
+    # net_af_packet ports cannot yet handle partial checksums nor GSO/GRO frames.
     for ns, (ip, mac, veth, _twin, _tmac) in PODS.items():
         subprocess.run(["ip", "-n", NODE, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
         sh(NODE, f"ip link set {veth} arp off up; sysctl -qw net.ipv4.conf.{veth}.forwarding=0; "

@@ -1,110 +1,51 @@
-"""A small, self-contained copy of the lab (scripts/lab) under a namespace prefix of its own,
-for tests that disturb ztgeneve (signals, kills, link faults, floods) without touching the
-session lab (ztg-*).
+"""A small lab (tests/tools/lab.py's NodeLab) under a namespace prefix of its own, with the
+ztgeneve instances, listener and servers of a test, for tests that disturb ztgeneve (signals,
+kills, link faults, floods) without touching the session lab (ztg-*).
 
     lab = MiniLab("ztf-", pods={"pp": 3, "ra": 2, "lg": 20}, meshed=["pp", "ra"])
-    lab.up()                                # namespaces, veths, node forwarding
+    lab.up()                                # namespaces, veths, node forwarding (fresh)
     z = lab.start_node(lab.node_config())   # ztgeneve role node in <prefix>node, twins addressed
     ...
-    lab.down()                              # kills what runs in the namespaces, deletes them
+    lab.down()                              # stops what it started, removes the namespaces
 
-Namespaces: <prefix>node (ztgeneve node, twins t-<pod>, 10.244.2.1), <prefix><pod> for each
-pod (eth0 = 10.244.2.<octet>, MAC 02:00:00:00:02:<octet>, node end v-<pod>), and
-<prefix>zt, ztunnel's pod (10.244.2.10), whose link is v-ztunnel on the node side and:
-
-  endpoint=False: a plain kernel veth end eth0 with 10.244.2.10 (the node resolves it by ARP;
-                  Geneve frames arriving there are only counted by the kernel);
-  endpoint=True:  the veth end ztlink, owned by a ztgeneve role endpoint which makes the
-                  taps eth0 (10.244.2.10) and pistioout (192.168.127.2/30, TPROXY to the
-                  transparent listener on 127.0.0.1:15001), as in scripts/lab.
-
-Everything lives in the prefix's namespaces; nothing is configured in the root namespace.
+ztunnel's pod is <prefix>zt (lab.ns("zt")); no kube-proxy DNAT. endpoint=False: its link is a
+plain kernel eth0 (Geneve frames arriving there are only counted by the kernel); endpoint=True:
+the veth end ztlink, owned by a ztgeneve role endpoint (start_endpoint) whose taps eth0 and
+pistioout lead to the transparent listener (start_listener), as in scripts/lab.
 """
 import os
 import subprocess
-import time
 
 import netns
+# (GW_IP, VIP, ZT_MAC, links, sh, wait: the tests use them as minilab's)
+from lab import (GW_IP, ISTIOOUT_MAC, LISTENER_PORT, PISTIOOUT_MAC, VIP, ZT_MAC, ZT_OCTET,  # noqa: F401
+                 NodeLab, links, sh, twin_mac, wait)
 from tproxy_listener import ListenerProcess
 from ztgeneve import Ztgeneve
 
-GW_IP = "10.244.2.1"
-ZT_IP = "10.244.2.10"
-ZT_MAC = "02:00:00:00:02:0a"
-VIP = "10.96.0.10"
-ISTIOOUT_IP = "192.168.127.1"
-ISTIOOUT_MAC = "02:00:00:00:7f:01"
-PISTIOOUT_MAC = "02:00:00:00:7f:02"
-LISTENER_PORT = 15001
-TUNNEL_MTU = 1450
 
-
-def pod_mac(octet):
-    return f"02:00:00:00:02:{octet:02x}"
-
-
-def twin_mac(octet):
-    return f"02:00:00:00:01:{octet:02x}"
-
-
-def sh(ns, cmd, check=True, timeout=60):
-    r = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True,
-                       text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"[{ns}] {cmd}: rc {r.returncode}: {r.stderr}")
-    return r.stdout
-
-
-def links(ns):
-    r = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True)
-    return {l.split(":")[1].strip().split("@")[0] for l in r.stdout.splitlines() if ":" in l}
-
-
-def wait(pred, timeout, step=0.05):
-    """Polls pred until true or timeout; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
-
-
-class MiniLab:
-    def __init__(self, prefix, pods, meshed, endpoint=False, log_dir="/tmp",
-                 binary=None):
-        self.prefix = prefix
-        self.pods = dict(pods)          # name -> last octet of 10.244.2.x
+class MiniLab(NodeLab):
+    def __init__(self, prefix, pods, meshed, endpoint=False, log_dir="/tmp", binary=None,
+                 offloads=False):
+        super().__init__(prefix, pods=pods, zt_name="zt", endpoint=endpoint, dnat_to=None,
+                         offloads=offloads)
         self.meshed = list(meshed)
-        self.endpoint = endpoint
         self.log_dir = log_dir
         self.binary = str(binary)
-        self.node_ns = f"{prefix}node"
-        self.zt_ns = f"{prefix}zt"
         self.node_prefix = f"{prefix}node"   # DPDK file prefixes
         self.ep_prefix = f"{prefix}ep"
-        self.zt_link = "ztlink" if endpoint else "eth0"
         self.z = None
         self.ep = None
         self.listener = None
         self.servers = []
-
-    # ------------------------------------------------------------ names
-    def ns(self, pod):
-        return self.zt_ns if pod == "zt" else f"{self.prefix}{pod}"
-
-    def ip(self, pod):
-        return ZT_IP if pod == "zt" else f"10.244.2.{self.pods[pod]}"
-
-    def namespaces(self):
-        return [self.node_ns, self.zt_ns] + [self.ns(p) for p in self.pods]
+        self.node_ports = list(self.pods)    # the pod ports of the last node_config
 
     # ------------------------------------------------------------ topology
     def down(self):
-        """Kills whatever runs in the namespaces (SIGTERM, then SIGKILL) and deletes them."""
-        for proc in (self.listener,):
-            if proc:
-                proc.stop()
+        """Stops what this lab started, then kills whatever else runs in its namespaces
+        (SIGTERM, then SIGKILL) and deletes them."""
+        if self.listener:
+            self.listener.stop()
         for s in self.servers:
             if s.poll() is None:
                 s.terminate()
@@ -115,61 +56,12 @@ class MiniLab:
         for z in (self.ep, self.z):
             if z and z.running():
                 z.stop(timeout=10)
-        existing = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        nss = [n for n in self.namespaces() if n in existing]
-        for sig in ("-TERM", "-KILL"):
-            for n in nss:
-                pids = subprocess.run(["ip", "netns", "pids", n], capture_output=True,
-                                      text=True).stdout.split()
-                for p in pids:
-                    subprocess.run(["kill", sig, p], capture_output=True)
-            if sig == "-TERM":
-                wait(lambda: not any(subprocess.run(["ip", "netns", "pids", n], capture_output=True,
-                                                    text=True).stdout.split() for n in nss), 5)
-        for n in nss:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        return super().down()
 
     def up(self):
+        """A fresh topology: whatever an earlier run left is removed first."""
         self.down()
-        for n in self.namespaces():
-            subprocess.run(["ip", "netns", "add", n], check=True)
-            sh(n, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
-                  "net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 "
-                  "net.ipv4.conf.default.rp_filter=0")
-        sh(self.node_ns, "sysctl -qw net.ipv4.ip_forward=1")
-        for pod, o in self.pods.items():
-            v = f"v-{pod}"
-            subprocess.run(["ip", "-n", self.node_ns, "link", "add", v, "type", "veth", "peer",
-                            "name", "eth0", "netns", self.ns(pod)], check=True)
-            self._node_end(v, o)
-            sh(self.ns(pod), f"ip link set eth0 address {pod_mac(o)} mtu 1500; "
-                             f"ethtool -K eth0 tx off rx off tso off gso off gro off >/dev/null 2>&1 || true; "
-                             f"ip addr add {self.ip(pod)}/32 dev eth0; ip link set eth0 up; "
-                             f"ip route add {GW_IP} dev eth0 scope link; "
-                             f"ip route add default via {GW_IP} dev eth0")
-        subprocess.run(["ip", "-n", self.node_ns, "link", "add", "v-ztunnel", "type", "veth",
-                        "peer", "name", self.zt_link, "netns", self.zt_ns], check=True)
-        self._node_end("v-ztunnel", 10)
-        off = "ethtool -K {d} tx off rx off tso off gso off gro off >/dev/null 2>&1 || true"
-        if self.endpoint:
-            sh(self.zt_ns, f"ip link set ztlink address {ZT_MAC} mtu 1500 arp off; {off.format(d='ztlink')}; "
-                           f"ip link set ztlink up; sysctl -qw net.ipv4.conf.ztlink.forwarding=0; "
-                           f"iptables -w -t mangle -A PREROUTING -i pistioout -p tcp -j TPROXY "
-                           f"--on-port {LISTENER_PORT} --on-ip 127.0.0.1 --tproxy-mark 0x400/0xfff; "
-                           f"ip rule add priority 20000 fwmark 0x400/0xfff lookup 100; "
-                           f"ip route replace local 0.0.0.0/0 dev lo table 100; "
-                           f"ip rule add priority 20001 fwmark 0x401/0xfff lookup 101")
-        else:
-            sh(self.zt_ns, f"ip link set eth0 address {ZT_MAC} mtu 1500; {off.format(d='eth0')}; "
-                           f"ip addr add {ZT_IP}/32 dev eth0; ip link set eth0 up; "
-                           f"ip route add {GW_IP} dev eth0 scope link; "
-                           f"ip route add default via {GW_IP} dev eth0")
-        return self
-
-    def _node_end(self, v, octet):
-        sh(self.node_ns, f"ip link set {v} address 02:00:00:00:03:{octet:02x} mtu 1500 arp off; "
-                         f"ethtool -K {v} tx off rx off tso off gso off gro off >/dev/null 2>&1 || true; "
-                         f"ip link set {v} up; sysctl -qw net.ipv4.conf.{v}.forwarding=0")
+        return super().up()
 
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
@@ -186,8 +78,8 @@ class MiniLab:
             lines.append(f"  - {{name: {pod}, role: pods, devargs: \"net_af_packet_{i},iface=v-{pod}\", "
                          f"twin: \"net_tap_{i},iface=t-{pod},mac={twin_mac(o)}\"}}")
         lines.append("  - {name: ztunnel, role: ztunnel, devargs: \"net_af_packet_zt,iface=v-ztunnel\", "
-                     f"twin: \"net_tap_zt,iface=t-ztunnel,mac={twin_mac(10)}\"}}")
-        lines.append(f"tunnel: {{local_ip: {GW_IP}, remote_ip: {ZT_IP}, next_hop_mac: \"{next_hop_mac}\", "
+                     f"twin: \"net_tap_zt,iface=t-ztunnel,mac={twin_mac(ZT_OCTET)}\"}}")
+        lines.append(f"tunnel: {{local_ip: {self.gw_ip}, remote_ip: {self.zt_ip}, next_hop_mac: \"{next_hop_mac}\", "
                      f"inner_src_mac: \"{ISTIOOUT_MAC}\", inner_dst_mac: \"{PISTIOOUT_MAC}\""
                      + (f", arp_refresh_ms: {arp_refresh_ms}" if arp_refresh_ms else "")
                      + (f", too_big: {too_big}" if too_big else "") + "}")
@@ -197,7 +89,7 @@ class MiniLab:
         lines.append("log: {level: info}")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
-        self.node_ports = ports
+        self.node_ports = list(ports)
         return path
 
     def endpoint_config(self, path, twin_mac_=ZT_MAC):
@@ -206,7 +98,7 @@ dpdk: {{workers: 1, memory_mb: 128, no_huge: true, file_prefix: {self.ep_prefix}
 ports:
   - {{name: uplink, role: uplink, devargs: "net_af_packet_up,iface=ztlink", twin: "net_tap_eth0,iface=eth0,mac={twin_mac_}"}}
   - {{name: pistioout, role: tunnel, vni: 1001, devargs: "net_tap_pout,iface=pistioout,mac={PISTIOOUT_MAC}"}}
-tunnel: {{udp_port: 6081, local_ip: {ZT_IP}, remote_ip: {GW_IP}, next_hop_mac: arp, mtu: 1500}}
+tunnel: {{udp_port: 6081, local_ip: {self.zt_ip}, remote_ip: {self.gw_ip}, next_hop_mac: arp, mtu: 1500}}
 log: {{level: info}}
 """
         with open(path, "w") as f:
@@ -217,9 +109,7 @@ log: {{level: info}}
     def node(self, config, name="node"):
         d = os.path.join(self.log_dir, name)
         os.makedirs(d, exist_ok=True)
-        ports = getattr(self, "node_ports", list(self.pods))
-        return Ztgeneve(self.binary, config, ns=self.node_ns, log_dir=d,
-                        taps=[f"t-{p}" for p in ports] + ["t-ztunnel"])
+        return Ztgeneve(self.binary, config, ns=self.node_ns, log_dir=d, taps=self.twins(self.node_ports))
 
     def start_node(self, config, name="node", timeout=30):
         """Starts a node instance, waits for it and addresses its twins as scripts/lab twins."""
@@ -227,29 +117,17 @@ log: {{level: info}}
         self.address_twins()
         return self.z
 
-    def address_twins(self, ports=None):
-        ports = getattr(self, "node_ports", list(self.pods)) if ports is None else ports
-        cmds = []
-        for pod in list(ports) + ["ztunnel"]:
-            t, ip = f"t-{pod}", (ZT_IP if pod == "ztunnel" else self.ip(pod))
-            cmds.append(f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 net.ipv4.conf.{t}.rp_filter=0 "
-                        f">/dev/null 2>&1; ip addr replace {GW_IP}/32 dev {t}; ip link set {t} up; "
-                        f"ip route replace {ip}/32 dev {t}")
-        sh(self.node_ns, "; ".join(cmds))
+    def address_twins(self, ports=None, wait_s=0):
+        """As NodeLab's, for the pod ports of the last node_config by default."""
+        return super().address_twins(self.node_ports if ports is None else ports, wait_s)
 
     def start_endpoint(self, config, name="endpoint", timeout=30):
+        """Starts an endpoint instance in ztunnel's pod and addresses its taps."""
         d = os.path.join(self.log_dir, name)
         os.makedirs(d, exist_ok=True)
         self.ep = Ztgeneve(self.binary, config, ns=self.zt_ns, log_dir=d,
                            taps=["eth0", "pistioout"]).start(timeout=timeout)
-        sh(self.zt_ns, "for t in eth0 pistioout; do sysctl -qw net.ipv6.conf.$t.disable_ipv6=1 "
-                       "net.ipv4.conf.$t.rp_filter=0; done; "
-                       f"ip addr replace {ZT_IP}/32 dev eth0; ip link set eth0 up; "
-                       f"ip route replace {GW_IP} dev eth0 scope link; "
-                       f"ip route replace default via {GW_IP} dev eth0; "
-                       f"ip link set pistioout mtu {TUNNEL_MTU}; "
-                       f"ip addr replace 192.168.127.2/30 dev pistioout; ip link set pistioout up; "
-                       f"ip route replace default via {ISTIOOUT_IP} dev pistioout table 101")
+        self.address_endpoint_taps()
         return self.ep
 
     def start_listener(self):
@@ -272,16 +150,16 @@ log: {{level: info}}
         return p
 
     # ------------------------------------------------------------ traffic
-    def ping(self, pod, dst=GW_IP, count=1, timeout=2):
+    def ping(self, pod, dst=None, count=1, timeout=2):
         r = subprocess.run(netns.ns_cmd(self.ns(pod), "ping", "-n", "-q", "-c", count, "-i", "0.2",
-                                        "-W", timeout, dst), capture_output=True, text=True,
+                                        "-W", timeout, dst or self.gw_ip), capture_output=True, text=True,
                            timeout=timeout * count + 10)
         return r.returncode == 0
 
-    def flow(self, pod, count, pps, dport=9080, sport=45000, dst=VIP, background=False):
+    def flow(self, pod, count, pps, dport=9080, sport=45000, dst=None, background=False):
         """count raw TCP frames of one flow from pod (tests/kernel/flow.py, AF_PACKET)."""
         tool = os.path.join(os.path.dirname(netns.TOOLS), "kernel", "flow.py")
-        args = netns.ns_cmd(self.ns(pod), netns.PY, tool, "--src", self.ip(pod), "--dst", dst,
+        args = netns.ns_cmd(self.ns(pod), netns.PY, tool, "--src", self.ip(pod), "--dst", dst or self.vip,
                             "--dport", dport, "--sport", sport, "--dst-mac",
                             twin_mac(self.pods[pod]), "--count", count, "--pps", pps)
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""The lab: the article's node and its pods, each in a network namespace. The one
+implementation behind scripts/lab (main() below) and the tests' own labs (minilab.py, under
+namespace prefixes of their own).
+
+    lab = NodeLab()                  # the session lab of scripts/lab: ztg-*, pods SESSION_PODS
+    lab.up()                         # namespaces, veths, node routing, kube-proxy DNAT, TPROXY
+    ...                              # ztgeneve (role node) runs in lab.node_ns
+    lab.address_twins(wait_s=20)     # its kernel twins get the gateway address and pod routes
+    ...                              # ztgeneve (role endpoint) runs in lab.zt_ns
+    lab.address_endpoint_taps()      # its taps eth0 and pistioout get ztunnel's addresses
+    lab.down()                       # kills what runs in <prefix>* namespaces, deletes them
+
+Namespaces, for a prefix P, pods {name: last octet} in the subnet S (10.244.2) and ztunnel's
+pod named Z ("ztunnel" in scripts/lab):
+
+  P<pod>  eth0: S.<octet>/32, MAC 02:00:00:00:02:<octet>, default route via the gateway S.1;
+  Pnode   the node: v-<pod> and v-ztunnel, the node's ends of the pods' veths (MAC
+          02:00:00:00:03:<octet>, no address, arp off, forwarding off: ztgeneve opens them
+          with net_af_packet, the kernel ignores them); ztgeneve's kernel twins t-<pod> and
+          t-ztunnel get S.1/32 and the pod routes (address_twins); IP forwarding on, no
+          default route; with dnat_to, kube-proxy's DNAT of the VIP;
+  PZ      ztunnel's pod (S.10), whose link is v-ztunnel on the node's side and
+            endpoint=True:  the veth end ztlink, owned by a ztgeneve role endpoint which makes
+                            the taps eth0 (S.10) and pistioout (192.168.127.2/30) that
+                            address_endpoint_taps addresses; TCP arriving on pistioout is
+                            TPROXYed to the transparent listener on 127.0.0.1:15001;
+            endpoint=False: a plain kernel eth0 like any pod's (the node resolves it by ARP).
+
+Everything lives in the prefix's namespaces: nothing is configured in the root namespace and
+no route leads out. down() removes every namespace with the prefix, also those of an earlier
+lab with other pods.
+
+Namespaces holds what any topology is made of (namespaces, veth pairs, a pod's end, an end
+ztgeneve opens, offloads, removal); NodeLab is the article's node built from them.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+SUBNET = "10.244.2"
+GW_OCTET = 1
+ZT_OCTET = 10
+GW_IP = f"{SUBNET}.{GW_OCTET}"
+ZT_IP = f"{SUBNET}.{ZT_OCTET}"
+VIP = "10.96.0.10"
+VIP_PORT = 9080
+ISTIOOUT_IP = "192.168.127.1"
+PISTIOOUT_IP = "192.168.127.2"
+ISTIOOUT_MAC = "02:00:00:00:7f:01"   # the tunnel's inner MACs (ztgeneve's configs)
+PISTIOOUT_MAC = "02:00:00:00:7f:02"
+LISTENER_PORT = 15001
+TUNNEL_MTU = 1450                    # link MTU 1500 - 50 bytes of Geneve, as Istio sets it
+ZT_LINK = "ztlink"                   # ztunnel's end of its veth when an endpoint owns it
+
+# The session lab: scripts/lab, tests/e2e, config/lab-node.yaml. name -> last octet.
+SESSION_PREFIX = "ztg-"
+SESSION_PODS = {"productpage": 3, "ratings": 2, "reviews-v1": 7, "reviews-v2": 5,
+                "reviews-v3": 8, "legacy": 20}
+
+# A new veth's offloads on Linux (ethtool -k): what a link made with offloads off gets back
+# when a later up() wants them on.
+VETH_OFFLOADS = ("tx", "on", "rx", "on", "tso", "on", "gso", "on", "gro", "off")
+NO_OFFLOADS = ("tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off")
+
+
+def pod_mac(octet):
+    return f"02:00:00:00:02:{octet:02x}"
+
+
+def node_mac(octet):
+    """The node's end of a pod's veth."""
+    return f"02:00:00:00:03:{octet:02x}"
+
+
+def twin_mac(octet):
+    """A pod port's kernel twin (set by ztgeneve's config, which the lab's configs follow)."""
+    return f"02:00:00:00:01:{octet:02x}"
+
+
+ZT_MAC = pod_mac(ZT_OCTET)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def log(msg):
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def run(*args, check=True, timeout=60):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise LabError(f"{' '.join(map(str, args))}: rc {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def sh(ns, cmd, check=True, timeout=60):
+    """Runs cmd with sh -c in namespace ns; returns its stdout."""
+    r = run("ip", "netns", "exec", ns, "sh", "-c", cmd, check=False, timeout=timeout)
+    if check and r.returncode != 0:
+        raise LabError(f"[{ns}] {cmd}: rc {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def script(ns, lines):
+    """Runs shell lines in ns, stopping at the first that fails."""
+    return sh(ns, "set -e\n" + "\n".join(lines))
+
+
+def links(ns):
+    r = run("ip", "-n", ns, "-o", "link", "show", check=False)
+    return {l.split(":")[1].strip().split("@")[0] for l in r.stdout.splitlines() if ":" in l}
+
+
+def wait(pred, timeout, step=0.05):
+    """Polls pred until true or timeout; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def ns_exists(ns):
+    return os.path.exists(f"/run/netns/{ns}")
+
+
+def ns_pids(ns):
+    return [int(p) for p in run("ip", "netns", "pids", ns, check=False).stdout.split()]
+
+
+def ipt_once(ns, table, chain, *rule):
+    """An iptables rule, appended unless present."""
+    rule = [str(a) for a in rule]
+    if run("ip", "netns", "exec", ns, "iptables", "-w", "-t", table, "-C", chain, *rule,
+           check=False).returncode != 0:
+        run("ip", "netns", "exec", ns, "iptables", "-w", "-t", table, "-A", chain, *rule)
+
+
+def rule_once(ns, prio, *selector):
+    """An ip rule at priority prio, added unless that priority has one."""
+    if not run("ip", "-n", ns, "rule", "show", "priority", prio, check=False).stdout.strip():
+        run("ip", "-n", ns, "rule", "add", "priority", prio, *selector)
+
+
+class Namespaces:
+    """Namespaces named <prefix>*, made and removed together: what any topology is built of.
+    offloads: False turns checksum and segmentation offloads off on every veth end made
+    (see set_offloads); True keeps the kernel's defaults, as a real pod has them."""
+
+    def __init__(self, prefix, offloads=False, log=log):
+        self.prefix = prefix
+        self.offloads = offloads
+        self.log = log
+        self._made = set()  # (ns, dev): veth ends made by this object, with the kernel's defaults
+
+    def namespaces(self):
+        """The topology's namespaces, in the order they are made."""
+        raise NotImplementedError
+
+    def present(self):
+        """The namespaces with the prefix that exist (in `ip netns list` order)."""
+        names = [l.split()[0] for l in run("ip", "netns", "list", check=False).stdout.splitlines()
+                 if l.strip()]
+        return [n for n in names if n.startswith(self.prefix)]
+
+    def add_ns(self, ns, forwarding=False):
+        """A namespace (made unless it exists) with lo up, no IPv6, no reverse-path filter."""
+        if not ns_exists(ns):
+            run("ip", "netns", "add", ns)
+        sh(ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+               "net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 "
+               "net.ipv4.conf.default.rp_filter=0"
+               + (" net.ipv4.ip_forward=1" if forwarding else ""))
+
+    def veth(self, ns_a, a, ns_b, b, stale=()):
+        """The veth pair a (in ns_a) -- b (in ns_b), made unless a exists. An end named b (or
+        one of stale) left in ns_b by an earlier lab, its peer gone, would block the creation:
+        it is deleted first. Returns True if made."""
+        if a in links(ns_a):
+            if b not in links(ns_b):
+                raise LabError(f"{ns_b} has no {b} (peer of {a} in {ns_a})")
+            return False
+        for s in (b, *stale):
+            run("ip", "-n", ns_b, "link", "del", s, check=False)
+        run("ip", "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b)
+        self._made |= {(ns_a, a), (ns_b, b)}
+        return True
+
+    def set_offloads(self, ns, dev):
+        """Applies self.offloads to a veth end."""
+        if self.offloads and (ns, dev) in self._made:
+            return  # made now: the kernel's defaults, as a real pod has them
+        if shutil.which("ethtool") is None:
+            self.log(f"warning: ethtool missing; {dev} in {ns} keeps its offloads")
+            return
+        # Off (offloads=False) because ztgeneve's net_af_packet ports cannot yet handle what a
+        # veth with offloads on hands to their packet socket: TCP/UDP checksums left for the
+        # receiver to finish (partial checksums) and TCP segments larger than the MTU (GSO,
+        # GRO). Off, every frame carries its real checksum and fits the MTU. On again for an
+        # end an earlier up() made with them off: a new veth's defaults.
+        flags = VETH_OFFLOADS if self.offloads else NO_OFFLOADS
+        ethtool = ("ip", "netns", "exec", ns, "ethtool", "-K", dev)
+        if run(*ethtool, *flags, check=False).returncode != 0 and \
+                run(*ethtool, *flags[:2], check=False).returncode != 0:
+            self.log(f"warning: ethtool -K {dev} {' '.join(flags)} failed in {ns}")
+
+    def end(self, ns, dev, mac, mtu=1500, arp=True):
+        """A veth end's MAC, MTU, ARP and offloads."""
+        sh(ns, f"ip link set {dev} address {mac} mtu {mtu}" + ("" if arp else " arp off"))
+        self.set_offloads(ns, dev)
+
+    def bare_end(self, ns, dev, mac, mtu=1500):
+        """A veth end that ztgeneve opens with net_af_packet: no address, no ARP, no
+        forwarding, so that the kernel ignores it."""
+        self.end(ns, dev, mac, mtu, arp=False)
+        script(ns, [f"ip addr flush dev {dev}", f"ip link set {dev} up",
+                    f"sysctl -qw net.ipv4.conf.{dev}.forwarding=0"])
+
+    def pod_end(self, ns, dev, mac, ip, gw, mtu=1500):
+        """A pod's interface as a CNI leaves it: its /32 address, the gateway on the link and
+        the default route via the gateway."""
+        self.end(ns, dev, mac, mtu)
+        script(ns, [f"ip addr replace {ip}/32 dev {dev}", f"ip link set {dev} up",
+                    f"ip route replace {gw} dev {dev} scope link",
+                    f"ip route replace default via {gw} dev {dev}"])
+
+    def wait_links(self, ns, names, wait_s, what, hint):
+        """Waits (bounded) until every link of names exists in ns."""
+        missing = []
+
+        def ready():
+            nonlocal missing
+            have = links(ns)
+            missing = [n for n in names if n not in have]
+            return not missing
+
+        if not wait(ready, wait_s, step=0.2):
+            raise LabError(f"{what}: after {wait_s:g}s still missing in {ns}: {' '.join(missing)} ({hint})")
+
+    def down(self):
+        """Kills what runs in every namespace with the prefix (SIGTERM: ztgeneve removes its
+        taps and prints its counters; SIGKILL after 5 s) and deletes them. Returns them."""
+        nss = self.present()
+        if not nss:
+            self.log("down: nothing to remove")
+            return []
+        for ns in nss:
+            for pid in ns_pids(ns):
+                _kill(pid, signal.SIGTERM)
+        wait(lambda: not any(ns_pids(ns) for ns in nss), 5, step=0.1)
+        for ns in nss:
+            for pid in ns_pids(ns):
+                self.log(f"down: killing {pid} ({_cmdline(pid)[:80]}) in {ns}")
+                _kill(pid, signal.SIGKILL)
+        for ns in nss:
+            if run("ip", "netns", "del", ns, check=False).returncode != 0:
+                self.log(f"down: could not delete {ns}")
+        self.log(f"down: removed {' '.join(nss)}")
+        return nss
+
+    def status(self):
+        """Namespaces, their processes, links, addresses and routes, as text."""
+        nss = self.present()
+        if not nss:
+            return f"no {self.prefix}* namespaces\n"
+        out = []
+        for ns in nss:
+            out.append(f"== {ns} (pids: {' '.join(map(str, ns_pids(ns)))})")
+            for what, args in (("link", ("-br", "link")), ("addr", ("-br", "-4", "addr")),
+                               ("route", ("-4", "route"))):
+                out += [f"  {what:5} {l}" for l in run("ip", "-n", ns, *args, check=False).stdout.splitlines()]
+        return "\n".join(out) + "\n"
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class NodeLab(Namespaces):
+    """The article's node and its pods (see the module's doc). pods: {name: last octet};
+    zt_name: ztunnel pod's namespace suffix; endpoint: whether a ztgeneve role endpoint owns
+    ztunnel's link; dnat_to: kube-proxy's DNAT target of vip:vip_port (None: no kube-proxy)."""
+
+    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=True,
+                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT,
+                 offloads=False, log=log):
+        super().__init__(prefix, offloads=offloads, log=log)
+        self.pods = dict(SESSION_PODS if pods is None else pods)
+        self.zt_name = zt_name
+        self.endpoint = endpoint
+        self.dnat_to = dnat_to
+        self.subnet = subnet
+        self.vip, self.vip_port = vip, vip_port
+        self.gw_ip = f"{subnet}.{GW_OCTET}"
+        self.zt_ip = f"{subnet}.{ZT_OCTET}"
+        self.zt_mac = pod_mac(ZT_OCTET)
+        self.node_ns = f"{prefix}node"
+        self.zt_ns = f"{prefix}{zt_name}"
+        self.zt_link = ZT_LINK if endpoint else "eth0"
+
+    # ------------------------------------------------------------ names
+    def ns(self, pod):
+        return self.zt_ns if pod == self.zt_name else f"{self.prefix}{pod}"
+
+    def ip(self, pod):
+        return self.zt_ip if pod == self.zt_name else f"{self.subnet}.{self.pods[pod]}"
+
+    def namespaces(self):
+        return [self.node_ns] + [self.ns(p) for p in self.pods] + [self.zt_ns]
+
+    def twins(self, ports=None):
+        """The node's kernel twins of the pod ports (default every pod) and of the ztunnel port."""
+        return [f"t-{p}" for p in (self.pods if ports is None else ports)] + ["t-ztunnel"]
+
+    # ------------------------------------------------------------ topology
+    def up(self):
+        """Makes the topology, or completes it: what exists is kept (a running ztgeneve keeps
+        its links), what is missing is made."""
+        node = self.node_ns
+        self.add_ns(node, forwarding=True)
+        for pod, octet in self.pods.items():
+            ns = self.ns(pod)
+            self.add_ns(ns)
+            self.veth(node, f"v-{pod}", ns, "eth0")
+            self.pod_end(ns, "eth0", pod_mac(octet), self.ip(pod), self.gw_ip)
+            self.bare_end(node, f"v-{pod}", node_mac(octet))
+        zt = self.zt_ns
+        self.add_ns(zt)
+        if self.endpoint:
+            self.veth(node, "v-ztunnel", zt, ZT_LINK, stale=("eth0",))
+            self.bare_end(zt, ZT_LINK, self.zt_mac)
+            self.ztunnel_rules()
+        else:
+            self.veth(node, "v-ztunnel", zt, "eth0", stale=(ZT_LINK,))
+            self.pod_end(zt, "eth0", self.zt_mac, self.zt_ip, self.gw_ip)
+        self.bare_end(node, "v-ztunnel", node_mac(ZT_OCTET))
+        # No way out of the lab: the node has no default route.
+        run("ip", "-n", node, "route", "del", "default", check=False)
+        if self.dnat_to:
+            # kube-proxy's part: the VIP DNATed to a ratings endpoint. Redirected traffic must
+            # never reach it (its counter stays 0 for meshed pods); a non-meshed pod's does.
+            ipt_once(node, "nat", "PREROUTING", "-d", self.vip, "-p", "tcp", "--dport", self.vip_port,
+                     "-j", "DNAT", "--to-destination", self.dnat_to)
+        return self
+
+    def ztunnel_rules(self):
+        """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
+        transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
+        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
+        zt = self.zt_ns
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
+                 "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
+        rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
+        run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+        rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
+
+    def address_twins(self, ports=None, wait_s=0):
+        """Once ztgeneve (role node) runs: its twins of ports (default every pod) and of the
+        ztunnel port get the gateway address and the route to their pod, waiting up to wait_s
+        for them. Returns their names."""
+        names = self.twins(ports)
+        self.wait_links(self.node_ns, names, wait_s, "twins", "is ztgeneve running there?")
+        lines = []
+        for pod, t in zip([*(self.pods if ports is None else ports), self.zt_name], names):
+            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
+                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0 >/dev/null 2>&1 || true",
+                      f"ip addr replace {self.gw_ip}/32 dev {t}", f"ip link set {t} up",
+                      f"ip route replace {self.ip(pod)}/32 dev {t}"]
+        script(self.node_ns, lines)
+        return names
+
+    def address_endpoint_taps(self, wait_s=0):
+        """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
+        as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
+        192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
+        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
+        zt = self.zt_ns
+        self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
+                        "is the endpoint ztgeneve running there?")
+        lines = []
+        for t in ("eth0", "pistioout"):
+            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
+                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0"]
+        script(zt, lines + [
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+            f"ip addr replace {self.zt_ip}/32 dev eth0", "ip link set eth0 up",
+            f"ip route replace {self.gw_ip} dev eth0 scope link",
+            f"ip route replace default via {self.gw_ip} dev eth0",
+            f"ip link set pistioout mtu {TUNNEL_MTU}",
+            f"ip addr replace {PISTIOOUT_IP}/30 dev pistioout", "ip link set pistioout up"])
+        self.ztunnel_rules()
+        run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
+            "table", "101")
+
+
+# ---------------------------------------------------------------- scripts/lab
+
+USAGE = """\
+usage: {prog} COMMAND
+  up [--pod-offloads off|on]
+                 create the namespaces and veth pairs, the node's kube-proxy-like DNAT and
+                 the ztunnel pod's TPROXY rules (idempotent). Pod offloads (checksum, TSO,
+                 GSO, GRO on every veth end): off by default, as ztgeneve needs for now; on
+                 keeps the kernel's defaults, as real pods have them
+  twins          after ztgeneve runs in ztg-node: address and route its kernel twins
+  endpoint-twins after ztgeneve (role endpoint) runs in ztg-ztunnel: address its taps eth0
+                 (10.244.2.10, ztunnel's link as its kernel sees it) and pistioout
+                 (192.168.127.2/30) and add table 101's route via istioout
+  down           kill what runs in the namespaces and delete them (idempotent)
+  status         list namespaces, links and addresses
+  exec NS CMD... run CMD in namespace ztg-NS (or NS)
+"""
+
+
+def main(argv):
+    prog = os.environ.get("ZTG_LAB_PROG", "scripts/lab")
+    cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    if cmd in ("help", "-h", "--help"):
+        sys.stdout.write(USAGE.format(prog=prog))
+        return 0
+    offloads = False
+    if cmd == "up" and args[:1] == ["--pod-offloads"] and args[1:2] in (["on"], ["off"]):
+        offloads, args = args[1] == "on", args[2:]
+    if cmd not in ("up", "twins", "endpoint-twins", "down", "status", "exec") or \
+            (cmd == "exec" and len(args) < 2) or (cmd != "exec" and args):
+        sys.stderr.write(USAGE.format(prog=prog))
+        return 2
+    lab = NodeLab(offloads=offloads)
+    try:
+        if cmd in ("up", "twins", "endpoint-twins", "down") and os.geteuid() != 0:
+            raise LabError("must run as root")
+        if cmd == "up":
+            lab.up()
+            log(f"up: namespaces {lab.node_ns} and {' '.join(lab.namespaces()[1:])} "
+                f"(pod offloads {'on' if offloads else 'off'})")
+        elif cmd == "twins":
+            if not ns_exists(lab.node_ns):
+                raise LabError(f"{lab.node_ns} does not exist (run: {prog} up)")
+            names = lab.address_twins(wait_s=float(os.environ.get("ZTG_TWIN_WAIT_S", "20")))
+            log(f"twins: {' '.join(names)} addressed {lab.gw_ip}/32 with their pod routes")
+        elif cmd == "endpoint-twins":
+            if not ns_exists(lab.zt_ns):
+                raise LabError(f"{lab.zt_ns} does not exist (run: {prog} up)")
+            lab.address_endpoint_taps(wait_s=float(os.environ.get("ZTG_TWIN_WAIT_S", "20")))
+            log(f"endpoint-twins: eth0 {lab.zt_ip}/32, pistioout {PISTIOOUT_IP}/30 (mtu {TUNNEL_MTU}), "
+                f"TPROXY to 127.0.0.1:{LISTENER_PORT}")
+        elif cmd == "down":
+            lab.down()
+        elif cmd == "status":
+            sys.stdout.write(lab.status())
+        elif cmd == "exec":
+            ns = args[0] if ns_exists(args[0]) else f"{lab.prefix}{args[0]}"
+            if not ns_exists(ns):
+                raise LabError(f"no namespace {ns}")
+            os.execvp("ip", ["ip", "netns", "exec", ns, *args[1:]])
+    except LabError as e:
+        log(f"error: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
