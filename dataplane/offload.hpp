@@ -29,8 +29,7 @@ namespace offload_detail {
 inline uint16_t pseudo_sum(const Parsed& p, uint32_t l4_len) {
     uint64_t s = uint64_t(p.src.raw) + p.dst.raw + (uint32_t(p.proto) << 8) +
                  rte_cpu_to_be_16(uint16_t(l4_len));
-    s = (s & 0xffffffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + ((s >> 16) & 0xffff) + (s >> 32); // s < 2^34 before, <= 0x20002 after
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     return uint16_t(s);
