@@ -15,7 +15,6 @@ namespace ztg {
 
 using Mac = std::array<uint8_t, 6>;
 
-
 struct PortConfig {
     std::string name;
     DevKind kind = DevKind::Pods; // ports[].role, a row of kPortKinds
