@@ -1,8 +1,11 @@
-"""Count test cases from gtest XML files (one per unit executable, matched to meson's
-testlog.json) and pytest junit XML; print one line per suite, then as the very last line
+"""Count the test cases of `meson test` runs: per test of each build directory's
+meson-logs/testlog.json, its cases from <build>/test-results/<test name>.xml (gtest or
+pytest JUnit XML, if written during that run), else the test itself as one case. A test
+that failed although its XML shows no failed case (a crash or leak after its cases, a
+timeout) adds one failed case. Prints one line per test, then as the very last line
 `N passed, M failed` (`, K skipped` when K > 0). Exit 1 if anything failed or nothing ran.
 
-  junit_summary.py [--meson-testlog F --gtest-dir D] [--junit NAME=FILE ...] [--extra-failed NAME=N]
+  junit_summary.py [--failed NAME=N ...] BUILD_DIR ...
 """
 import argparse
 import json
@@ -10,13 +13,13 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
+RANK = {"passed": 0, "skipped": 1, "failed": 2}
+
 
 def cases_from_xml(path):
-    """{case id: 'passed'|'failed'|'skipped'} from a gtest or pytest junit XML file."""
+    """{case id: 'passed'|'failed'|'skipped'} from a gtest or pytest JUnit XML file."""
     out = {}
-    rank = {"passed": 0, "skipped": 1, "failed": 2}
-    root = ET.parse(path).getroot()
-    for tc in root.iter("testcase"):
+    for tc in ET.parse(path).getroot().iter("testcase"):
         cid = f"{tc.get('classname', '')}::{tc.get('name', '')}"
         kids = {c.tag for c in tc}
         if kids & {"failure", "error"}:
@@ -25,16 +28,9 @@ def cases_from_xml(path):
             res = "skipped"
         else:
             res = "passed"
-        if cid not in out or rank[res] > rank[out[cid]]:
+        if cid not in out or RANK[res] > RANK[out[cid]]:
             out[cid] = res
     return out
-
-
-def tally(results):
-    c = {"passed": 0, "failed": 0, "skipped": 0}
-    for r in results:
-        c[r] += 1
-    return c
 
 
 def fmt(c):
@@ -44,66 +40,60 @@ def fmt(c):
     return s
 
 
-def unit_results(testlog, gtest_dir):
-    """Per gtest case where an XML exists; else one case per meson test."""
-    results, notes = [], []
-    if not testlog or not os.path.exists(testlog):
-        return results, notes
-    with open(testlog) as f:
-        entries = [json.loads(l) for l in f if l.strip()]
-    for e in entries:
-        name, res = e.get("name", "?"), e.get("result", "ERROR")
-        ok = res in ("OK", "EXPECTEDFAIL")
-        cmd = e.get("command") or e.get("cmd") or []
-        exe = os.path.basename(cmd[0]) if cmd else name
-        xml = os.path.join(gtest_dir, exe + ".xml") if gtest_dir else None
-        if xml and os.path.exists(xml):
-            cases = cases_from_xml(xml)
-            results += cases.values()
-            failed_cases = [k for k, v in cases.items() if v == "failed"]
-            if not ok and not failed_cases:
-                results.append("failed")  # crashed, leaked, timed out after its cases
-                notes.append(f"  {name}: {res} (exit status) although all its cases passed")
-            for k in failed_cases:
-                notes.append(f"  FAILED {name}: {k}")
-        else:
-            results.append("skipped" if res == "SKIP" else ("passed" if ok else "failed"))
-            if not ok and res != "SKIP":
-                notes.append(f"  FAILED {name}: {res} (no gtest XML)")
+def test_cases(build, entry):
+    """(results, notes) of one testlog.json entry."""
+    name = entry["name"].rsplit(" / ", 1)[-1]  # "project:suite / name" when suites differ
+    res = entry.get("result", "ERROR")
+    ok = res in ("OK", "EXPECTEDFAIL")
+    xml = os.path.join(build, "test-results", name + ".xml")
+    if not os.path.exists(xml) or os.path.getmtime(xml) < entry.get("starttime", 0):
+        if res == "SKIP":
+            return ["skipped"], []
+        return ["passed" if ok else "failed"], [] if ok else [f"  FAILED {name}: {res}"]
+    try:
+        cases = cases_from_xml(xml)
+    except ET.ParseError as e:
+        return ["failed"], [f"  FAILED {name}: {res}, unreadable {xml}: {e}"]
+    failed = [k for k, v in cases.items() if v == "failed"]
+    notes = [f"  FAILED {name}: {k}" for k in failed]
+    results = list(cases.values())
+    if not ok and not failed:
+        results.append("failed")
+        notes.append(f"  FAILED {name}: {res} (exit status {entry.get('returncode')}) "
+                     f"although its {len(cases)} cases passed")
     return results, notes
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--meson-testlog")
-    ap.add_argument("--gtest-dir")
-    ap.add_argument("--junit", action="append", default=[], help="NAME=FILE")
-    ap.add_argument("--extra-failed", action="append", default=[], help="NAME=N (e.g. build=1)")
+    ap.add_argument("--failed", action="append", default=[], metavar="NAME=N",
+                    help="count N failed cases for NAME (e.g. a build that failed)")
+    ap.add_argument("builds", nargs="*", help="build directories that ran meson test")
     a = ap.parse_args()
 
     total = {"passed": 0, "failed": 0, "skipped": 0}
     lines = []
 
-    def add(name, c, notes=()):
+    def add(label, results, notes=()):
+        c = {k: results.count(k) for k in total}
         for k in total:
             total[k] += c[k]
-        lines.append(f"{name:<14} {fmt(c)}")
+        lines.append(f"{label:<28} {fmt(c)}")
         lines.extend(notes)
 
-    for spec in a.extra_failed:
+    for spec in a.failed:
         name, n = spec.split("=", 1)
-        add(name, {"passed": 0, "failed": int(n), "skipped": 0})
-    if a.meson_testlog:
-        res, notes = unit_results(a.meson_testlog, a.gtest_dir)
-        add("unit (gtest)", tally(res), notes)
-    for spec in a.junit:
-        name, path = spec.split("=", 1)
-        if not os.path.exists(path):
-            add(name, {"passed": 0, "failed": 1, "skipped": 0}, [f"  {path}: no junit XML (runner crashed?)"])
+        add(name, ["failed"] * int(n))
+    for build in a.builds:
+        log = os.path.join(build, "meson-logs", "testlog.json")
+        if not os.path.exists(log):
+            add(build, ["failed"], [f"  {log} missing: meson test did not run"])
             continue
-        cases = cases_from_xml(path)
-        notes = [f"  FAILED {k}" for k, v in cases.items() if v == "failed"]
-        add(name, tally(cases.values()), notes)
+        with open(log) as f:
+            entries = [json.loads(l) for l in f if l.strip()]
+        for e in entries:
+            add(f"{os.path.basename(build.rstrip('/'))} {e['name'].rsplit(' / ', 1)[-1]}",
+                *test_cases(build, e))
 
     print("---- summary ----")
     for l in lines:
