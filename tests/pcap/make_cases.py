@@ -1,113 +1,403 @@
 #!/usr/bin/python3
-"""Writes the packet-in/packet-out cases under tests/pcap/cases/<case>/: in.pcap (what
-the pods port receives), expected-ztunnel.pcap and expected-twin.pcap (what must leave
-the ztunnel port and the pods port's kernel twin, in order), and case.yaml (the tunnel
-and pods used; test_pcap.py turns it into a ztgeneve config with net_pcap ports).
-Run it again after changing a case; the outputs are committed."""
+"""Writes the packet-in/packet-out cases, one directory each under tests/pcap/cases/:
+
+  case.yaml               what the case is (below)
+  in-<device>.pcap        the frames a device receives (a port, or a twin: from the kernel)
+  expected-<device>.pcap  the frames that must leave each device, in order (empty: none)
+
+case.yaml: `description`; `role`, `tunnel`, `redirect`, `pods` as in ztgeneve's config;
+`ports` (name, role, mac, vni, twin: whether it has a kernel twin); `input`, in order:
+the device, its pcap, how many frames, and the pods ztgeneve must then have `located`
+(learnt from their traffic) before the next input comes; `expect`, per device: its pcap,
+frames, `counters` (the non-zero ones: every other must be 0) and `decode` (per frame it
+sends, the tshark fields and values it must carry, or null).
+
+The expected frames, counters and pod locations come from geneve_ref.py (scapy), never
+from ztgeneve; each frame below also names the counter it is meant to hit, and the
+reference must agree. The `decode` rows are what the frame is meant to carry (from the
+input and the config, not from the reference's bytes): test_pcap.py asks tshark.
+Run it again after changing a case (the output is reproducible); the files are committed."""
 import os
+import shutil
 import sys
+from collections import Counter
 
 import yaml
-from scapy.all import ARP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw, fragment, wrpcap
+from scapy.all import ARP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw
 
-sys.path.insert(0, os.path.dirname(__file__))
-from geneve_ref import encapsulate, route_direct  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import geneve_ref as ref  # noqa: E402
+from pcapraw import write_frames  # noqa: E402
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
-POD_MAC, GW_MAC = "02:00:00:00:02:03", "02:00:00:00:01:03"
-VIP, ZT = "10.96.0.10", "10.244.2.10"
-PODS = ["10.244.2.3", "10.244.2.2", "10.244.2.7"]
-OTHER = "10.244.2.20"
+CASES = os.path.join(HERE, "cases")
 
-BASE = {
-    "local_ip": "10.244.2.1", "remote_ip": ZT,
-    "next_hop_mac": "02:00:00:00:02:0a", "port_mac": "02:00:00:00:01:0a",
-    "inner_src_mac": "02:00:00:00:7f:01", "inner_dst_mac": "02:00:00:00:7f:02",
-}
+NODE, ZT, VIP = "10.244.2.1", "10.244.2.10", "10.96.0.10"
+PRODUCTPAGE, RATINGS, REVIEWS, LEGACY = "10.244.2.3", "10.244.2.2", "10.244.2.7", "10.244.2.20"
+PODS = [PRODUCTPAGE, RATINGS, REVIEWS]
+POD_MAC = {PRODUCTPAGE: "02:00:00:00:02:03", RATINGS: "02:00:00:00:02:02",
+           REVIEWS: "02:00:00:00:02:07", LEGACY: "02:00:00:00:02:14"}
+GW_MAC = "02:00:00:00:01:03"            # the node's pods ports (the pods' gateway)
+NODE_ZT_MAC = "02:00:00:00:01:0a"       # the node's ztunnel port
+ZT_MAC = "02:00:00:00:02:0a"            # the ztunnel pod
+ISTIOOUT, PISTIOOUT = "02:00:00:00:7f:01", "02:00:00:00:7f:02"
+ISTIOOUT_IP, PISTIOOUT_IP = "192.168.127.1", "192.168.127.2"
+
+NODE_TUNNEL = ref.tunnel(local_ip=NODE, remote_ip=ZT, next_hop_mac=ZT_MAC, port_mac=NODE_ZT_MAC,
+                         inner_src_mac=ISTIOOUT, inner_dst_mac=PISTIOOUT)
+ENDPOINT_TUNNEL = ref.tunnel(local_ip=ZT, remote_ip=NODE, next_hop_mac=NODE_ZT_MAC, port_mac=ZT_MAC)
+PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132}
+ICMP_PER_SECOND = 100  # README: at most 100 ICMP fragmentation-needed a second per worker
+NODE_KEYS = ("vni", "udp_port", "local_ip", "remote_ip", "next_hop_mac", "udp_checksum", "mtu",
+             "inner_src_mac", "inner_dst_mac", "inner_ip", "too_big")
+ENDPOINT_KEYS = NODE_KEYS[:7]
 
 
-def eth(vlan=None):
-    e = Ether(src=POD_MAC, dst=GW_MAC)
+def pcap_mac(i):
+    """net_pcap's MAC for the i-th net_pcap device of the process (02:70:63:61:70:<i>, 'pcap'
+    in ASCII). test_pcap.py creates them in the order of Case.devices."""
+    return f"02:70:63:61:70:{i:02x}"
+
+
+def node_ports(*pods_ports):
+    return ([{"name": p, "role": "pods", "mac": GW_MAC, "twin": True} for p in pods_ports or ("pods",)] +
+            [{"name": "ztunnel", "role": "ztunnel", "mac": NODE_ZT_MAC, "twin": True}])
+
+
+def endpoint_ports(*tunnels):
+    return ([{"name": "uplink", "role": "uplink", "mac": ZT_MAC, "twin": True}] +
+            [{"name": n, "role": "tunnel", "vni": v, "twin": False} for n, v in tunnels])
+
+
+class Flow(dict):
+    """A mapping written on one line."""
+
+
+yaml.SafeDumper.add_representer(Flow, lambda dumper, d: dumper.represent_mapping(
+    "tag:yaml.org,2002:map", d.items(), flow_style=True))
+
+
+class Case:
+    """A case being built: its ports, its inputs in order and, from the reference, what each
+    device must send and count."""
+
+    def __init__(self, name, description, role, ports, tunnel, pods=(), protocols=("tcp",)):
+        self.name, self.description, self.role, self.ports = name, description, role, ports
+        self.t = dict(tunnel)
+        self.pods, self.protocols = list(pods), list(protocols)
+        self.devices, self.mac, self.kind = [], {}, {}
+        for p in ports:
+            self.devices.append(p["name"])
+            self.kind[p["name"]] = p["role"]
+            self.mac[p["name"]] = p.get("mac", pcap_mac(len(self.devices) - 1))
+            if p["twin"]:
+                self.devices.append(p["name"] + ".twin")
+                self.kind[p["name"] + ".twin"] = "twin"
+                self.mac[p["name"] + ".twin"] = pcap_mac(len(self.devices) - 1)
+        self.link = next(p["name"] for p in ports if p["role"] in ("ztunnel", "uplink"))
+        assert self.mac[self.link] == self.t["port_mac"]
+        self.tunnel_of = {p.get("vni", self.t["vni"]): p["name"] for p in ports if p["role"] == "tunnel"}
+        self.inputs = []
+        self.out = {d: [] for d in self.devices}
+        self.decode = {d: [] for d in self.devices}
+        self.ctr = {d: Counter() for d in self.devices}
+        self.located = {}  # pod IP -> (port, MAC), as the reference learns it
+        self.icmp_sent = 0
+
+    def on(self, device):
+        """The frames that follow arrive on device, after all earlier ones were received."""
+        assert device in self.devices and all(s["device"] != device for s in self.inputs), device
+        self.inputs.append({"device": device, "frames": [], "located": []})
+        return self
+
+    def emit(self, device, frame, decode=None):
+        self.out[device].append(frame)
+        self.decode[device].append(decode)
+        self.ctr[device]["tx"] += 1
+
+    def frame(self, frame, expect, decode=None):
+        """One frame in on the current device; expect: the counter it is meant to hit there
+        (the reference must agree); decode: what tshark must read in its output."""
+        raw = bytes(frame)
+        dev = self.inputs[-1]["device"]
+        self.inputs[-1]["frames"].append(raw)
+        self.ctr[dev]["rx"] += 1
+        counter, outs, generated = getattr(self, "_" + self.kind[dev])(dev, raw)
+        assert counter == expect, f"{self.name}: frame {len(self.inputs[-1]['frames'])} on {dev}: " \
+                                  f"the reference says {counter}, the case means {expect}"
+        self.ctr[dev][counter] += 1
+        for k, n in generated.items():
+            self.ctr[dev][k] += n
+        for i, (d, b) in enumerate(outs):
+            self.emit(d, b, decode if i == 0 else None)
+        return self
+
+    def frames(self, items):
+        for f, expect, *decode in items:
+            self.frame(f, expect, *decode)
+        return self
+
+    # The stages of the reference, one per kind of device.
+    def _pods(self, dev, raw):
+        counter, outs, seen, generated = ref.pods_verdict(raw, self.t, self.pods,
+                                                          {PROTO.get(p, p) for p in self.protocols},
+                                                          self.mac[dev])
+        if seen is not None:
+            where = (dev, ref.mac_str(seen[1]))
+            if self.located.get(seen[0]) != where:
+                self.located[seen[0]] = where
+                self.inputs[-1]["located"].append({"ip": seen[0], "mac": where[1], "port": dev})
+        if generated.get("icmp_frag_needed"):
+            self.icmp_sent += 1
+            if self.icmp_sent > ICMP_PER_SECOND:
+                generated, outs = {"icmp_rate_limited": 1}, []
+        where = {"link": self.link, "twin": dev + ".twin", "port": dev}
+        return counter, [(where[d], b) for d, b in outs], generated
+
+    def _ztunnel(self, dev, raw):
+        verdict, detail = ref.inspect(raw, self.t)
+        if verdict == "not_ours":
+            return "pass", [(dev + ".twin", raw)], {}
+        if verdict == "drop":
+            return detail, [], {}
+        vni, inner, ecn = detail
+        if vni != self.t["vni"]:
+            return "decap_bad_vni", [], {}
+        ports = {p: self.mac[p] for p in self.devices if self.kind[p] == "pods"}
+        counter, to, out = ref.node_decap(inner, ecn, self.t, self.located, ports, self.mac.get(dev + ".twin"))
+        to = {"link": dev, "twin": dev + ".twin"}.get(to, to)
+        return counter, [(to, out)] if out is not None else [], {}
+
+    def _uplink(self, dev, raw):
+        verdict, detail = ref.inspect(raw, self.t)
+        if verdict == "not_ours":
+            return "pass", [(dev + ".twin", raw)], {}
+        if verdict == "drop":
+            return detail, [], {}
+        vni, inner, ecn = detail
+        if vni not in self.tunnel_of:
+            return "decap_bad_vni", [], {}
+        counter, out = ref.endpoint_decap(inner, ecn)
+        return counter, [(self.tunnel_of[vni], out)] if out is not None else [], {}
+
+    def _tunnel(self, dev, raw):
+        vni = next(p.get("vni", self.t["vni"]) for p in self.ports if p["name"] == dev)
+        f = ref.Frame(raw)
+        if len(raw[:14 + len(f.ip)] if f.ip else raw) - 14 > self.t["mtu"] - ref.OUTER_LEN:
+            return "drop_too_big", [], {}
+        return "redirect", [(self.link, ref.encapsulate_frame(raw, self.t, vni))], {}
+
+    def _twin(self, dev, raw):
+        return "pass", [(dev[:-len(".twin")], raw)], {}
+
+    def write(self):
+        d = os.path.join(CASES, self.name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        keys = NODE_KEYS if self.role == "node" else ENDPOINT_KEYS
+        spec = {"description": self.description, "role": self.role,
+                "tunnel": {k: self.t[k] for k in keys}}
+        if self.role == "node":
+            spec["redirect"] = {"protocols": self.protocols}
+            spec["pods"] = self.pods
+        spec["ports"] = self.ports
+        spec["input"] = []
+        for s in self.inputs:
+            pcap = f"in-{s['device']}.pcap"
+            write_frames(os.path.join(d, pcap), s["frames"])
+            spec["input"].append({"device": s["device"], "pcap": pcap, "frames": len(s["frames"]),
+                                  "located": s["located"]})
+        spec["expect"] = {}
+        for dev in self.devices:
+            pcap = f"expected-{dev}.pcap"
+            write_frames(os.path.join(d, pcap), self.out[dev])
+            spec["expect"][dev] = {"pcap": pcap, "frames": len(self.out[dev]),
+                                   "counters": dict(sorted(self.ctr[dev].items())),
+                                   "decode": [Flow(r) if r else None for r in self.decode[dev]]}
+        with open(os.path.join(d, "case.yaml"), "w") as fh:
+            fh.write("# Written by tests/pcap/make_cases.py: edit that, then run it.\n")
+            yaml.safe_dump(spec, fh, sort_keys=False, default_flow_style=None, width=110)
+        return self
+
+
+# --- what the outputs are meant to carry (tshark field -> the values of its occurrences) ----------
+
+def m_encap(t, inner_src, inner_dst, ecn=0, vni=None):
+    return {"geneve.vni": [t["vni"] if vni is None else vni], "ip.src": [t["local_ip"], inner_src],
+            "ip.dst": [t["remote_ip"], inner_dst], "ip.dsfield.ecn": [ecn, ecn]}
+
+
+def m_routed(src, dst, ttl, dst_mac, ecn=0):
+    return {"eth.dst": [dst_mac], "ip.src": [src], "ip.dst": [dst], "ip.ttl": [ttl], "ip.dsfield.ecn": [ecn]}
+
+
+def m_frag_needed(t, pod, dst):
+    return {"icmp.type": [3], "icmp.code": [4], "icmp.mtu": [t["mtu"] - 50],
+            "ip.src": [t["local_ip"], pod], "ip.dst": [pod, dst]}
+
+
+def m_arp_reply(t, asker):
+    return {"geneve.vni": [t["vni"]], "ip.src": [t["local_ip"]], "ip.dst": [t["remote_ip"]],
+            "arp.opcode": [2], "arp.src.proto_ipv4": [t["inner_ip"]], "arp.dst.proto_ipv4": [asker]}
+
+
+def m_plain(src, dst, ecn=0):
+    return {"ip.src": [src], "ip.dst": [dst], "ip.dsfield.ecn": [ecn]}
+
+
+def m_arp(op, sender, target):
+    return {"arp.opcode": [op], "arp.src.proto_ipv4": [sender], "arp.dst.proto_ipv4": [target]}
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+def pod_eth(pod=PRODUCTPAGE, vlan=None, mac=None):
+    e = Ether(src=mac or POD_MAC[pod], dst=GW_MAC)
     return e / Dot1Q(vlan=vlan) if vlan is not None else e
 
 
-def write(name, tunnel, protocols, frames):
-    """frames: list of (frame, verdict) with verdict redirect|direct|pass|drop|fragment
-    (too big for the tunnel without DF: scapy's own fragment() splits it into 8-byte units
-    that fit, each encapsulated)."""
-    d = os.path.join(HERE, name)
-    os.makedirs(d, exist_ok=True)
-    t = dict(BASE, **tunnel)
-    zt_out, twin_out = [], []
-    for f, verdict in frames:
-        raw = bytes(f)
-        if verdict in ("redirect", "direct"):
-            p = Ether(raw)
-            ipl = p[IP]
-            ip_bytes = bytes(ipl)[:ipl.len]
-            zt_out.append(encapsulate(ip_bytes, t) if verdict == "redirect" else route_direct(ip_bytes, t))
-        elif verdict == "fragment":
-            ipl = Ether(raw)[IP]
-            unit = (t.get("mtu", 1500) - 50 - ipl.ihl * 4) // 8 * 8
-            for frag in fragment(ipl, fragsize=unit):
-                zt_out.append(encapsulate(bytes(frag), t, flow=ipl))
-        elif verdict == "pass":
-            twin_out.append(raw)
-    wrpcap(os.path.join(d, "in.pcap"), [Ether(bytes(f)) for f, _ in frames])
-    wrpcap(os.path.join(d, "expected-ztunnel.pcap"), [Ether(b) for b in zt_out])
-    wrpcap(os.path.join(d, "expected-twin.pcap"), [Ether(b) for b in twin_out])
-    counts = {v: sum(1 for _, x in frames if x == v) for v in ("redirect", "direct", "pass", "drop", "fragment")}
-    counts["fragments"] = len(zt_out) - counts["redirect"] - counts["direct"]
-    case = {"tunnel": {k: v for k, v in t.items() if k != "port_mac"}, "protocols": protocols,
-            "pods": PODS, "frames": len(frames), "expect": counts}
-    with open(os.path.join(d, "case.yaml"), "w") as fh:
-        yaml.safe_dump(case, fh, sort_keys=False)
+def syn(src, dst=VIP, sport=40000, dport=9080, **ip):
+    return IP(src=src, dst=dst, **ip) / TCP(sport=sport, dport=dport, flags="S")
 
 
-def outbound():
-    f = []
+def synack(src=VIP, dst=PRODUCTPAGE, sport=9080, dport=40000, **ip):
+    return IP(src=src, dst=dst, **ip) / TCP(sport=sport, dport=dport, flags="SA")
+
+
+def inner_eth(ip):
+    """An IPv4 packet as istioout/pistioout frame it inside the tunnel."""
+    return Ether(src=PISTIOOUT, dst=ISTIOOUT) / ip
+
+
+def geneve(inner, vni=1001, src=ZT, dst=NODE, sport=50000, dport=6081, tos=0, ttl=64, flags="DF",
+           ver=0, oam=0, critical=0, options=b"", proto=0x6558, csum=0, eth_src=ZT_MAC, eth_dst=NODE_ZT_MAC,
+           ip_chksum=None, ip_len=None, udp_len=None, frag=0, vlan=None, trailer=b""):
+    """A Geneve frame built byte by byte (every field at the case's choice, malformed ones too).
+    csum: 0 (none), None (the right one) or a value."""
+    assert len(options) % 4 == 0
+    g = bytes([(ver << 6) | (len(options) // 4), (oam << 7) | (critical << 6)]) + proto.to_bytes(2, "big") + \
+        vni.to_bytes(3, "big") + b"\0" + options + bytes(inner)
+    udp = UDP(sport=sport, dport=dport, len=udp_len, chksum=csum) / Raw(g)
+    ip = IP(src=src, dst=dst, tos=tos, ttl=ttl, flags=flags, frag=frag, id=0, chksum=ip_chksum, len=ip_len) / udp
+    e = Ether(src=eth_src, dst=eth_dst)
+    if vlan is not None:
+        e = e / Dot1Q(vlan=vlan)
+    return bytes(e / ip) + trailer
+
+
+def to_node(inner, **kw):
+    return geneve(inner, **kw)
+
+
+def to_endpoint(inner, **kw):
+    return geneve(inner, **dict(dict(src=NODE, dst=ZT, eth_src=NODE_ZT_MAC, eth_dst=ZT_MAC), **kw))
+
+
+# --- the cases ---------------------------------------------------------------------------------
+
+def node_pods_mixed():
+    """The first case: every pods-port verdict interleaved in one burst."""
+    c = Case("node-pods-mixed", "pods port: redirect, direct, pass, too big with and without DF, all "
+             "interleaved in one burst (the same pod MAC for every source)",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS)
+    c.on("pods")
+    t, mac = c.t, POD_MAC[PRODUCTPAGE]
+
+    def eth(vlan=None):
+        return pod_eth(vlan=vlan, mac=mac)
+
     for i, pod in enumerate(PODS):  # SYNs of several flows, 64/512/1500-byte frames
-        f.append((eth() / IP(src=pod, dst=VIP, flags="DF") / TCP(sport=40000 + i, dport=9080, flags="S"), "redirect"))
-        f.append((eth() / IP(src=pod, dst=VIP) / TCP(sport=41000 + i, dport=9080, flags="PA") / Raw(b"x" * 458), "redirect"))
+        c.frame(eth() / syn(pod, sport=40000 + i, flags="DF"), "redirect", m_encap(t, pod, VIP))
+        c.frame(eth() / IP(src=pod, dst=VIP) / TCP(sport=41000 + i, dport=9080, flags="PA") / Raw(b"x" * 458),
+                "redirect", m_encap(t, pod, VIP))
     big = 1500 - 50  # the largest inner packet that fits the 1500-byte tunnel MTU
-    f.append((eth() / IP(src=PODS[0], dst=VIP) / TCP(sport=42000, dport=9080, flags="A") / Raw(b"y" * (big - 40)), "redirect"))
-    f.append((eth() / IP(src=PODS[0], dst=VIP, flags="DF") / TCP(sport=42001, dport=9080, flags="A") / Raw(b"z" * (big - 39)), "drop"))
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP) / TCP(sport=42000, dport=9080, flags="A") / Raw(b"y" * (big - 40)),
+            "redirect", m_encap(t, PRODUCTPAGE, VIP))
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="DF") / TCP(sport=42001, dport=9080, flags="A")
+            / Raw(b"z" * (big - 39)), "drop_too_big", m_frag_needed(t, PRODUCTPAGE, VIP))
     # Too big without DF: fragmented (tunnel.too_big defaults to fragment), also a chained
     # jumbo frame with a copied option (Router Alert: in every fragment; scapy copies all
     # options, so a non-copied one is left to the unit test), and a fragment split again.
-    f.append((eth() / IP(src=PODS[0], dst=VIP, id=7) / TCP(sport=42002, dport=9080, flags="A") / Raw(b"w" * (big - 39)), "fragment"))
-    f.append((eth() / IP(src=PODS[1], dst=VIP, id=8, options=b"\x94\x04\x00\x00") / TCP(sport=42003, dport=9080, flags="A")
-              / Raw(bytes(range(256)) * 12), "fragment"))
-    f.append((eth() / IP(src=PODS[2], dst=VIP, id=9, flags="MF", frag=100, proto=6) / Raw(b"v" * 1480), "fragment"))
-    f.append((eth(vlan=12) / IP(src=PODS[1], dst=VIP) / TCP(sport=43000, dport=9080, flags="S"), "redirect"))
-    f.append((eth() / IP(src=PODS[2], dst=VIP, tos=0x03) / TCP(sport=44000, dport=9080, flags="S"), "redirect"))  # CE
-    f.append((eth() / IP(src=PODS[2], dst=VIP, tos=0xb9) / TCP(sport=44001, dport=9080, flags="S"), "redirect"))  # EF + ECT(1)
-    f.append((eth() / IP(src=PODS[0], dst=VIP, options=b"\x01\x01\x01\x00") / TCP(sport=45000, dport=9080), "redirect"))
-    f.append((eth() / IP(src=PODS[0], dst=VIP, flags="MF", frag=0, proto=6) / Raw(b"f" * 32), "redirect"))
-    f.append((eth() / IP(src=PODS[0], dst=VIP, frag=4, proto=6) / Raw(b"g" * 16), "redirect"))
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, id=7) / TCP(sport=42002, dport=9080, flags="A") / Raw(b"w" * (big - 39)),
+            "fragmented", m_encap(t, PRODUCTPAGE, VIP))
+    c.frame(eth() / IP(src=RATINGS, dst=VIP, id=8, options=b"\x94\x04\x00\x00") / TCP(sport=42003, dport=9080, flags="A")
+            / Raw(bytes(range(256)) * 12), "fragmented", m_encap(t, RATINGS, VIP))
+    c.frame(eth() / IP(src=REVIEWS, dst=VIP, id=9, flags="MF", frag=100, proto=6) / Raw(b"v" * 1480), "fragmented",
+            m_encap(t, REVIEWS, VIP))
+    c.frame(eth(vlan=12) / syn(RATINGS, sport=43000), "redirect", m_encap(t, RATINGS, VIP))
+    c.frame(eth() / syn(REVIEWS, sport=44000, tos=0x03), "redirect", m_encap(t, REVIEWS, VIP, ecn=3))  # CE
+    c.frame(eth() / syn(REVIEWS, sport=44001, tos=0xb9), "redirect", m_encap(t, REVIEWS, VIP, ecn=1))  # EF + ECT(1)
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, options=b"\x01\x01\x01\x00") / TCP(sport=45000, dport=9080),
+            "redirect", m_encap(t, PRODUCTPAGE, VIP))
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="MF", frag=0, proto=6) / Raw(b"f" * 32), "redirect")
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, frag=4, proto=6) / Raw(b"g" * 16), "redirect")
     # Padded minimum frame: the padding must not enter the tunnel.
-    f.append((bytes(eth() / IP(src=PODS[1], dst=VIP) / TCP(sport=46000, dport=9080, flags="S")) + b"\0" * 6, "redirect"))
-    f.append((eth() / IP(src=PODS[0], dst=ZT, ttl=64) / TCP(sport=47000, dport=15001, flags="S"), "direct"))
-    f.append((eth() / IP(src=PODS[0], dst=ZT, ttl=1) / TCP(sport=47001, dport=15001, flags="S"), "pass"))
-    f.append((eth() / IP(src=PODS[0], dst=VIP) / UDP(sport=5353, dport=53) / Raw(b"dns"), "pass"))
-    f.append((eth() / IP(src=OTHER, dst=VIP) / TCP(sport=48000, dport=9080, flags="S"), "pass"))
-    f.append((Ether(src=POD_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=PODS[0], pdst="10.244.2.1", hwsrc=POD_MAC), "pass"))
-    f.append((eth() / IPv6(src="fd00::3", dst="fd00::a") / TCP(dport=9080), "pass"))
-    f.append((bytes(eth() / IP(src=PODS[0], dst=VIP) / TCP(dport=9080))[:30], "pass"))  # truncated
-    f.append((eth() / IP(src=PODS[0], dst=VIP, proto=6) / Raw(b"\x00" * 2), "redirect"))  # TCP header cut short: TCP by protocol, no ports
-    write("outbound", {}, ["tcp"], f)
+    c.frame(bytes(eth() / syn(RATINGS, sport=46000)) + b"\0" * 6, "redirect", m_encap(t, RATINGS, VIP))
+    c.frame(eth() / syn(PRODUCTPAGE, dst=ZT, sport=47000, dport=15001, ttl=64), "direct",
+            m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC))
+    c.frame(eth() / syn(PRODUCTPAGE, dst=ZT, sport=47001, dport=15001, ttl=1), "pass")
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP) / UDP(sport=5353, dport=53) / Raw(b"dns"), "pass")
+    c.frame(eth() / syn(LEGACY, sport=48000), "pass")
+    c.frame(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=PRODUCTPAGE, pdst=NODE, hwsrc=mac), "pass")
+    c.frame(eth() / IPv6(src="fd00::3", dst="fd00::a") / TCP(dport=9080), "pass")
+    c.frame(bytes(eth() / IP(src=PRODUCTPAGE, dst=VIP) / TCP(dport=9080))[:30], "pass")  # truncated
+    # TCP header cut short: TCP by protocol, no ports
+    c.frame(eth() / IP(src=PRODUCTPAGE, dst=VIP, proto=6) / Raw(b"\x00" * 2), "redirect")
+    return c.write()
 
 
-def variant():
-    # istioin-like tunnel: VNI 1000, another port, UDP checksums on, TCP and UDP redirected.
-    f = [(eth() / IP(src=PODS[0], dst=VIP) / TCP(sport=50000 + i, dport=9080, flags="S") / Raw(b"p" * i), "redirect")
-         for i in range(4)]
-    f.append((eth() / IP(src=PODS[1], dst=VIP) / UDP(sport=5353, dport=53) / Raw(b"q" * 33), "redirect"))
-    f.append((eth() / IP(src=OTHER, dst=VIP) / UDP(sport=5353, dport=53), "pass"))
-    write("vni1000-udpcsum", {"vni": 1000, "udp_port": 6082, "udp_checksum": True}, ["tcp", "udp"], f)
+def node_pods_vni1000_udpcsum():
+    t = dict(NODE_TUNNEL, vni=1000, udp_port=6082, udp_checksum=True)
+    c = Case("node-pods-vni1000-udpcsum", "pods port with an istioin-like tunnel: VNI 1000, UDP port "
+             "6082, outer UDP checksums, TCP and UDP redirected", "node", node_ports(), t, pods=PODS,
+             protocols=["tcp", "udp"]).on("pods")
+    for i in range(4):
+        c.frame(pod_eth() / syn(PRODUCTPAGE, sport=50000 + i) / Raw(b"p" * i), "redirect", m_encap(c.t, PRODUCTPAGE, VIP))
+    c.frame(pod_eth(RATINGS) / IP(src=RATINGS, dst=VIP) / UDP(sport=5353, dport=53) / Raw(b"q" * 33), "redirect",
+            m_encap(c.t, RATINGS, VIP))
+    c.frame(pod_eth(LEGACY) / IP(src=LEGACY, dst=VIP) / UDP(sport=5353, dport=53), "pass")
+    return c.write()
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+ALL = [node_pods_mixed, node_pods_vni1000_udpcsum]
 
 if __name__ == "__main__":
-    outbound()
-    variant()
-    print("cases written under", HERE)
+    names = [f().name for f in ALL]
+    for stale in sorted(set(os.listdir(CASES)) - set(names)):
+        shutil.rmtree(os.path.join(CASES, stale))
+    print(f"{len(names)} cases written under {CASES}")
