@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 
 import yaml
-from scapy.all import ARP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw
+from scapy.all import ARP, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -360,6 +360,138 @@ def node_pods_vni1000_udpcsum():
     return c.write()
 
 
+def node_pods_pass():
+    c = Case("node-pods-pass", "pods port: what the kernel's mark rule does not match goes to the "
+             "twin unchanged; a pod's UDP and ARP still tell where it is", "node", node_ports(),
+             NODE_TUNNEL, pods=PODS).on("pods")
+    c.frames([
+        (pod_eth(LEGACY) / syn(LEGACY), "pass", m_plain(LEGACY, VIP)),             # not meshed
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP) / UDP(sport=5353, dport=53) / Raw(b"dns?"), "pass",
+         m_plain(PRODUCTPAGE, VIP)),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP) / ICMP(id=1, seq=1) / Raw(b"ping"), "pass",
+         m_plain(PRODUCTPAGE, VIP)),
+        (Ether(src=POD_MAC[REVIEWS], dst="ff:ff:ff:ff:ff:ff") /
+         ARP(hwsrc=POD_MAC[REVIEWS], psrc=REVIEWS, pdst=NODE), "pass", m_arp(1, REVIEWS, NODE)),  # learnt
+        (Ether(src=POD_MAC[LEGACY], dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=POD_MAC[LEGACY], psrc=LEGACY, pdst=NODE),
+         "pass", m_arp(1, LEGACY, NODE)),
+        (pod_eth(RATINGS, vlan=5) / ARP(hwsrc=POD_MAC[RATINGS], psrc=RATINGS, pdst=NODE), "pass"),  # tagged: not learnt
+        (pod_eth() / IPv6(src="fd00::3", dst="fd00::a") / TCP(dport=9080, flags="S"), "pass"),
+        (bytes(pod_eth() / syn(PRODUCTPAGE))[:30], "pass"),                       # IPv4 header cut short
+        (bytes(pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, len=200) / TCP(dport=9080, flags="S")), "pass"),  # total > frame
+        (bytes(pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, version=5) / TCP(dport=9080, flags="S")), "pass"),
+        (bytes(pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, ihl=4) / TCP(dport=9080, flags="S")), "pass"),
+        (Ether(src=POD_MAC[PRODUCTPAGE], dst="01:80:c2:00:00:0e", type=0x88cc) / Raw(b"\x02\x07\x04" + b"\0" * 43),
+         "pass"),                                                                  # LLDP
+    ])
+    return c.write()
+
+
+def node_pods_direct():
+    c = Case("node-pods-direct", "pods port: a meshed pod's TCP to the ztunnel IP is routed to it "
+             "unencapsulated (table 101), TTL - 1, a VLAN tag dropped", "node", node_ports(), NODE_TUNNEL,
+             pods=PODS).on("pods")
+    c.frames([
+        (pod_eth() / syn(PRODUCTPAGE, dst=ZT, dport=15008), "direct", m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+        (pod_eth(RATINGS) / syn(RATINGS, dst=ZT, dport=15008, ttl=2), "direct", m_routed(RATINGS, ZT, 1, ZT_MAC)),
+        (pod_eth(RATINGS) / syn(RATINGS, dst=ZT, dport=15008, ttl=1), "pass"),      # time exceeded: the kernel's
+        (pod_eth(REVIEWS, vlan=7) / syn(REVIEWS, dst=ZT, dport=15008, tos=0x2a), "direct",
+         m_routed(REVIEWS, ZT, 63, ZT_MAC, ecn=2)),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=ZT, flags="DF") / TCP(sport=40001, dport=15008, flags="A")
+         / Raw(b"d" * 1460), "direct", m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),      # 1500 bytes: no tunnel, fits
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=ZT) / UDP(sport=5353, dport=53), "pass"),  # UDP is not redirected
+        (pod_eth(LEGACY) / syn(LEGACY, dst=ZT, dport=15008), "pass"),
+    ])
+    return c.write()
+
+
+def node_pods_too_big_df():
+    c = Case("node-pods-too-big-df", "pods port: a redirect too big for the tunnel with DF set is "
+             "dropped and the pod gets ICMP fragmentation needed, MTU 1450, from the node",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS).on("pods")
+    t = c.t
+
+    def tcp(pod, n, sport, **ip):
+        return pod_eth(pod) / IP(src=pod, dst=VIP, flags="DF", **ip) / TCP(sport=sport, dport=9080, flags="A") / Raw(b"b" * n)
+
+    c.frames([
+        (tcp(PRODUCTPAGE, 1410, 40000), "redirect", m_encap(t, PRODUCTPAGE, VIP)),      # 1450: fits exactly
+        (tcp(PRODUCTPAGE, 1411, 40001), "drop_too_big", m_frag_needed(t, PRODUCTPAGE, VIP)),
+        (tcp(RATINGS, 1460, 40002, options=b"\x94\x04\x00\x00"), "drop_too_big", m_frag_needed(t, RATINGS, VIP)),
+        (tcp(REVIEWS, 8000, 40003, tos=0x02), "drop_too_big", m_frag_needed(t, REVIEWS, VIP)),  # jumbo, chained
+        (tcp(LEGACY, 1460, 40004), "pass"),                                           # not meshed: the kernel's
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="DF") / UDP(sport=5353, dport=53) / Raw(b"u" * 1472),
+         "pass"),                                                                     # not redirected
+    ])
+    return c.write()
+
+
+def node_pods_icmp_rate_limit():
+    t = dict(NODE_TUNNEL, mtu=576)
+    c = Case("node-pods-icmp-rate-limit", "pods port, tunnel MTU 576: 101 too-big DF packets at once "
+             "get 100 ICMP fragmentation needed (MTU 526), the 101st none (icmp_rate_limited)",
+             "node", node_ports(), t, pods=PODS).on("pods")
+    for i in range(101):
+        c.frame(pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="DF") / TCP(sport=41000 + i, dport=9080, flags="A")
+                / Raw(b"r" * 520), "drop_too_big", m_frag_needed(c.t, PRODUCTPAGE, VIP) if i < 100 else None)
+    return c.write()
+
+
+def node_pods_fragment():
+    t = dict(NODE_TUNNEL, mtu=1280)
+    c = Case("node-pods-fragment-mtu1280", "pods port, tunnel MTU 1280: too big without DF is split "
+             "into RFC 791 fragments of at most 1230 bytes, each its own Geneve frame with the "
+             "packet's source port and ECN; DF gets ICMP with MTU 1230", "node", node_ports(), t,
+             pods=PODS).on("pods")
+    c.frames([
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, id=100) / TCP(sport=40000, dport=9080, flags="A") / Raw(b"a" * 1191),
+         "fragmented", m_encap(c.t, PRODUCTPAGE, VIP)),                               # 1231: two fragments
+        (pod_eth(RATINGS) / IP(src=RATINGS, dst=VIP, id=101, tos=0x01) / TCP(sport=40001, dport=9080, flags="A")
+         / Raw(bytes(range(256)) * 11), "fragmented", m_encap(c.t, RATINGS, VIP, ecn=1)),  # 2856, chained
+        (pod_eth(REVIEWS) / IP(src=REVIEWS, dst=VIP, id=102, flags="MF", frag=50, proto=6) / Raw(b"c" * 1400),
+         "fragmented", m_encap(c.t, REVIEWS, VIP)),                                   # a fragment split again
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, id=103) / TCP(sport=40002, dport=9080, flags="A") / Raw(b"e" * 1190),
+         "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),                                 # 1230: fits
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, id=104, flags="DF") / TCP(sport=40003, dport=9080, flags="A")
+         / Raw(b"f" * 1191), "drop_too_big", m_frag_needed(c.t, PRODUCTPAGE, VIP)),
+    ])
+    return c.write()
+
+
+def node_pods_too_big_drop():
+    t = dict(NODE_TUNNEL, too_big="drop")
+    c = Case("node-pods-too-big-drop", "pods port with tunnel.too_big: drop: too big without DF is "
+             "dropped (drop_too_big, no ICMP); with DF the pod is still told", "node", node_ports(), t,
+             pods=PODS).on("pods")
+    c.frames([
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP) / TCP(sport=40000, dport=9080, flags="A") / Raw(b"a" * 1411),
+         "drop_too_big"),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="DF") / TCP(sport=40001, dport=9080, flags="A") / Raw(b"a" * 1411),
+         "drop_too_big", m_frag_needed(c.t, PRODUCTPAGE, VIP)),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP) / TCP(sport=40002, dport=9080, flags="A") / Raw(b"a" * 1410),
+         "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),
+    ])
+    return c.write()
+
+
+def node_pods_vlan():
+    c = Case("node-pods-vlan", "pods port, 802.1Q-tagged frames: classified through the tag, which "
+             "never enters the tunnel nor the direct route; what passes keeps it", "node",
+             node_ports(), NODE_TUNNEL, pods=PODS).on("pods")
+    t = c.t
+    c.frames([
+        (pod_eth(vlan=100) / syn(PRODUCTPAGE), "redirect", m_encap(t, PRODUCTPAGE, VIP)),
+        (pod_eth(RATINGS, vlan=4094) / syn(RATINGS, sport=40001, tos=0x02), "redirect", m_encap(t, RATINGS, VIP, ecn=2)),
+        (bytes(pod_eth(vlan=100) / syn(PRODUCTPAGE, sport=40002)) + b"\0" * 8, "redirect",
+         m_encap(t, PRODUCTPAGE, VIP)),                                               # padded
+        (pod_eth(vlan=100) / syn(PRODUCTPAGE, dst=ZT, dport=15008), "direct", m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+        (pod_eth(vlan=100) / IP(src=PRODUCTPAGE, dst=VIP) / UDP(sport=5353, dport=53), "pass"),
+        (pod_eth(LEGACY, vlan=100) / syn(LEGACY), "pass"),
+        (pod_eth(vlan=0) / syn(PRODUCTPAGE, sport=40003), "redirect", m_encap(t, PRODUCTPAGE, VIP)),  # priority tag
+        (pod_eth(vlan=100) / Dot1Q(vlan=200) / syn(PRODUCTPAGE, sport=40004), "pass"),  # two tags: not parsed
+        (pod_eth(vlan=100) / IP(src=PRODUCTPAGE, dst=VIP, id=5) / TCP(sport=40005, dport=9080, flags="A")
+         / Raw(b"v" * 1460), "fragmented", m_encap(t, PRODUCTPAGE, VIP)),
+    ])
+    return c.write()
 
 
 
@@ -382,19 +514,8 @@ def node_pods_vni1000_udpcsum():
 
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-ALL = [node_pods_mixed, node_pods_vni1000_udpcsum]
+ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
+       node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]
