@@ -24,6 +24,7 @@ from collections import Counter
 
 import yaml
 from scapy.all import ARP, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw
+from scapy.contrib.geneve import GENEVE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -124,6 +125,9 @@ class Case:
         self.inputs[-1]["frames"].append(raw)
         self.ctr[dev]["rx"] += 1
         counter, outs, generated = getattr(self, "_" + self.kind[dev])(dev, raw)
+        if any(d not in self.devices for d, _ in outs):  # for a kernel twin the port has not
+            assert all(d.endswith(".twin") for d, _ in outs)
+            counter, outs = "drop_no_twin", []
         assert counter == expect, f"{self.name}: frame {len(self.inputs[-1]['frames'])} on {dev}: " \
                                   f"the reference says {counter}, the case means {expect}"
         self.ctr[dev][counter] += 1
@@ -494,6 +498,141 @@ def node_pods_vlan():
     return c.write()
 
 
+def node_return_decap():
+    c = Case("node-return-decap", "ztunnel port: valid Geneve from ztunnel is decapsulated and routed "
+             "(TTL - 1, RFC 6040 ECN) to the pod that owns the inner destination, on the port and MAC "
+             "it was seen with; options skipped, padding and an outer VLAN tag dropped",
+             "node", node_ports("pods", "pods2"), NODE_TUNNEL, pods=PODS)
+    c.on("pods").frame(pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(c.t, PRODUCTPAGE, VIP))
+    c.on("pods2").frame(pod_eth(RATINGS) / syn(RATINGS, sport=40001), "redirect", m_encap(c.t, RATINGS, VIP))
+    pp, ra = POD_MAC[PRODUCTPAGE], POD_MAC[RATINGS]
+    opt = b"\x01\x02\x03\x01" + b"\x11\x22\x33\x44"  # class 0x0102, type 3 (not critical), 4 bytes of data
+    c.on("ztunnel").frames([
+        (to_node(inner_eth(synack())), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack(dst=RATINGS, dport=40001))), "decap", m_routed(VIP, RATINGS, 63, ra)),
+        (to_node(inner_eth(synack(ttl=2))), "decap", m_routed(VIP, PRODUCTPAGE, 1, pp)),
+        (to_node(inner_eth(synack()), options=opt), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack()), options=opt * 3, critical=0), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack()), critical=1), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),  # C without options
+        (to_node(inner_eth(synack(tos=0x02)), tos=0x03), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp, ecn=3)),
+        (to_node(inner_eth(synack(tos=0x02)), tos=0x01), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp, ecn=1)),
+        (to_node(inner_eth(synack(tos=0x01)), tos=0x03), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp, ecn=3)),
+        (to_node(inner_eth(synack(tos=0x00)), tos=0x02), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack(tos=0xb8 | 0x02)), tos=0x00), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp, ecn=2)),
+        (to_node(inner_eth(synack()), csum=None), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),  # UDP checksum
+        (to_node(inner_eth(synack()), trailer=b"\0" * 12), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(bytes(inner_eth(synack())) + b"\x55" * 10), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack()), vlan=30), "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack(options=b"\x01\x01\x01\x00")), flags=0), "decap",
+         m_routed(VIP, PRODUCTPAGE, 63, pp)),
+        (to_node(inner_eth(synack()), options=b"\x01\x02\x03\x1f" + b"\xbb" * 124 + opt * 15 + b"\x01\x02\x04\x00"), "decap",
+         m_routed(VIP, PRODUCTPAGE, 63, pp)),                                       # 252 bytes of options: the most
+        (bytes(Ether(src=ZT_MAC, dst=NODE_ZT_MAC) /
+               IP(src=ZT, dst=NODE, flags="DF", options=b"\x01\x01\x01\x00") /
+               UDP(sport=50000, dport=6081, chksum=0) / GENEVE(vni=1001, proto=0x6558) / inner_eth(synack())),
+         "decap", m_routed(VIP, PRODUCTPAGE, 63, pp)),                              # outer IPv4 options
+        (to_node(inner_eth(IP(src=VIP, dst=RATINGS) / TCP(sport=9080, dport=40001, flags="PA")
+                           / Raw(b"R" * 1410))), "decap", m_routed(VIP, RATINGS, 63, ra)),  # 1514 on the wire
+    ])
+    return c.write()
+
+
+def node_return_unknown():
+    c = Case("node-return-unknown", "ztunnel port: decapsulated packets for no located pod (not a pod, "
+             "a pod never seen) or with TTL 1 go to the kernel through the ztunnel twin "
+             "(decap_unknown_pod); what is not our tunnel passes to the twin unchanged",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS)
+    c.on("pods").frame(pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(c.t, PRODUCTPAGE, VIP))
+    twin = c.mac["ztunnel.twin"]
+    c.on("ztunnel").frames([
+        (to_node(inner_eth(synack(dst=LEGACY))), "decap_unknown_pod", m_routed(VIP, LEGACY, 64, twin)),
+        (to_node(inner_eth(synack(dst=REVIEWS))), "decap_unknown_pod", m_routed(VIP, REVIEWS, 64, twin)),
+        (to_node(inner_eth(synack(ttl=1))), "decap_unknown_pod", m_routed(VIP, PRODUCTPAGE, 1, twin)),
+        (to_node(inner_eth(synack(dst="10.1.2.3", tos=0x02)), tos=0x03), "decap_unknown_pod",
+         m_routed(VIP, "10.1.2.3", 64, twin, ecn=3)),
+        (to_node(inner_eth(synack()), vlan=9), "decap", m_routed(VIP, PRODUCTPAGE, 63, POD_MAC[PRODUCTPAGE])),
+        # Not our tunnel: ztunnel's own traffic and ARP, another port, another peer, IPv6.
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / IP(src=ZT, dst=NODE) / TCP(sport=15008, dport=33000, flags="SA"), "pass"),
+        (Ether(src=ZT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=ZT_MAC, psrc=ZT, pdst=NODE), "pass"),
+        (to_node(inner_eth(synack()), dport=6082), "pass"),
+        (to_node(inner_eth(synack()), src="10.244.2.99"), "pass"),
+        (to_node(inner_eth(synack()), dst="10.244.2.5"), "pass"),
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / IP(src=ZT, dst=NODE) / ICMP(type=0) / Raw(b"pong"), "pass"),
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / IPv6(src="fd00::a", dst="fd00::1") / UDP(dport=6081), "pass"),
+    ])
+    return c.write()
+
+
+def node_return_drops():
+    c = Case("node-return-drops", "ztunnel port: Geneve from ztunnel that must not be decapsulated "
+             "(RFC 8926, RFC 6040) is dropped under its reason; then a valid frame still passes",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS).on("ztunnel")
+    good = inner_eth(synack(dst=LEGACY))
+    ip_only = bytes(synack())
+    c.frames([
+        (to_node(good, ver=1), "decap_bad_version"),
+        (to_node(good, ver=3, options=b"\0" * 4), "decap_bad_version"),
+        (to_node(good, oam=1), "decap_oam"),
+        (to_node(good, oam=1, critical=1), "decap_oam"),
+        (to_node(good, critical=1, options=b"\x01\x02\x83\x01" + b"\0" * 4), "decap_critical"),
+        (to_node(good, vni=1000), "decap_bad_vni"),
+        (to_node(good, vni=0), "decap_bad_vni"),
+        (to_node(good, ip_chksum=0x1234), "decap_bad_outer"),
+        (to_node(good, csum=0x1234), "decap_bad_outer"),
+        (to_node(good, flags="MF"), "decap_bad_outer"),                             # an outer fragment
+        (to_node(good, flags=0, frag=8), "decap_bad_outer"),
+        (to_node(good, ip_len=200), "decap_bad_outer"),                             # longer than the frame
+        (to_node(good, udp_len=60), "decap_bad_outer"),
+        (to_node(b"\x02\x00\x00\x00\x7f\x01" * 2), "decap_bad_outer"),              # no room for the inner Ethernet
+        (to_node(ip_only, proto=0x0800), "decap_bad_inner"),                        # IPv4 right after Geneve
+        (to_node(Ether(src=PISTIOOUT, dst=ISTIOOUT) / IPv6(src="fd00::a", dst="fd00::3") / TCP()), "decap_bad_inner"),
+        (to_node(Ether(src=PISTIOOUT, dst=ISTIOOUT) / Dot1Q(vlan=3) / synack()), "decap_bad_inner"),
+        (to_node(bytes(good)[:14 + 30]), "decap_bad_inner"),                        # IPv4 cut short
+        (to_node(Ether(src=PISTIOOUT, dst=ISTIOOUT) / ARP(op=2, hwsrc=PISTIOOUT, psrc=PISTIOOUT_IP,
+                                                          pdst=ISTIOOUT_IP)), "decap_bad_inner"),  # not a request
+        (to_node(inner_eth(synack(dst=LEGACY, tos=0x00)), tos=0x03), "decap_ecn_drop"),  # CE over Not-ECT
+        (to_node(good), "decap_unknown_pod", m_routed(VIP, LEGACY, 64, c.mac["ztunnel.twin"])),
+    ])
+    return c.write()
+
+
+def node_tunnel_arp():
+    c = Case("node-tunnel-arp", "ztunnel port: ARP for istioout's address asked inside the tunnel "
+             "by pistioout is answered through the tunnel as istioout would; any other ARP in the "
+             "tunnel is no IPv4 (decap_bad_inner)", "node", node_ports(), NODE_TUNNEL, pods=PODS).on("ztunnel")
+    t = c.t
+
+    def who_has(ip, src_mac=PISTIOOUT, src_ip=PISTIOOUT_IP, pad=0):
+        return bytes(Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=src_mac, psrc=src_ip, pdst=ip)) + b"\0" * pad
+
+    c.frames([
+        (to_node(who_has(ISTIOOUT_IP)), "tunnel_arp_reply", m_arp_reply(t, PISTIOOUT_IP)),
+        (to_node(who_has(ISTIOOUT_IP, pad=18)), "tunnel_arp_reply", m_arp_reply(t, PISTIOOUT_IP)),  # padded to 60
+        (to_node(who_has(ISTIOOUT_IP, src_mac="02:00:00:00:7f:55", src_ip="192.168.127.3")), "tunnel_arp_reply",
+         m_arp_reply(t, "192.168.127.3")),
+        (to_node(who_has(ISTIOOUT_IP), csum=None, tos=0x03), "tunnel_arp_reply", m_arp_reply(t, PISTIOOUT_IP)),
+        (to_node(who_has("192.168.127.9")), "decap_bad_inner"),
+    ])
+    return c.write()
+
+
+def node_twins():
+    c = Case("node-twins", "twins: what the node's kernel sends out of a twin leaves by its port "
+             "unchanged (the pods port's, then the ztunnel port's)", "node", node_ports(), NODE_TUNNEL, pods=PODS)
+    c.on("pods.twin").frames([
+        (Ether(src=GW_MAC, dst=POD_MAC[PRODUCTPAGE]) / ARP(op=2, hwsrc=GW_MAC, psrc=NODE,
+                                                          hwdst=POD_MAC[PRODUCTPAGE], pdst=PRODUCTPAGE), "pass",
+         m_arp(2, NODE, PRODUCTPAGE)),
+        (Ether(src=GW_MAC, dst=POD_MAC[LEGACY]) / synack(dst=LEGACY, ttl=63), "pass", m_plain(VIP, LEGACY)),
+        (Ether(src=GW_MAC, dst=POD_MAC[PRODUCTPAGE]) / IP(src=NODE, dst=PRODUCTPAGE) / UDP(sport=53, dport=5353), "pass"),
+        (to_node(inner_eth(synack()), eth_src=GW_MAC, eth_dst=POD_MAC[PRODUCTPAGE]), "pass"),  # even Geneve
+    ])
+    c.on("ztunnel.twin").frames([
+        (Ether(src=NODE_ZT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=NODE_ZT_MAC, psrc=NODE, pdst=ZT), "pass",
+         m_arp(1, NODE, ZT)),
+        (Ether(src=NODE_ZT_MAC, dst=ZT_MAC) / syn(NODE, dst=ZT, dport=15008), "pass", m_plain(NODE, ZT)),
+    ])
+    return c.write()
 
 
 
@@ -502,12 +641,22 @@ def node_pods_vlan():
 
 
 
-
-
-
-
-
-
+def node_no_twins():
+    c = Case("node-no-twins", "ports without a kernel twin: what would go to the kernel is dropped "
+             "and counted (drop_no_twin), on the pods port and on the return path",
+             "node", [dict(p, twin=False) for p in node_ports()], NODE_TUNNEL, pods=PODS)
+    c.on("pods").frames([
+        (pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),
+        (pod_eth(LEGACY) / syn(LEGACY), "drop_no_twin"),
+        (Ether(src=POD_MAC[RATINGS], dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=POD_MAC[RATINGS], psrc=RATINGS, pdst=NODE),
+         "drop_no_twin"),
+    ])
+    c.on("ztunnel").frames([
+        (to_node(inner_eth(synack(dst=RATINGS))), "decap", m_routed(VIP, RATINGS, 63, POD_MAC[RATINGS])),
+        (to_node(inner_eth(synack(dst=LEGACY))), "drop_no_twin"),                   # decap, for no pod
+        (Ether(src=ZT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=ZT_MAC, psrc=ZT, pdst=NODE), "drop_no_twin"),
+    ])
+    return c.write()
 
 
 
@@ -515,7 +664,8 @@ def node_pods_vlan():
 
 
 ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
-       node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan]
+       node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
+       node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]
