@@ -635,10 +635,88 @@ def node_twins():
     return c.write()
 
 
+def endpoint_uplink_decap():
+    c = Case("endpoint-uplink-decap", "endpoint uplink: Geneve from the node is decapsulated into the "
+             "tap of its VNI (pistioout 1001, pistioin 1000) as the kernel's geneve device hands it up; "
+             "the rest of the link passes to the twin", "endpoint",
+             endpoint_ports(("pistioout", 1001), ("pistioin", 1000)), ENDPOINT_TUNNEL).on("uplink")
+    out = Ether(src=ISTIOOUT, dst=PISTIOOUT)
+    opt = b"\x01\x02\x03\x02" + b"\xaa" * 8
+    c.frames([
+        (to_endpoint(out / syn(PRODUCTPAGE)), "decap", m_plain(PRODUCTPAGE, VIP)),
+        (to_endpoint(out / syn(RATINGS, sport=40001), vni=1000), "decap", m_plain(RATINGS, VIP)),
+        (to_endpoint(out / syn(PRODUCTPAGE, sport=40002, tos=0x02), tos=0x03), "decap", m_plain(PRODUCTPAGE, VIP, ecn=3)),
+        (to_endpoint(out / syn(PRODUCTPAGE, sport=40003, tos=0x02), tos=0x01), "decap", m_plain(PRODUCTPAGE, VIP, ecn=1)),
+        (to_endpoint(out / syn(PRODUCTPAGE, sport=40004), tos=0x03), "decap_ecn_drop"),
+        (to_endpoint(out / Dot1Q(vlan=8) / syn(PRODUCTPAGE, sport=40005), tos=0x03), "decap"),  # tag hides the ECN
+        (to_endpoint(out / syn(PRODUCTPAGE, sport=40006), options=opt, csum=None), "decap", m_plain(PRODUCTPAGE, VIP)),
+        (to_endpoint(bytes(out / syn(PRODUCTPAGE, sport=40007)) + b"\0" * 6, trailer=b"\0" * 4), "decap",
+         m_plain(PRODUCTPAGE, VIP)),                                                 # inner and outer padding
+        (to_endpoint(Ether(src=ISTIOOUT, dst=PISTIOOUT) / ARP(op=2, hwsrc=ISTIOOUT, psrc=ISTIOOUT_IP,
+                                                              hwdst=PISTIOOUT, pdst=PISTIOOUT_IP)), "decap"),
+        (to_endpoint(out / IPv6(src="fd00::3", dst="fd00::a") / TCP()), "decap"),
+        (to_endpoint(out / syn(PRODUCTPAGE), vni=1002), "decap_bad_vni"),
+        (to_endpoint(out / syn(PRODUCTPAGE), oam=1), "decap_oam"),
+        (to_endpoint(out / syn(PRODUCTPAGE), ver=2), "decap_bad_version"),
+        (to_endpoint(out / syn(PRODUCTPAGE), critical=1, options=opt), "decap_critical"),
+        (to_endpoint(out / syn(PRODUCTPAGE), ip_chksum=0), "decap_bad_outer"),
+        (to_endpoint(bytes(syn(PRODUCTPAGE)), proto=0x0800), "decap_bad_inner"),
+        (Ether(src=NODE_ZT_MAC, dst=ZT_MAC) / syn(NODE, dst=ZT, dport=15008), "pass"),
+        (Ether(src=NODE_ZT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=NODE_ZT_MAC, psrc=NODE, pdst=ZT), "pass"),
+        (to_node(out / syn(PRODUCTPAGE)), "pass"),                                   # the wrong way round
+    ])
+    return c.write()
 
 
+def endpoint_tunnel_encap():
+    c = Case("endpoint-tunnel-encap", "endpoint: what the kernel sends out of pistioout is encapsulated "
+             "whole toward the node (VNI 1001, 10.244.2.10 -> 10.244.2.1); then what it sends out of "
+             "the uplink's twin (eth0) leaves by the uplink unchanged", "endpoint",
+             endpoint_ports(("pistioout", 1001)), ENDPOINT_TUNNEL).on("pistioout")
+    t = c.t
+    back = Ether(src=PISTIOOUT, dst=ISTIOOUT)
+    c.frames([
+        (back / synack(), "redirect", m_encap(t, VIP, PRODUCTPAGE)),
+        (back / synack(dst=RATINGS, dport=40001, tos=0x03), "redirect", m_encap(t, VIP, RATINGS, ecn=3)),
+        (back / synack(dst=REVIEWS, dport=40002, tos=0x29), "redirect", m_encap(t, VIP, REVIEWS, ecn=1)),
+        (Ether(src=PISTIOOUT, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=PISTIOOUT, psrc=PISTIOOUT_IP, pdst=ISTIOOUT_IP),
+         "redirect", {"geneve.vni": [1001], "ip.src": [ZT], "ip.dst": [NODE], "arp.opcode": [1],
+                      "arp.dst.proto_ipv4": [ISTIOOUT_IP]}),
+        (bytes(back / synack(dport=40003)) + b"\0" * 6, "redirect", m_encap(t, VIP, PRODUCTPAGE)),  # padding cut
+        (back / IP(src=VIP, dst=PRODUCTPAGE) / UDP(sport=53, dport=5353) / Raw(b"answer"), "redirect",
+         m_encap(t, VIP, PRODUCTPAGE)),
+        (back / IP(src=VIP, dst=PRODUCTPAGE) / TCP(sport=9080, dport=40000, flags="PA") / Raw(b"o" * 1410),
+         "redirect", m_encap(t, VIP, PRODUCTPAGE)),                                  # 1450 + 14: fits
+        (back / IP(src=VIP, dst=PRODUCTPAGE) / TCP(sport=9080, dport=40000, flags="PA") / Raw(b"o" * 1411),
+         "drop_too_big"),
+        (back / IPv6(src="fd00::a", dst="fd00::3") / TCP(), "redirect",
+         {"geneve.vni": [1001], "ip.src": [ZT], "ip.dst": [NODE]}),
+    ])
+    c.on("uplink.twin").frames([
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / ARP(op=2, hwsrc=ZT_MAC, psrc=ZT, hwdst=NODE_ZT_MAC, pdst=NODE), "pass"),
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / synack(src=ZT, dst=NODE, sport=15008, dport=33000), "pass"),
+    ])
+    return c.write()
 
 
+def endpoint_vni1000_udpcsum():
+    t = dict(ENDPOINT_TUNNEL, vni=1000, udp_checksum=True)
+    c = Case("endpoint-vni1000-udpcsum", "endpoint with one tunnel tap pistioin (VNI 1000) and UDP "
+             "checksums on: decapsulated from the uplink, then encapsulated back with VNI 1000 and a "
+             "checksum", "endpoint", endpoint_ports(("pistioin", 1000)), t)
+    inb = Ether(src=ISTIOOUT, dst=PISTIOOUT)
+    c.on("uplink").frames([
+        (to_endpoint(inb / syn(PRODUCTPAGE), vni=1000, csum=None), "decap", m_plain(PRODUCTPAGE, VIP)),
+        (to_endpoint(inb / syn(PRODUCTPAGE), vni=1000, csum=0), "decap", m_plain(PRODUCTPAGE, VIP)),
+        (to_endpoint(inb / syn(PRODUCTPAGE), vni=1000, csum=0xbeef), "decap_bad_outer"),
+        (to_endpoint(inb / syn(PRODUCTPAGE), vni=1001, csum=None), "decap_bad_vni"),
+    ])
+    c.on("pistioin").frames([
+        (Ether(src=PISTIOOUT, dst=ISTIOOUT) / synack(), "redirect", m_encap(c.t, VIP, PRODUCTPAGE, vni=1000)),
+        (Ether(src=PISTIOOUT, dst=ISTIOOUT) / synack(dport=40001) / Raw(b"k" * 301), "redirect",
+         m_encap(c.t, VIP, PRODUCTPAGE, vni=1000)),
+    ])
+    return c.write()
 
 
 def node_no_twins():
@@ -665,7 +743,8 @@ def node_no_twins():
 
 ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
        node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
-       node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins]
+       node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins,
+       endpoint_uplink_decap, node_no_twins, endpoint_tunnel_encap, endpoint_vni1000_udpcsum]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]
