@@ -5,7 +5,8 @@
   in-<device>.pcap        the frames a device receives (a port, or a twin: from the kernel)
   expected-<device>.pcap  the frames that must leave each device, in order (empty: none)
 
-case.yaml: `description`; `role`, `tunnel`, `redirect`, `pods` as in ztgeneve's config;
+case.yaml: `description`; `known_bug` (optional: the case shows a bug and is expected to
+fail until it is fixed); `role`, `tunnel`, `redirect`, `pods` as in ztgeneve's config;
 `ports` (name, role, mac, vni, twin: whether it has a kernel twin); `input`, in order:
 the device, its pcap, how many frames, and the pods ztgeneve must then have `located`
 (learnt from their traffic) before the next input comes; `expect`, per device: its pcap,
@@ -83,8 +84,9 @@ class Case:
     """A case being built: its ports, its inputs in order and, from the reference, what each
     device must send and count."""
 
-    def __init__(self, name, description, role, ports, tunnel, pods=(), protocols=("tcp",)):
+    def __init__(self, name, description, role, ports, tunnel, pods=(), protocols=("tcp",), known_bug=None):
         self.name, self.description, self.role, self.ports = name, description, role, ports
+        self.known_bug = known_bug
         self.t = dict(tunnel)
         self.pods, self.protocols = list(pods), list(protocols)
         self.devices, self.mac, self.kind = [], {}, {}
@@ -200,8 +202,10 @@ class Case:
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         keys = NODE_KEYS if self.role == "node" else ENDPOINT_KEYS
-        spec = {"description": self.description, "role": self.role,
-                "tunnel": {k: self.t[k] for k in keys}}
+        spec = {"description": self.description}
+        if self.known_bug:
+            spec["known_bug"] = self.known_bug
+        spec.update({"role": self.role, "tunnel": {k: self.t[k] for k in keys}})
         if self.role == "node":
             spec["redirect"] = {"protocols": self.protocols}
             spec["pods"] = self.pods
@@ -737,14 +741,38 @@ def node_no_twins():
     return c.write()
 
 
+def known_bug_static_next_hop():
+    c = Case("bug-static-next-hop-relearnt", "ztunnel port: with a static tunnel.next_hop_mac, an ARP "
+             "from the ztunnel IP with another MAC must not change where redirects go (config/README: "
+             "only next_hop_mac: arp learns from ARP)", "node", node_ports(), NODE_TUNNEL, pods=PODS,
+             known_bug="snoop_peer_arp re-learns the peer's MAC from any ARP of remote_ip even when "
+                       "tunnel.next_hop_mac is static: the redirect goes to 02:00:00:00:02:99")
+    other = "02:00:00:00:02:99"
+    c.on("ztunnel").frame(Ether(src=other, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=other, psrc=ZT, pdst=NODE), "pass",
+                          m_arp(1, ZT, NODE))
+    c.on("pods").frame(pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(c.t, PRODUCTPAGE, VIP))
+    return c.write()
 
 
+def known_bug_direct_padding():
+    c = Case("bug-direct-keeps-padding", "pods port: a direct packet to the ztunnel IP leaves without the "
+             "Ethernet padding (or trailer) of the pod's frame, as the kernel trims a frame to its IPv4 "
+             "length before routing it (and as the redirect path does)", "node", node_ports(), NODE_TUNNEL,
+             pods=PODS, known_bug="forward_direct keeps whatever follows the IPv4 packet in the frame")
+    c.on("pods").frames([
+        (bytes(pod_eth() / syn(PRODUCTPAGE, dst=ZT, dport=15008)) + b"\xee" * 6, "direct",
+         m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+        (bytes(pod_eth(vlan=4) / syn(PRODUCTPAGE, dst=ZT, sport=40001, dport=15008)) + b"\xee" * 100, "direct",
+         m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+    ])
+    return c.write()
 
 
 ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
        node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
-       node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins,
-       endpoint_uplink_decap, node_no_twins, endpoint_tunnel_encap, endpoint_vni1000_udpcsum]
+       node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins,
+       endpoint_uplink_decap, endpoint_tunnel_encap, endpoint_vni1000_udpcsum,
+       known_bug_static_next_hop, known_bug_direct_padding]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]
