@@ -161,29 +161,33 @@ class Case:
         where = {"link": self.link, "twin": dev + ".twin", "port": dev}
         return counter, [(where[d], b) for d, b in outs], generated
 
-    def _ztunnel(self, dev, raw):
+    def _from_peer(self, dev, raw, served):
+        """The tunnel link's checks, shared by both roles: the verdict of what is not a
+        valid Geneve frame of a VNI in served, or None and (VNI, inner frame, outer ECN)."""
         verdict, detail = ref.inspect(raw, self.t)
         if verdict == "not_ours":
-            return "pass", [(dev + ".twin", raw)], {}
+            return ("pass", [(dev + ".twin", raw)], {}), None
         if verdict == "drop":
-            return detail, [], {}
-        vni, inner, ecn = detail
-        if vni != self.t["vni"]:
-            return "decap_bad_vni", [], {}
+            return (detail, [], {}), None
+        if detail[0] not in served:
+            return ("decap_bad_vni", [], {}), None
+        return None, detail
+
+    def _ztunnel(self, dev, raw):
+        done, detail = self._from_peer(dev, raw, {self.t["vni"]})
+        if done:
+            return done
+        _, inner, ecn = detail
         ports = {p: self.mac[p] for p in self.devices if self.kind[p] == "pods"}
         counter, to, out = ref.node_decap(inner, ecn, self.t, self.located, ports, self.mac.get(dev + ".twin"))
         to = {"link": dev, "twin": dev + ".twin"}.get(to, to)
         return counter, [(to, out)] if out is not None else [], {}
 
     def _uplink(self, dev, raw):
-        verdict, detail = ref.inspect(raw, self.t)
-        if verdict == "not_ours":
-            return "pass", [(dev + ".twin", raw)], {}
-        if verdict == "drop":
-            return detail, [], {}
+        done, detail = self._from_peer(dev, raw, self.tunnel_of)
+        if done:
+            return done
         vni, inner, ecn = detail
-        if vni not in self.tunnel_of:
-            return "decap_bad_vni", [], {}
         counter, out = ref.endpoint_decap(inner, ecn)
         return counter, [(self.tunnel_of[vni], out)] if out is not None else [], {}
 
