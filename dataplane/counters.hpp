@@ -41,7 +41,8 @@ namespace ztg {
     X(icmp_rate_limited, "ICMP fragmentation-needed not sent: over the rate limit")                \
     X(tunnel_arp_reply, "ARP for istioout's address asked inside the tunnel, answered")            \
     X(arp_sent, "ARP requests sent to resolve the tunnel peer's MAC")                              \
-    X(events_lost, "worker-to-control events lost because the queue was full")
+    X(events_lost, "worker-to-control events lost because the queue was full")                     \
+    X(csum_completed, "TCP/UDP checksum the sender left to offload (partial), completed")
 
 enum class Ctr : uint8_t {
 #define ZTG_ENUM(name, help) name,

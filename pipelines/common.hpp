@@ -43,7 +43,8 @@ inline Ip4 arp_sender_ip(const rte_arp_hdr* arp) {
 inline void snoop_peer_arp(WorkerCtx& ctx, const rte_mbuf* m) {
     const Snapshot& s = *ctx.snap;
     const rte_arp_hdr* arp = arp_of(m);
-    if (arp == nullptr || arp_sender_ip(arp) != s.remote_ip) return;
+    // A static next hop (tunnel.next_hop_mac) is never re-learned.
+    if (s.arp_refresh_ms == 0 || arp == nullptr || arp_sender_ip(arp) != s.remote_ip) return;
     if (s.nexthop_known && rte_is_same_ether_addr(&arp->arp_data.arp_sha, &s.nexthop_mac)) return;
     ctx.post(Event{Event::Kind::NextHopMac, s.remote_ip, arp->arp_data.arp_sha, kNoDev});
 }

@@ -5,6 +5,7 @@
 
 #include "dataplane/decap.hpp"
 #include "dataplane/geneve.hpp"
+#include "dataplane/offload.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
 
@@ -60,7 +61,10 @@ void endpoint_from_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
         rte_mbuf* m = pkts[i];
         snoop_peer_arp(ctx, m);
-        const GeneveView g = inspect_geneve(m, parse_frame(m), s.decap);
+        const Parsed p = parse_frame(m);
+        const GeneveView g = inspect_geneve(m, p, s.decap);
+        if (g.verdict == Tunnel::NotOurs && complete_partial_l4_checksum(m, p))
+            t.inc(Ctr::csum_completed); // for the kernel twin, from a sender's offload
         const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev)
                           : g.verdict == Tunnel::Drop  ? dropped(g.reason)
                                                        : decapsulate_to_tap(ctx, m, g);

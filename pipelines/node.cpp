@@ -12,6 +12,7 @@
 #include "dataplane/decap.hpp"
 #include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
+#include "dataplane/offload.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
 
@@ -29,6 +30,7 @@ bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
     if (ip->time_to_live <= 1) return false;
     ipv4_decrement_ttl(ip);
     rte_pktmbuf_adj(m, uint16_t(p.l3_off - sizeof(rte_ether_hdr))); // drop a VLAN tag
+    truncate(m, sizeof(rte_ether_hdr) + p.ip_len); // and any padding, as the kernel routes
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->dst_addr = s.nexthop_mac;
     eth->src_addr = s.link_mac;
@@ -256,6 +258,9 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
 
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
+        // A pod's kernel leaves TCP/UDP checksums to the veth's offload: complete them
+        // before the frame goes anywhere (tunnel, ztunnel, kernel twin).
+        if (complete_partial_l4_checksum(pkts[i], p[i])) t.inc(Ctr::csum_completed);
         const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
         ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, tag[i], s, t));
     }
@@ -270,7 +275,10 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
         rte_mbuf* m = pkts[i];
         snoop_peer_arp(ctx, m);
-        const GeneveView g = inspect_geneve(m, parse_frame(m), s.decap);
+        const Parsed p = parse_frame(m);
+        const GeneveView g = inspect_geneve(m, p, s.decap);
+        if (g.verdict == Tunnel::NotOurs && complete_partial_l4_checksum(m, p))
+            t.inc(Ctr::csum_completed); // ztunnel's own traffic, left to its veth's offload
         const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev) // ztunnel's own, ARP
                           : g.verdict == Tunnel::Drop  ? dropped(g.reason)
                                                        : deliver_to_pod(ctx, m, g, s);

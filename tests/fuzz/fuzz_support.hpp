@@ -22,6 +22,7 @@
 #include <rte_mbuf.h>
 
 #include "dataplane/counters.hpp"
+#include "dataplane/parse.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg::fuzz {
@@ -114,6 +115,11 @@ inline uint32_t be32(const std::vector<uint8_t>& b, size_t off) {
            b[off + 3];
 }
 // True if the 20+ byte IPv4 header at b[off] (ihl words) has a valid checksum.
+// The frame as its sender meant it: an unfragmented IPv4 TCP/UDP packet (p: parse_frame of
+// it) whose checksum field holds the pseudo-header sum, left to offload, gets its checksum
+// completed (summed word by word, independently of dataplane/offload.hpp). Returns
+// whether it did.
+bool complete_partial_model(std::vector<uint8_t>& b, const Parsed& p);
 bool ip_checksum_ok(const std::vector<uint8_t>& b, size_t off, size_t ihl);
 
 } // namespace ztg::fuzz

@@ -34,6 +34,20 @@ def syn(src=POD, dst=VIP, **ip):
         sport=40000, dport=9080, flags="S", seq=1)
 
 
+def partial(pkt):
+    """The frame as a pod's kernel hands it over with tx checksum offload on: the TCP/UDP
+    checksum field holds the folded pseudo-header sum (CHECKSUM_PARTIAL), not the checksum."""
+    raw = bytearray(bytes(pkt))
+    l3 = 14 if raw[12:14] == b"\x08\x00" else 18
+    ihl, total, proto = (raw[l3] & 15) * 4, struct.unpack("!H", raw[l3 + 2:l3 + 4])[0], raw[l3 + 9]
+    s = proto + total - ihl + sum(struct.unpack("!4H", raw[l3 + 12:l3 + 20]))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    off = l3 + ihl + (16 if proto == 6 else 6)
+    raw[off:off + 2] = struct.pack("!H", s)
+    return bytes(raw)
+
+
 def pod_frames():
     f = {}
     f["syn"] = b(syn())
@@ -66,6 +80,16 @@ def pod_frames():
                        TCP(sport=40001, dport=9080, flags="PA") / Raw(bytes(range(256)) * 6))
     f["jumbo_no_df"] = b(Ether(src=POD_MAC, dst=TWIN_MAC) / IP(src="10.244.2.7", dst=VIP, frag=3, flags="MF") /
                          TCP(sport=40002, dport=9080, flags="A") / Raw(bytes(i & 0xff for i in range(4000))))
+    f["partial_syn"] = partial(syn())
+    f["partial_payload"] = partial(syn() / Raw(bytes(range(201))))  # odd length
+    f["partial_vlan"] = partial(Ether(src=POD_MAC, dst=TWIN_MAC) / Dot1Q(vlan=7) /
+                                IP(src=POD, dst=VIP) / TCP(sport=40003, dport=9080, flags="S"))
+    f["partial_udp"] = partial(Ether(src=POD_MAC, dst=TWIN_MAC) / IP(src=POD, dst="10.96.0.53") /
+                               UDP(sport=5353, dport=53) / Raw(b"\x12\x34" + b"\x00" * 10))
+    f["partial_not_a_pod"] = partial(syn(src="10.244.2.99"))
+    f["partial_direct"] = partial(syn(dst=ZT))
+    f["partial_big_no_df"] = partial(Ether(src=POD_MAC, dst=TWIN_MAC) / IP(src=POD, dst=VIP, id=11) /
+                                     TCP(sport=40004, dport=9080, flags="PA") / Raw(bytes(range(256)) * 6))
     whole = f["syn"]
     for cut in (0, 1, 13, 14, 17, 20, 33, 34, 37, 40, 53):
         f[f"syn_trunc_{cut}"] = whole[:cut]
@@ -213,6 +237,10 @@ def main():
                        (16, "small_mtu")):
         c["mix_" + name] = burst(mode, mix)
     c["burst32"] = burst(0, [pods["syn"], pods["syn_payload"]] * 16)
+    pmix = [v for k, v in pods.items() if k.startswith("partial_")]
+    c["partial_mix"] = burst(8, pmix)  # UDP redirected too
+    c["partial_mix_chained"] = burst(8, pmix, [0x80 | 50, 0x80 | 51, 0x80 | 55, 0x80 | 41, 0,
+                                               0x80 | 34, 0x80 | 60])
     c["jumbo_chained"] = burst(0, [pods["jumbo"]], [0x80 | 60])
     c["jumbo_no_df_chained"] = burst(0, [pods["jumbo_no_df"], pods["big_no_df"]], [0x80 | 60, 0x80 | 50])
     c["big_no_df_dropped"] = burst(64, [pods["big_no_df"], pods["syn"]])

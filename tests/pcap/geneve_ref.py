@@ -10,6 +10,7 @@ inner_ip, too_big."""
 import struct
 
 from scapy.all import ARP, ICMP, IP, UDP, Ether, Raw, fragment
+from scapy.layers.inet import in4_chksum
 from scapy.contrib.geneve import GENEVE
 
 GENEVE_PORT = 6081
@@ -115,6 +116,27 @@ class Frame:
         if a[0:2] != b"\x00\x01" or a[2:4] != b"\x08\x00" or a[4] != 6 or a[5] != 4:
             return None
         return int.from_bytes(a[6:8], "big"), a[8:14], _ip4(a[14:18]), _ip4(a[24:28])
+
+
+def complete_partial(raw):
+    """A frame whose TCP/UDP checksum its sender left to offload (the field holds the folded
+    pseudo-header sum, as a pod's kernel hands it over with tx checksumming on) with the
+    checksum completed, as scapy computes it; else the frame as it is. Returns (frame, done)."""
+    f = Frame(raw)
+    if f.ip is None or f.ip[9] not in (6, 17) or int.from_bytes(f.ip[6:8], "big") & 0x3FFF:
+        return raw, False
+    ihl = (f.ip[0] & 15) * 4
+    l4 = f.ip[ihl:]
+    field = 16 if f.ip[9] == 6 else 6
+    if len(l4) < (20 if f.ip[9] == 6 else 8):
+        return raw, False
+    pseudo = checksum16(f.ip[12:20] + struct.pack("!HH", f.ip[9], len(l4)))
+    if int.from_bytes(l4[field:field + 2], "big") != pseudo:
+        return raw, False
+    zeroed = l4[:field] + b"\0\0" + l4[field + 2:]
+    c = in4_chksum(f.ip[9], IP(f.ip), zeroed) or 0xFFFF
+    at = f.l3 + ihl + field
+    return raw[:at] + struct.pack("!H", c) + raw[at + 2:], True
 
 
 def mac_str(b):

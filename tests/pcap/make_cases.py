@@ -20,6 +20,7 @@ input and the config, not from the reference's bytes): test_pcap.py asks tshark.
 Run it again after changing a case (the output is reproducible); the files are committed."""
 import os
 import shutil
+import struct
 import sys
 from collections import Counter
 
@@ -127,6 +128,8 @@ class Case:
         self.inputs[-1]["frames"].append(raw)
         self.ctr[dev]["rx"] += 1
         counter, outs, generated = getattr(self, "_" + self.kind[dev])(dev, raw)
+        if generated.pop("csum_completed", 0):
+            self.ctr[dev]["csum_completed"] += 1
         if any(d not in self.devices for d, _ in outs):  # for a kernel twin the port has not
             assert all(d.endswith(".twin") for d, _ in outs)
             counter, outs = "drop_no_twin", []
@@ -146,6 +149,13 @@ class Case:
 
     # The stages of the reference, one per kind of device.
     def _pods(self, dev, raw):
+        raw, completed = ref.complete_partial(raw)  # whatever the verdict
+        counter, outs, generated = self._pods_verdict(dev, raw)
+        if completed:
+            generated = {**generated, "csum_completed": 1}
+        return counter, outs, generated
+
+    def _pods_verdict(self, dev, raw):
         counter, outs, seen, generated = ref.pods_verdict(raw, self.t, self.pods,
                                                           {PROTO.get(p, p) for p in self.protocols},
                                                           self.mac[dev])
@@ -166,7 +176,8 @@ class Case:
         valid Geneve frame of a VNI in served, or None and (VNI, inner frame, outer ECN)."""
         verdict, detail = ref.inspect(raw, self.t)
         if verdict == "not_ours":
-            return ("pass", [(dev + ".twin", raw)], {}), None
+            raw, completed = ref.complete_partial(raw)
+            return ("pass", [(dev + ".twin", raw)], {"csum_completed": 1} if completed else {}), None
         if verdict == "drop":
             return (detail, [], {}), None
         if detail[0] not in served:
@@ -745,12 +756,46 @@ def node_no_twins():
     return c.write()
 
 
-def known_bug_static_next_hop():
-    c = Case("bug-static-next-hop-relearnt", "ztunnel port: with a static tunnel.next_hop_mac, an ARP "
+def partial(frame):
+    """frame as a pod's kernel hands it to its veth with tx checksumming on (the default):
+    the TCP/UDP checksum field holds the folded pseudo-header sum (CHECKSUM_PARTIAL)."""
+    raw = bytearray(bytes(frame))
+    f = ref.Frame(bytes(raw))
+    ihl = (f.ip[0] & 15) * 4
+    at = f.l3 + ihl + (16 if f.ip[9] == 6 else 6)
+    raw[at:at + 2] = struct.pack("!H", ref.checksum16(f.ip[12:20] + struct.pack("!HH", f.ip[9], len(f.ip) - ihl)))
+    return bytes(raw)
+
+
+def node_partial_checksums():
+    c = Case("node-pods-partial-csum", "pods port and ztunnel port: TCP/UDP checksums the sender left to "
+             "offload (partial) are completed whatever the verdict (redirect, direct, pass); a wrong "
+             "checksum that is not partial is forwarded as it is", "node", node_ports(), NODE_TUNNEL,
+             pods=PODS)
+    wrong = bytearray(bytes(pod_eth() / syn(PRODUCTPAGE, sport=40009)))
+    wrong[50:52] = b"\x12\x34"  # the TCP checksum, simply wrong
+    c.on("pods").frames([
+        (partial(pod_eth() / syn(PRODUCTPAGE)), "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),
+        (partial(pod_eth() / syn(PRODUCTPAGE, sport=40001) / Raw(bytes(range(201)))), "redirect",
+         m_encap(c.t, PRODUCTPAGE, VIP)),
+        (partial(pod_eth(vlan=4) / syn(PRODUCTPAGE, sport=40002)), "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),
+        (partial(pod_eth() / syn(PRODUCTPAGE, dst=ZT, dport=15008)), "direct", m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+        (partial(pod_eth() / IP(src=PRODUCTPAGE, dst="10.96.0.53") / UDP(sport=5353, dport=53) /
+                 Raw(b"\x12\x34\x01\x00" + b"\x00" * 8)), "pass"),
+        (partial(pod_eth() / syn(LEGACY)), "pass"),
+        (bytes(wrong), "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),
+    ])
+    c.on("ztunnel").frames([
+        (partial(Ether(src=ZT_MAC, dst=c.mac["ztunnel"]) / IP(src=ZT, dst="10.244.9.9") /
+                 TCP(sport=15008, dport=443, flags="S")), "pass"),
+    ])
+    return c.write()
+
+
+def node_static_next_hop():
+    c = Case("node-static-next-hop", "ztunnel port: with a static tunnel.next_hop_mac, an ARP "
              "from the ztunnel IP with another MAC must not change where redirects go (config/README: "
-             "only next_hop_mac: arp learns from ARP)", "node", node_ports(), NODE_TUNNEL, pods=PODS,
-             known_bug="snoop_peer_arp re-learns the peer's MAC from any ARP of remote_ip even when "
-                       "tunnel.next_hop_mac is static: the redirect goes to 02:00:00:00:02:99")
+             "only next_hop_mac: arp learns from ARP)", "node", node_ports(), NODE_TUNNEL, pods=PODS)
     other = "02:00:00:00:02:99"
     c.on("ztunnel").frame(Ether(src=other, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=other, psrc=ZT, pdst=NODE), "pass",
                           m_arp(1, ZT, NODE))
@@ -758,11 +803,11 @@ def known_bug_static_next_hop():
     return c.write()
 
 
-def known_bug_direct_padding():
-    c = Case("bug-direct-keeps-padding", "pods port: a direct packet to the ztunnel IP leaves without the "
+def node_direct_padding():
+    c = Case("node-pods-direct-padding", "pods port: a direct packet to the ztunnel IP leaves without the "
              "Ethernet padding (or trailer) of the pod's frame, as the kernel trims a frame to its IPv4 "
              "length before routing it (and as the redirect path does)", "node", node_ports(), NODE_TUNNEL,
-             pods=PODS, known_bug="forward_direct keeps whatever follows the IPv4 packet in the frame")
+             pods=PODS)
     c.on("pods").frames([
         (bytes(pod_eth() / syn(PRODUCTPAGE, dst=ZT, dport=15008)) + b"\xee" * 6, "direct",
          m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
@@ -776,7 +821,7 @@ ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_dir
        node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
        node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins,
        endpoint_uplink_decap, endpoint_tunnel_encap, endpoint_vni1000_udpcsum,
-       known_bug_static_next_hop, known_bug_direct_padding]
+       node_static_next_hop, node_direct_padding, node_partial_checksums]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]

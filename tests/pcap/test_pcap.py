@@ -234,3 +234,37 @@ def test_tshark_decodes_what_the_case_means(case):
             assert not diff, f"{dev} frame {i}: tshark (got, meant): {diff}"
             checked += 1
     assert checked > 0, "a case must say what at least one of its outputs carries"
+
+
+def test_partial_checksums_leave_complete():
+    """A pod's partial TCP/UDP checksums (its kernel left them to offload) leave ztgeneve
+    complete on every output, as tshark and scapy both judge them, while the one frame
+    whose checksum is simply wrong leaves as wrong as it came."""
+    from scapy.all import IP, TCP, UDP, rdpcap
+
+    d = CASES_DIR / "node-pods-partial-csum"
+    status = {}
+    for name in ("in-pods.pcap", "expected-ztunnel.pcap", "expected-pods.twin.pcap",
+                 "expected-ztunnel.twin.pcap"):
+        out = subprocess.run(["tshark", "-n", "-r", str(d / name), "-o", "tcp.check_checksum:TRUE",
+                              "-o", "udp.check_checksum:TRUE", "-T", "fields", "-e", "tcp.checksum.status",
+                              "-e", "udp.checksum.status"], capture_output=True, text=True, check=True)
+        # per frame the inner TCP checksum's status, else the UDP one's: 1 good, 0 bad (the
+        # outer UDP checksum of a Geneve frame is 0: "not present")
+        status[name] = [(tcp or udp).split(",")[-1]
+                        for tcp, udp in (line.split("\t") for line in out.stdout.splitlines())]
+    assert status["in-pods.pcap"] == ["0"] * 7, "the inputs carry partial (bad) checksums"
+    assert status["expected-ztunnel.pcap"] == ["1", "1", "1", "1", "0"], status
+    assert status["expected-pods.twin.pcap"] == ["1", "1"], status
+    assert status["expected-ztunnel.twin.pcap"] == ["1"], status
+
+    from scapy.contrib.geneve import GENEVE  # noqa: F401 (binds UDP 6081 to Geneve)
+    for name in ("expected-ztunnel.pcap", "expected-pods.twin.pcap"):
+        for i, pkt in enumerate(rdpcap(str(d / name))):
+            ip = pkt.getlayer(IP, nb=2) if pkt.haslayer("GENEVE") else pkt[IP]
+            proto = TCP if ip.haslayer(TCP) else UDP
+            again = IP(bytes(ip))
+            del again[proto].chksum  # scapy computes it anew
+            again = IP(bytes(again))
+            wrong = name == "expected-ztunnel.pcap" and i == 4
+            assert (again[proto].chksum == ip[proto].chksum) != wrong, f"{name} frame {i}: scapy disagrees"
