@@ -32,7 +32,9 @@ no route leads out. down() removes every namespace with the prefix, also those o
 lab with other pods.
 
 Namespaces holds what any topology is made of (namespaces, veth pairs, a pod's end, an end
-ztgeneve opens, offloads, removal); NodeLab is the article's node built from them.
+ztgeneve opens, offloads, removal); PodNode what any node with pods has, however they are
+plumbed (names, addresses, kube-proxy's DNAT, ztunnel's rules and taps); NodeLab is the
+article's node built from them.
 """
 import os
 import shutil
@@ -117,6 +119,17 @@ def links(ns):
     return {l.split(":")[1].strip().split("@")[0] for l in r.stdout.splitlines() if ":" in l}
 
 
+def batch(ns, lines, force=False, timeout=60):
+    """Runs ip commands (lines without the leading `ip`) in one `ip -batch` process in
+    namespace ns (None: `ip netns` commands from the root namespace). Stops at the first that
+    fails, or with force runs them all; raises LabError if one failed."""
+    r = subprocess.run(["ip", *(("-n", ns) if ns else ()), *(("-force",) if force else ()), "-batch", "-"],
+                       input="".join(f"{l}\n" for l in lines), capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise LabError(f"[{ns or 'ip -batch'}] rc {r.returncode}: {r.stderr.strip()}")
+
+
 def wait(pred, timeout, step=0.05):
     """Polls pred until true or timeout; returns its last value."""
     deadline = time.monotonic() + timeout
@@ -131,8 +144,31 @@ def ns_exists(ns):
     return os.path.exists(f"/run/netns/{ns}")
 
 
+def pids_by_ns(nss):
+    """{ns: [pids]}: the processes in each of the named namespaces nss, as `ip netns pids`
+    finds them (/proc/PID/ns/net is /run/netns/NS), in one pass over /proc."""
+    ids, out = {}, {ns: [] for ns in nss}
+    for ns in nss:
+        try:
+            st = os.stat(f"/run/netns/{ns}")
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = ns
+    for d in os.listdir("/proc") if ids else ():
+        if not d.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{d}/ns/net")
+        except OSError:
+            continue  # gone, or a zombie
+        ns = ids.get((st.st_dev, st.st_ino))
+        if ns:
+            out[ns].append(int(d))
+    return out
+
+
 def ns_pids(ns):
-    return [int(p) for p in run("ip", "netns", "pids", ns, check=False).stdout.split()]
+    return pids_by_ns([ns])[ns]
 
 
 def ipt_once(ns, table, chain, *rule):
@@ -170,13 +206,15 @@ class Namespaces:
                  if l.strip()]
         return [n for n in names if n.startswith(self.prefix)]
 
-    def add_ns(self, ns, forwarding=False):
-        """A namespace (made unless it exists) with lo up, no IPv6, no reverse-path filter."""
+    def add_ns(self, ns, forwarding=False, rp_filter=0):
+        """A namespace (made unless it exists) with lo up, no IPv6, and the reverse-path
+        filter rp_filter (None: as a new namespace has it, which it takes from the root's)."""
         if not ns_exists(ns):
             run("ip", "netns", "add", ns)
+        rpf = "" if rp_filter is None else \
+            f" net.ipv4.conf.all.rp_filter={rp_filter} net.ipv4.conf.default.rp_filter={rp_filter}"
         sh(ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
-               "net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 "
-               "net.ipv4.conf.default.rp_filter=0"
+               "net.ipv6.conf.default.disable_ipv6=1" + rpf
                + (" net.ipv4.ip_forward=1" if forwarding else ""))
 
     def veth(self, ns_a, a, ns_b, b, stale=()):
@@ -223,13 +261,17 @@ class Namespaces:
         script(ns, [f"ip addr flush dev {dev}", f"ip link set {dev} up",
                     f"sysctl -qw net.ipv4.conf.{dev}.forwarding=0"])
 
+    @staticmethod
+    def pod_addressing(dev, ip, gw):
+        """The ip commands (without `ip`) that address a pod's interface as a ptp CNI does:
+        its /32 address, the gateway on the link and the default route via the gateway."""
+        return [f"addr replace {ip}/32 dev {dev}", f"link set {dev} up",
+                f"route replace {gw} dev {dev} scope link", f"route replace default via {gw} dev {dev}"]
+
     def pod_end(self, ns, dev, mac, ip, gw, mtu=1500):
-        """A pod's interface as a CNI leaves it: its /32 address, the gateway on the link and
-        the default route via the gateway."""
+        """A pod's interface as a CNI leaves it (pod_addressing), with its MAC and offloads."""
         self.end(ns, dev, mac, mtu)
-        script(ns, [f"ip addr replace {ip}/32 dev {dev}", f"ip link set {dev} up",
-                    f"ip route replace {gw} dev {dev} scope link",
-                    f"ip route replace default via {gw} dev {dev}"])
+        script(ns, [f"ip {c}" for c in self.pod_addressing(dev, ip, gw)])
 
     def wait_links(self, ns, names, wait_s, what, hint):
         """Waits (bounded) until every link of names exists in ns."""
@@ -251,18 +293,20 @@ class Namespaces:
         if not nss:
             self.log("down: nothing to remove")
             return []
-        for ns in nss:
-            for pid in ns_pids(ns):
+        for pids in pids_by_ns(nss).values():
+            for pid in pids:
                 _kill(pid, signal.SIGTERM)
-        wait(lambda: not any(ns_pids(ns) for ns in nss), 5, step=0.1)
-        for ns in nss:
-            for pid in ns_pids(ns):
+        wait(lambda: not any(pids_by_ns(nss).values()), 5, step=0.1)
+        for ns, pids in pids_by_ns(nss).items():
+            for pid in pids:
                 self.log(f"down: killing {pid} ({_cmdline(pid)[:80]}) in {ns}")
                 _kill(pid, signal.SIGKILL)
-        for ns in nss:
-            if run("ip", "netns", "del", ns, check=False).returncode != 0:
-                self.log(f"down: could not delete {ns}")
-        self.log(f"down: removed {' '.join(nss)}")
+        try:
+            batch(None, [f"netns del {ns}" for ns in nss], force=True)
+        except LabError as e:
+            self.log(f"down: could not delete {' '.join(ns for ns in nss if ns_exists(ns))}: {e}")
+        gone = [ns for ns in nss if not ns_exists(ns)]
+        self.log(f"down: removed {' '.join(gone) if len(gone) <= 10 else f'{len(gone)} {self.prefix}* namespaces'}")
         return nss
 
     def status(self):
@@ -294,16 +338,16 @@ def _cmdline(pid):
         return ""
 
 
-class NodeLab(Namespaces):
-    """The article's node and its pods (see the module's doc). pods: {name: last octet};
-    zt_name: ztunnel pod's namespace suffix; endpoint: whether a ztgeneve role endpoint owns
-    ztunnel's link; dnat_to: kube-proxy's DNAT target of vip:vip_port (None: no kube-proxy)."""
+class PodNode(Namespaces):
+    """A node, its pods, ztunnel's pod and kube-proxy, whichever way they are plumbed: their
+    names and addresses, the DNAT, ztunnel's rules and an endpoint's taps. pods: {name: last
+    octet}; zt_name: ztunnel pod's namespace suffix; endpoint: whether a ztgeneve role
+    endpoint owns ztunnel's link; dnat_to: kube-proxy's DNAT target of vip:vip_port (None: no
+    kube-proxy)."""
 
-    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=True,
-                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT,
-                 offloads=False, log=log):
+    def __init__(self, prefix, pods, zt_name, endpoint, dnat_to, subnet, vip, vip_port, offloads, log):
         super().__init__(prefix, offloads=offloads, log=log)
-        self.pods = dict(SESSION_PODS if pods is None else pods)
+        self.pods = dict(pods)
         self.zt_name = zt_name
         self.endpoint = endpoint
         self.dnat_to = dnat_to
@@ -325,6 +369,59 @@ class NodeLab(Namespaces):
 
     def namespaces(self):
         return [self.node_ns] + [self.ns(p) for p in self.pods] + [self.zt_ns]
+
+    def kube_proxy(self):
+        """kube-proxy's part: the VIP DNATed to dnat_to (a ratings endpoint by default) as
+        traffic enters the node. Redirected traffic must never reach it (its counter stays 0
+        for meshed pods); a non-meshed pod's does."""
+        if self.dnat_to:
+            ipt_once(self.node_ns, "nat", "PREROUTING", "-d", self.vip, "-p", "tcp", "--dport",
+                     self.vip_port, "-j", "DNAT", "--to-destination", self.dnat_to)
+
+    def ztunnel_rules(self):
+        """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
+        transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
+        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
+        zt = self.zt_ns
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
+                 "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
+        rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
+        run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+        rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
+
+    def address_endpoint_taps(self, wait_s=0):
+        """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
+        as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
+        192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
+        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
+        zt = self.zt_ns
+        self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
+                        "is the endpoint ztgeneve running there?")
+        lines = []
+        for t in ("eth0", "pistioout"):
+            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
+                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0"]
+        script(zt, lines + [
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+            f"ip addr replace {self.zt_ip}/32 dev eth0", "ip link set eth0 up",
+            f"ip route replace {self.gw_ip} dev eth0 scope link",
+            f"ip route replace default via {self.gw_ip} dev eth0",
+            f"ip link set pistioout mtu {TUNNEL_MTU}",
+            f"ip addr replace {PISTIOOUT_IP}/30 dev pistioout", "ip link set pistioout up"])
+        self.ztunnel_rules()
+        run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
+            "table", "101")
+
+
+class NodeLab(PodNode):
+    """The article's node and its pods as the twin lab (see the module's doc): ztgeneve opens
+    the node's ends of the pods' veths, its kernel twins carry the gateway and the routes."""
+
+    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=True,
+                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT,
+                 offloads=False, log=log):
+        super().__init__(prefix, SESSION_PODS if pods is None else pods, zt_name, endpoint,
+                         dnat_to, subnet, vip, vip_port, offloads, log)
 
     def twins(self, ports=None):
         """The node's kernel twins of the pod ports (default every pod) and of the ztunnel port."""
@@ -354,23 +451,8 @@ class NodeLab(Namespaces):
         self.bare_end(node, "v-ztunnel", node_mac(ZT_OCTET))
         # No way out of the lab: the node has no default route.
         run("ip", "-n", node, "route", "del", "default", check=False)
-        if self.dnat_to:
-            # kube-proxy's part: the VIP DNATed to a ratings endpoint. Redirected traffic must
-            # never reach it (its counter stays 0 for meshed pods); a non-meshed pod's does.
-            ipt_once(node, "nat", "PREROUTING", "-d", self.vip, "-p", "tcp", "--dport", self.vip_port,
-                     "-j", "DNAT", "--to-destination", self.dnat_to)
+        self.kube_proxy()
         return self
-
-    def ztunnel_rules(self):
-        """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
-        transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
-        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
-        zt = self.zt_ns
-        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
-                 "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
-        rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
-        run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
-        rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
 
     def address_twins(self, ports=None, wait_s=0):
         """Once ztgeneve (role node) runs: its twins of ports (default every pod) and of the
@@ -386,29 +468,6 @@ class NodeLab(Namespaces):
                       f"ip route replace {self.ip(pod)}/32 dev {t}"]
         script(self.node_ns, lines)
         return names
-
-    def address_endpoint_taps(self, wait_s=0):
-        """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
-        as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
-        192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
-        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
-        zt = self.zt_ns
-        self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
-                        "is the endpoint ztgeneve running there?")
-        lines = []
-        for t in ("eth0", "pistioout"):
-            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
-                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0"]
-        script(zt, lines + [
-            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
-            f"ip addr replace {self.zt_ip}/32 dev eth0", "ip link set eth0 up",
-            f"ip route replace {self.gw_ip} dev eth0 scope link",
-            f"ip route replace default via {self.gw_ip} dev eth0",
-            f"ip link set pistioout mtu {TUNNEL_MTU}",
-            f"ip addr replace {PISTIOOUT_IP}/30 dev pistioout", "ip link set pistioout up"])
-        self.ztunnel_rules()
-        run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
-            "table", "101")
 
 
 # ---------------------------------------------------------------- scripts/lab
