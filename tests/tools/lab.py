@@ -27,15 +27,37 @@ pod named Z ("ztunnel" in scripts/lab):
                             TPROXYed to the transparent listener on 127.0.0.1:15001;
             endpoint=False: a plain kernel eth0 like any pod's (the node resolves it by ARP).
 
+The cni lab (CniLab, `scripts/lab up --topology cni`): the same node as kindnet's ptp CNI
+plumbs it, the kernel alone carrying everything (ztgeneve attaches to it in a later step):
+
+    lab = CniLab(pods=110)           # the article's six pods and pod-<octet> up to 110
+    lab.up()                         # fresh namespaces only; a failure removes them
+    lab.down()
+
+  P<pod>  eth0 as in the twin lab (S.<octet>/32, gateway on the link, default via it), no
+          IPv6 address; offloads as the kernel makes them (no ethtool);
+  Pnode   per pod a veth<8 hex> (CniLab.host_veth, from the pod's name): MAC
+          02:00:00:00:03:<octet>, no address, proxy_arp on, the route `S.<octet> dev veth...
+          scope link`; the node address S.1/32 on lo; IP forwarding on, rp_filter as a new
+          namespace has it, no default route; kube-proxy's DNAT of the VIP; no ambient rule;
+  PZ      ztunnel's pod: a pod like the others (S.10), or with endpoint=True the veth end
+          ztlink for a ztgeneve role endpoint, as in the twin lab.
+
+The node address is not on the host veths, as ptp puts it (S.1/32 on each): one address
+that no pod's veth carries lets a later step hand a veth to ztgeneve without moving the
+gateway, and the node answers ARP for it on every veth all the same (a local address;
+proxy_arp answers for the other pods' addresses too, as Calico's veths do).
+
 Everything lives in the prefix's namespaces: nothing is configured in the root namespace and
 no route leads out. down() removes every namespace with the prefix, also those of an earlier
 lab with other pods.
 
 Namespaces holds what any topology is made of (namespaces, veth pairs, a pod's end, an end
 ztgeneve opens, offloads, removal); PodNode what any node with pods has, however they are
-plumbed (names, addresses, kube-proxy's DNAT, ztunnel's rules and taps); NodeLab is the
-article's node built from them.
+plumbed (names, addresses, kube-proxy's DNAT, ztunnel's rules and taps); NodeLab (the twin
+lab) and CniLab are the article's node built from them.
 """
+import hashlib
 import os
 import shutil
 import signal
@@ -62,6 +84,12 @@ ZT_LINK = "ztlink"                   # ztunnel's end of its veth when an endpoin
 SESSION_PREFIX = "ztg-"
 SESSION_PODS = {"productpage": 3, "ratings": 2, "reviews-v1": 7, "reviews-v2": 5,
                 "reviews-v3": 8, "legacy": 20}
+
+# The cni lab (CniLab): at most kubelet's default max-pods; the node address on the node's
+# loopback (a local address no pod's veth carries; a dummy would do the same, but kernels
+# built without CONFIG_DUMMY, as this machine's, have none).
+CNI_MAX_PODS = 110
+GW_DEV = "lo"
 
 # A new veth's offloads on Linux (ethtool -k): what a link made with offloads off gets back
 # when a later up() wants them on.
@@ -128,6 +156,33 @@ def batch(ns, lines, force=False, timeout=60):
                        timeout=timeout)
     if r.returncode != 0:
         raise LabError(f"[{ns or 'ip -batch'}] rc {r.returncode}: {r.stderr.strip()}")
+
+
+def batches(jobs, parallel=4, timeout=60):
+    """batch() for each (ns, lines) of jobs, up to parallel of them at a time (one process
+    per namespace is what costs: this hides part of its latency). Raises LabError naming
+    every namespace whose batch failed, once all have finished."""
+    pending, running, failed = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < parallel:
+            ns, lines = pending.pop(0)
+            p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            p.stdin.write("".join(f"{l}\n" for l in lines))
+            p.stdin.close()
+            running.append((ns, p))
+        ns, p = running.pop(0)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        err = p.stderr.read().strip()
+        p.stderr.close()
+        if p.returncode != 0:
+            failed.append(f"{ns}: rc {p.returncode}: {err}")
+    if failed:
+        raise LabError("ip -batch failed in " + "; ".join(failed))
 
 
 def wait(pred, timeout, step=0.05):
@@ -468,6 +523,106 @@ class NodeLab(PodNode):
                       f"ip route replace {self.ip(pod)}/32 dev {t}"]
         script(self.node_ns, lines)
         return names
+
+
+def cni_pods(n=None):
+    """The cni lab's pods, {name: last octet}: the article's six (SESSION_PODS: five meshed,
+    legacy at .20) and beyond them pod-<octet> at the lowest free octets of the /24, never .1
+    (the gateway) nor .10 (ztunnel). n counts the pods besides ztunnel's (None: six, 1 to
+    CNI_MAX_PODS); under six it takes the first n of the article's."""
+    if n is None:
+        return dict(SESSION_PODS)
+    if not 1 <= n <= CNI_MAX_PODS:
+        raise LabError(f"pods: {n}: from 1 to {CNI_MAX_PODS} (kubelet's default max-pods)")
+    pods = dict(list(SESSION_PODS.items())[:n])
+    taken = {GW_OCTET, ZT_OCTET, *SESSION_PODS.values()}
+    free = (o for o in range(2, 255) if o not in taken)
+    while len(pods) < n:
+        o = next(free)
+        pods[f"pod-{o}"] = o
+    return pods
+
+
+class CniLab(PodNode):
+    """The node as kindnet's ptp CNI plumbs it (see the module's doc): the node's kernel alone
+    routes between the pods' veths, nothing is there for ztgeneve yet. pods: None (the
+    article's six), a count (cni_pods) or {name: last octet}; endpoint: ztunnel's end of its
+    veth is ztlink, for a ztgeneve role endpoint (with ztunnel's TPROXY rules, as NodeLab's),
+    instead of an eth0 like every pod's. The veth ends keep the kernel's offloads: nothing
+    calls ethtool on them."""
+
+    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=False,
+                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT, log=log):
+        pods = cni_pods(pods) if pods is None or isinstance(pods, int) else pods
+        super().__init__(prefix, pods, zt_name, endpoint, dnat_to, subnet, vip, vip_port,
+                         offloads=True, log=log)
+        veths = {self.host_veth(p) for p in self.all_pods()}
+        if len(veths) != len(self.all_pods()):
+            raise LabError("two pods' host veths have the same name")
+
+    # ------------------------------------------------------------ names
+    def all_pods(self):
+        """Every pod, ztunnel's last."""
+        return [*self.pods, self.zt_name]
+
+    def octet(self, pod):
+        return ZT_OCTET if pod == self.zt_name else self.pods[pod]
+
+    def pod_link(self, pod):
+        """The pod's end of its veth."""
+        return self.zt_link if pod == self.zt_name else "eth0"
+
+    @staticmethod
+    def host_veth(pod):
+        """The node's end of a pod's veth: veth and 8 hex digits, as ptp names it (ptp's are
+        random; these come from the pod's name, so that configs can name them)."""
+        return "veth" + hashlib.sha1(pod.encode()).hexdigest()[:8]
+
+    # ------------------------------------------------------------ topology
+    def up(self):
+        """Makes the topology in fresh namespaces (LabError if one exists already: down
+        first); a failure removes what it made."""
+        there = [ns for ns in self.namespaces() if ns_exists(ns)]
+        if there:
+            raise LabError(f"{' '.join(there[:3])}{' ...' if len(there) > 3 else ''} exist already "
+                           "(down first)")
+        try:
+            self._plumb()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _plumb(self):
+        # One ip process per namespace at most, each running a batch: what costs on a node
+        # with 110 pods is the processes, not the commands.
+        node, pods = self.node_ns, self.all_pods()
+        batch(None, [f"netns add {ns}" for ns in self.namespaces()])
+        # Forwarding on (ptp turns it on), the reverse-path filter as a new namespace has it
+        # (neither kindnet nor ptp touches it), no IPv6 (the veths made next have none).
+        self.add_ns(node, forwarding=True, rp_filter=None)
+        lines = [f"addr add {self.gw_ip}/32 dev {GW_DEV}"]
+        for pod in pods:
+            veth, o = self.host_veth(pod), self.octet(pod)
+            lines += [f"link add {veth} address {node_mac(o)} type veth peer name {self.pod_link(pod)} "
+                      f"address {pod_mac(o)} netns {self.ns(pod)}",
+                      f"link set {veth} up", f"route add {self.ip(pod)}/32 dev {veth} scope link"]
+            self._made |= {(node, veth), (self.ns(pod), self.pod_link(pod))}
+        batch(node, lines)
+        run("ip", "netns", "exec", node, "sysctl", "-qw",
+            *(f"net.ipv4.conf.{self.host_veth(p)}.proxy_arp=1" for p in pods))
+        # A pod: lo up, its link without IPv6 link-local address (so it sends no neighbour
+        # discovery: the links stay quiet, as NodeLab's without IPv6, at no extra process),
+        # addressed by ptp's rules.
+        ipv6 = os.path.isdir("/proc/sys/net/ipv6")
+        batches([(self.ns(p), ["link set lo up"]
+                  + ([f"link set {self.pod_link(p)} addrgenmode none"] if ipv6 else [])
+                  + (self.pod_addressing("eth0", self.ip(p), self.gw_ip) if self.pod_link(p) == "eth0" else []))
+                 for p in pods])
+        if self.endpoint:
+            self.bare_end(self.zt_ns, ZT_LINK, self.zt_mac)
+            self.ztunnel_rules()
+        self.kube_proxy()
 
 
 # ---------------------------------------------------------------- scripts/lab
