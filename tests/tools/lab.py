@@ -629,39 +629,70 @@ class CniLab(PodNode):
 
 USAGE = """\
 usage: {prog} COMMAND
-  up [--pod-offloads off|on]
-                 create the namespaces and veth pairs, the node's kube-proxy-like DNAT and
-                 the ztunnel pod's TPROXY rules (idempotent). Pod offloads (checksum, TSO,
-                 GSO, GRO on every veth end): off by default, as ztgeneve needs for now; on
-                 keeps the kernel's defaults, as real pods have them
+  up [--topology twin] [--pod-offloads off|on]
+                 the twin lab: create the namespaces and veth pairs, the node's
+                 kube-proxy-like DNAT and the ztunnel pod's TPROXY rules (idempotent). Pod
+                 offloads (checksum, TSO, GSO, GRO on every veth end): off by default, as
+                 ztgeneve needs for now; on keeps the kernel's defaults, as real pods have them
+  up --topology cni [--pods N]
+                 the node as kindnet's ptp CNI plumbs it, the kernel alone carrying it: the
+                 article's six pods, or N pods (1 to {max_pods}: the article's, then pod-<octet>),
+                 and ztunnel's, each with its veth; the node address 10.244.2.1 on lo, a route
+                 and proxy ARP per host veth; kube-proxy-like DNAT; kernel offloads (fresh
+                 namespaces only: down first)
   twins          after ztgeneve runs in ztg-node: address and route its kernel twins
   endpoint-twins after ztgeneve (role endpoint) runs in ztg-ztunnel: address its taps eth0
                  (10.244.2.10, ztunnel's link as its kernel sees it) and pistioout
                  (192.168.127.2/30) and add table 101's route via istioout
-  down           kill what runs in the namespaces and delete them (idempotent)
+  down           kill what runs in the namespaces and delete them, either topology (idempotent)
   status         list namespaces, links and addresses
   exec NS CMD... run CMD in namespace ztg-NS (or NS)
 """
+
+UP_OPTIONS = {"--topology": ("twin", "cni"), "--pod-offloads": ("off", "on"), "--pods": None}
+
+
+def parse_up(args):
+    """up's options as {option: value}, or None if they are not valid."""
+    opts = {}
+    while args:
+        if len(args) < 2 or args[0] not in UP_OPTIONS or args[0] in opts:
+            return None
+        allowed = UP_OPTIONS[args[0]]
+        if allowed is None and not args[1].isdigit() or allowed is not None and args[1] not in allowed:
+            return None
+        opts[args[0]], args = args[1], args[2:]
+    cni = opts.get("--topology") == "cni"
+    return None if ("--pods" in opts and not cni) or ("--pod-offloads" in opts and cni) else opts
 
 
 def main(argv):
     prog = os.environ.get("ZTG_LAB_PROG", "scripts/lab")
     cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    usage = USAGE.format(prog=prog, max_pods=CNI_MAX_PODS)
     if cmd in ("help", "-h", "--help"):
-        sys.stdout.write(USAGE.format(prog=prog))
+        sys.stdout.write(usage)
         return 0
-    offloads = False
-    if cmd == "up" and args[:1] == ["--pod-offloads"] and args[1:2] in (["on"], ["off"]):
-        offloads, args = args[1] == "on", args[2:]
-    if cmd not in ("up", "twins", "endpoint-twins", "down", "status", "exec") or \
+    opts = parse_up(args) if cmd == "up" else {}
+    if cmd == "up" and opts is not None:
+        args = []
+    if cmd not in ("up", "twins", "endpoint-twins", "down", "status", "exec") or opts is None or \
             (cmd == "exec" and len(args) < 2) or (cmd != "exec" and args):
-        sys.stderr.write(USAGE.format(prog=prog))
+        sys.stderr.write(usage)
         return 2
-    lab = NodeLab(offloads=offloads)
+    offloads = opts.get("--pod-offloads") == "on"
     try:
+        cni = opts.get("--topology") == "cni"
+        lab = CniLab(pods=int(opts["--pods"]) if "--pods" in opts else None) if cni \
+            else NodeLab(offloads=offloads)
         if cmd in ("up", "twins", "endpoint-twins", "down") and os.geteuid() != 0:
             raise LabError("must run as root")
-        if cmd == "up":
+        if cmd == "up" and cni:
+            t0 = time.monotonic()
+            lab.up()
+            log(f"up: cni topology, {len(lab.pods)} pods and {lab.zt_name} around {lab.node_ns} "
+                f"({lab.gw_ip} on {GW_DEV}) in {time.monotonic() - t0:.1f}s")
+        elif cmd == "up":
             lab.up()
             log(f"up: namespaces {lab.node_ns} and {' '.join(lab.namespaces()[1:])} "
                 f"(pod offloads {'on' if offloads else 'off'})")
