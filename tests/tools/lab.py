@@ -361,7 +361,8 @@ class Namespaces:
         except LabError as e:
             self.log(f"down: could not delete {' '.join(ns for ns in nss if ns_exists(ns))}: {e}")
         gone = [ns for ns in nss if not ns_exists(ns)]
-        self.log(f"down: removed {' '.join(gone) if len(gone) <= 10 else f'{len(gone)} {self.prefix}* namespaces'}")
+        self.log("down: removed " + (" ".join(gone) if len(gone) <= 10
+                                      else f"{len(gone)} {self.prefix}* namespaces"))
         return nss
 
     def status(self):
