@@ -27,13 +27,37 @@ pod named Z ("ztunnel" in scripts/lab):
                             TPROXYed to the transparent listener on 127.0.0.1:15001;
             endpoint=False: a plain kernel eth0 like any pod's (the node resolves it by ARP).
 
+The cni lab (CniLab, `scripts/lab up --topology cni`): the same node as kindnet's ptp CNI
+plumbs it, the kernel alone carrying everything (ztgeneve attaches to it in a later step):
+
+    lab = CniLab(pods=110)           # the article's six pods and pod-<octet> up to 110
+    lab.up()                         # fresh namespaces only; a failure removes them
+    lab.down()
+
+  P<pod>  eth0 as in the twin lab (S.<octet>/32, gateway on the link, default via it), no
+          IPv6 address; offloads as the kernel makes them (no ethtool);
+  Pnode   per pod a veth<8 hex> (CniLab.host_veth, from the pod's name): MAC
+          02:00:00:00:03:<octet>, no address, proxy_arp on, the route `S.<octet> dev veth...
+          scope link`; the node address S.1/32 on lo; IP forwarding on, rp_filter as a new
+          namespace has it, no default route; kube-proxy's DNAT of the VIP; no ambient rule;
+  PZ      ztunnel's pod: a pod like the others (S.10), or with endpoint=True the veth end
+          ztlink for a ztgeneve role endpoint, as in the twin lab.
+
+The node address is not on the host veths, as ptp puts it (S.1/32 on each): one address
+that no pod's veth carries lets a later step hand a veth to ztgeneve without moving the
+gateway, and the node answers ARP for it on every veth all the same (a local address;
+proxy_arp answers for the other pods' addresses too, as Calico's veths do).
+
 Everything lives in the prefix's namespaces: nothing is configured in the root namespace and
 no route leads out. down() removes every namespace with the prefix, also those of an earlier
 lab with other pods.
 
 Namespaces holds what any topology is made of (namespaces, veth pairs, a pod's end, an end
-ztgeneve opens, offloads, removal); NodeLab is the article's node built from them.
+ztgeneve opens, offloads, removal); PodNode what any node with pods has, however they are
+plumbed (names, addresses, kube-proxy's DNAT, ztunnel's rules and taps); NodeLab (the twin
+lab) and CniLab are the article's node built from them.
 """
+import hashlib
 import os
 import shutil
 import signal
@@ -60,6 +84,12 @@ ZT_LINK = "ztlink"                   # ztunnel's end of its veth when an endpoin
 SESSION_PREFIX = "ztg-"
 SESSION_PODS = {"productpage": 3, "ratings": 2, "reviews-v1": 7, "reviews-v2": 5,
                 "reviews-v3": 8, "legacy": 20}
+
+# The cni lab (CniLab): at most kubelet's default max-pods; the node address on the node's
+# loopback (a local address no pod's veth carries; a dummy would do the same, but kernels
+# built without CONFIG_DUMMY, as this machine's, have none).
+CNI_MAX_PODS = 110
+GW_DEV = "lo"
 
 # A new veth's offloads on Linux (ethtool -k): what a link made with offloads off gets back
 # when a later up() wants them on.
@@ -117,6 +147,44 @@ def links(ns):
     return {l.split(":")[1].strip().split("@")[0] for l in r.stdout.splitlines() if ":" in l}
 
 
+def batch(ns, lines, force=False, timeout=60):
+    """Runs ip commands (lines without the leading `ip`) in one `ip -batch` process in
+    namespace ns (None: `ip netns` commands from the root namespace). Stops at the first that
+    fails, or with force runs them all; raises LabError if one failed."""
+    r = subprocess.run(["ip", *(("-n", ns) if ns else ()), *(("-force",) if force else ()), "-batch", "-"],
+                       input="".join(f"{l}\n" for l in lines), capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise LabError(f"[{ns or 'ip -batch'}] rc {r.returncode}: {r.stderr.strip()}")
+
+
+def batches(jobs, parallel=4, timeout=60):
+    """batch() for each (ns, lines) of jobs, up to parallel of them at a time (one process
+    per namespace is what costs: this hides part of its latency). Raises LabError naming
+    every namespace whose batch failed, once all have finished."""
+    pending, running, failed = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < parallel:
+            ns, lines = pending.pop(0)
+            p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            p.stdin.write("".join(f"{l}\n" for l in lines))
+            p.stdin.close()
+            running.append((ns, p))
+        ns, p = running.pop(0)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        err = p.stderr.read().strip()
+        p.stderr.close()
+        if p.returncode != 0:
+            failed.append(f"{ns}: rc {p.returncode}: {err}")
+    if failed:
+        raise LabError("ip -batch failed in " + "; ".join(failed))
+
+
 def wait(pred, timeout, step=0.05):
     """Polls pred until true or timeout; returns its last value."""
     deadline = time.monotonic() + timeout
@@ -131,8 +199,31 @@ def ns_exists(ns):
     return os.path.exists(f"/run/netns/{ns}")
 
 
+def pids_by_ns(nss):
+    """{ns: [pids]}: the processes in each of the named namespaces nss, as `ip netns pids`
+    finds them (/proc/PID/ns/net is /run/netns/NS), in one pass over /proc."""
+    ids, out = {}, {ns: [] for ns in nss}
+    for ns in nss:
+        try:
+            st = os.stat(f"/run/netns/{ns}")
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = ns
+    for d in os.listdir("/proc") if ids else ():
+        if not d.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{d}/ns/net")
+        except OSError:
+            continue  # gone, or a zombie
+        ns = ids.get((st.st_dev, st.st_ino))
+        if ns:
+            out[ns].append(int(d))
+    return out
+
+
 def ns_pids(ns):
-    return [int(p) for p in run("ip", "netns", "pids", ns, check=False).stdout.split()]
+    return pids_by_ns([ns])[ns]
 
 
 def ipt_once(ns, table, chain, *rule):
@@ -170,13 +261,15 @@ class Namespaces:
                  if l.strip()]
         return [n for n in names if n.startswith(self.prefix)]
 
-    def add_ns(self, ns, forwarding=False):
-        """A namespace (made unless it exists) with lo up, no IPv6, no reverse-path filter."""
+    def add_ns(self, ns, forwarding=False, rp_filter=0):
+        """A namespace (made unless it exists) with lo up, no IPv6, and the reverse-path
+        filter rp_filter (None: as a new namespace has it, which it takes from the root's)."""
         if not ns_exists(ns):
             run("ip", "netns", "add", ns)
+        rpf = "" if rp_filter is None else \
+            f" net.ipv4.conf.all.rp_filter={rp_filter} net.ipv4.conf.default.rp_filter={rp_filter}"
         sh(ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
-               "net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 "
-               "net.ipv4.conf.default.rp_filter=0"
+               "net.ipv6.conf.default.disable_ipv6=1" + rpf
                + (" net.ipv4.ip_forward=1" if forwarding else ""))
 
     def veth(self, ns_a, a, ns_b, b, stale=()):
@@ -223,13 +316,17 @@ class Namespaces:
         script(ns, [f"ip addr flush dev {dev}", f"ip link set {dev} up",
                     f"sysctl -qw net.ipv4.conf.{dev}.forwarding=0"])
 
+    @staticmethod
+    def pod_addressing(dev, ip, gw):
+        """The ip commands (without `ip`) that address a pod's interface as a ptp CNI does:
+        its /32 address, the gateway on the link and the default route via the gateway."""
+        return [f"addr replace {ip}/32 dev {dev}", f"link set {dev} up",
+                f"route replace {gw} dev {dev} scope link", f"route replace default via {gw} dev {dev}"]
+
     def pod_end(self, ns, dev, mac, ip, gw, mtu=1500):
-        """A pod's interface as a CNI leaves it: its /32 address, the gateway on the link and
-        the default route via the gateway."""
+        """A pod's interface as a CNI leaves it (pod_addressing), with its MAC and offloads."""
         self.end(ns, dev, mac, mtu)
-        script(ns, [f"ip addr replace {ip}/32 dev {dev}", f"ip link set {dev} up",
-                    f"ip route replace {gw} dev {dev} scope link",
-                    f"ip route replace default via {gw} dev {dev}"])
+        script(ns, [f"ip {c}" for c in self.pod_addressing(dev, ip, gw)])
 
     def wait_links(self, ns, names, wait_s, what, hint):
         """Waits (bounded) until every link of names exists in ns."""
@@ -251,18 +348,21 @@ class Namespaces:
         if not nss:
             self.log("down: nothing to remove")
             return []
-        for ns in nss:
-            for pid in ns_pids(ns):
+        for pids in pids_by_ns(nss).values():
+            for pid in pids:
                 _kill(pid, signal.SIGTERM)
-        wait(lambda: not any(ns_pids(ns) for ns in nss), 5, step=0.1)
-        for ns in nss:
-            for pid in ns_pids(ns):
+        wait(lambda: not any(pids_by_ns(nss).values()), 5, step=0.1)
+        for ns, pids in pids_by_ns(nss).items():
+            for pid in pids:
                 self.log(f"down: killing {pid} ({_cmdline(pid)[:80]}) in {ns}")
                 _kill(pid, signal.SIGKILL)
-        for ns in nss:
-            if run("ip", "netns", "del", ns, check=False).returncode != 0:
-                self.log(f"down: could not delete {ns}")
-        self.log(f"down: removed {' '.join(nss)}")
+        try:
+            batch(None, [f"netns del {ns}" for ns in nss], force=True)
+        except LabError as e:
+            self.log(f"down: could not delete {' '.join(ns for ns in nss if ns_exists(ns))}: {e}")
+        gone = [ns for ns in nss if not ns_exists(ns)]
+        self.log("down: removed " + (" ".join(gone) if len(gone) <= 10
+                                      else f"{len(gone)} {self.prefix}* namespaces"))
         return nss
 
     def status(self):
@@ -294,16 +394,16 @@ def _cmdline(pid):
         return ""
 
 
-class NodeLab(Namespaces):
-    """The article's node and its pods (see the module's doc). pods: {name: last octet};
-    zt_name: ztunnel pod's namespace suffix; endpoint: whether a ztgeneve role endpoint owns
-    ztunnel's link; dnat_to: kube-proxy's DNAT target of vip:vip_port (None: no kube-proxy)."""
+class PodNode(Namespaces):
+    """A node, its pods, ztunnel's pod and kube-proxy, whichever way they are plumbed: their
+    names and addresses, the DNAT, ztunnel's rules and an endpoint's taps. pods: {name: last
+    octet}; zt_name: ztunnel pod's namespace suffix; endpoint: whether a ztgeneve role
+    endpoint owns ztunnel's link; dnat_to: kube-proxy's DNAT target of vip:vip_port (None: no
+    kube-proxy)."""
 
-    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=True,
-                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT,
-                 offloads=False, log=log):
+    def __init__(self, prefix, pods, zt_name, endpoint, dnat_to, subnet, vip, vip_port, offloads, log):
         super().__init__(prefix, offloads=offloads, log=log)
-        self.pods = dict(SESSION_PODS if pods is None else pods)
+        self.pods = dict(pods)
         self.zt_name = zt_name
         self.endpoint = endpoint
         self.dnat_to = dnat_to
@@ -325,6 +425,59 @@ class NodeLab(Namespaces):
 
     def namespaces(self):
         return [self.node_ns] + [self.ns(p) for p in self.pods] + [self.zt_ns]
+
+    def kube_proxy(self):
+        """kube-proxy's part: the VIP DNATed to dnat_to (a ratings endpoint by default) as
+        traffic enters the node. Redirected traffic must never reach it (its counter stays 0
+        for meshed pods); a non-meshed pod's does."""
+        if self.dnat_to:
+            ipt_once(self.node_ns, "nat", "PREROUTING", "-d", self.vip, "-p", "tcp", "--dport",
+                     self.vip_port, "-j", "DNAT", "--to-destination", self.dnat_to)
+
+    def ztunnel_rules(self):
+        """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
+        transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
+        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
+        zt = self.zt_ns
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
+                 "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
+        rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
+        run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+        rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
+
+    def address_endpoint_taps(self, wait_s=0):
+        """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
+        as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
+        192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
+        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
+        zt = self.zt_ns
+        self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
+                        "is the endpoint ztgeneve running there?")
+        lines = []
+        for t in ("eth0", "pistioout"):
+            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
+                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0"]
+        script(zt, lines + [
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+            f"ip addr replace {self.zt_ip}/32 dev eth0", "ip link set eth0 up",
+            f"ip route replace {self.gw_ip} dev eth0 scope link",
+            f"ip route replace default via {self.gw_ip} dev eth0",
+            f"ip link set pistioout mtu {TUNNEL_MTU}",
+            f"ip addr replace {PISTIOOUT_IP}/30 dev pistioout", "ip link set pistioout up"])
+        self.ztunnel_rules()
+        run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
+            "table", "101")
+
+
+class NodeLab(PodNode):
+    """The article's node and its pods as the twin lab (see the module's doc): ztgeneve opens
+    the node's ends of the pods' veths, its kernel twins carry the gateway and the routes."""
+
+    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=True,
+                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT,
+                 offloads=False, log=log):
+        super().__init__(prefix, SESSION_PODS if pods is None else pods, zt_name, endpoint,
+                         dnat_to, subnet, vip, vip_port, offloads, log)
 
     def twins(self, ports=None):
         """The node's kernel twins of the pod ports (default every pod) and of the ztunnel port."""
@@ -354,23 +507,8 @@ class NodeLab(Namespaces):
         self.bare_end(node, "v-ztunnel", node_mac(ZT_OCTET))
         # No way out of the lab: the node has no default route.
         run("ip", "-n", node, "route", "del", "default", check=False)
-        if self.dnat_to:
-            # kube-proxy's part: the VIP DNATed to a ratings endpoint. Redirected traffic must
-            # never reach it (its counter stays 0 for meshed pods); a non-meshed pod's does.
-            ipt_once(node, "nat", "PREROUTING", "-d", self.vip, "-p", "tcp", "--dport", self.vip_port,
-                     "-j", "DNAT", "--to-destination", self.dnat_to)
+        self.kube_proxy()
         return self
-
-    def ztunnel_rules(self):
-        """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
-        transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
-        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
-        zt = self.zt_ns
-        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
-                 "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
-        rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
-        run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
-        rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
 
     def address_twins(self, ports=None, wait_s=0):
         """Once ztgeneve (role node) runs: its twins of ports (default every pod) and of the
@@ -387,67 +525,175 @@ class NodeLab(Namespaces):
         script(self.node_ns, lines)
         return names
 
-    def address_endpoint_taps(self, wait_s=0):
-        """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
-        as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
-        192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
-        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
-        zt = self.zt_ns
-        self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
-                        "is the endpoint ztgeneve running there?")
-        lines = []
-        for t in ("eth0", "pistioout"):
-            lines += [f"sysctl -qw net.ipv6.conf.{t}.disable_ipv6=1 >/dev/null 2>&1 || true",
-                      f"sysctl -qw net.ipv4.conf.{t}.rp_filter=0"]
-        script(zt, lines + [
-            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
-            f"ip addr replace {self.zt_ip}/32 dev eth0", "ip link set eth0 up",
-            f"ip route replace {self.gw_ip} dev eth0 scope link",
-            f"ip route replace default via {self.gw_ip} dev eth0",
-            f"ip link set pistioout mtu {TUNNEL_MTU}",
-            f"ip addr replace {PISTIOOUT_IP}/30 dev pistioout", "ip link set pistioout up"])
-        self.ztunnel_rules()
-        run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
-            "table", "101")
+
+def cni_pods(n=None):
+    """The cni lab's pods, {name: last octet}: the article's six (SESSION_PODS: five meshed,
+    legacy at .20) and beyond them pod-<octet> at the lowest free octets of the /24, never .1
+    (the gateway) nor .10 (ztunnel). n counts the pods besides ztunnel's (None: six, 1 to
+    CNI_MAX_PODS); under six it takes the first n of the article's."""
+    if n is None:
+        return dict(SESSION_PODS)
+    if not 1 <= n <= CNI_MAX_PODS:
+        raise LabError(f"pods: {n}: from 1 to {CNI_MAX_PODS} (kubelet's default max-pods)")
+    pods = dict(list(SESSION_PODS.items())[:n])
+    taken = {GW_OCTET, ZT_OCTET, *SESSION_PODS.values()}
+    free = (o for o in range(2, 255) if o not in taken)
+    while len(pods) < n:
+        o = next(free)
+        pods[f"pod-{o}"] = o
+    return pods
+
+
+class CniLab(PodNode):
+    """The node as kindnet's ptp CNI plumbs it (see the module's doc): the node's kernel alone
+    routes between the pods' veths, nothing is there for ztgeneve yet. pods: None (the
+    article's six), a count (cni_pods) or {name: last octet}; endpoint: ztunnel's end of its
+    veth is ztlink, for a ztgeneve role endpoint (with ztunnel's TPROXY rules, as NodeLab's),
+    instead of an eth0 like every pod's. The veth ends keep the kernel's offloads: nothing
+    calls ethtool on them."""
+
+    def __init__(self, prefix=SESSION_PREFIX, pods=None, zt_name="ztunnel", endpoint=False,
+                 dnat_to=f"{SUBNET}.2:{VIP_PORT}", subnet=SUBNET, vip=VIP, vip_port=VIP_PORT, log=log):
+        pods = cni_pods(pods) if pods is None or isinstance(pods, int) else pods
+        super().__init__(prefix, pods, zt_name, endpoint, dnat_to, subnet, vip, vip_port,
+                         offloads=True, log=log)
+        veths = {self.host_veth(p) for p in self.all_pods()}
+        if len(veths) != len(self.all_pods()):
+            raise LabError("two pods' host veths have the same name")
+
+    # ------------------------------------------------------------ names
+    def all_pods(self):
+        """Every pod, ztunnel's last."""
+        return [*self.pods, self.zt_name]
+
+    def octet(self, pod):
+        return ZT_OCTET if pod == self.zt_name else self.pods[pod]
+
+    def pod_link(self, pod):
+        """The pod's end of its veth."""
+        return self.zt_link if pod == self.zt_name else "eth0"
+
+    @staticmethod
+    def host_veth(pod):
+        """The node's end of a pod's veth: veth and 8 hex digits, as ptp names it (ptp's are
+        random; these come from the pod's name, so that configs can name them)."""
+        return "veth" + hashlib.sha1(pod.encode()).hexdigest()[:8]
+
+    # ------------------------------------------------------------ topology
+    def up(self):
+        """Makes the topology in fresh namespaces (LabError if one exists already: down
+        first); a failure removes what it made."""
+        there = [ns for ns in self.namespaces() if ns_exists(ns)]
+        if there:
+            raise LabError(f"{' '.join(there[:3])}{' ...' if len(there) > 3 else ''} exist already "
+                           "(down first)")
+        try:
+            self._plumb()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _plumb(self):
+        # One ip process per namespace at most, each running a batch: what costs on a node
+        # with 110 pods is the processes, not the commands.
+        node, pods = self.node_ns, self.all_pods()
+        batch(None, [f"netns add {ns}" for ns in self.namespaces()])
+        # Forwarding on (ptp turns it on), the reverse-path filter as a new namespace has it
+        # (neither kindnet nor ptp touches it), no IPv6 (the veths made next have none).
+        self.add_ns(node, forwarding=True, rp_filter=None)
+        lines = [f"addr add {self.gw_ip}/32 dev {GW_DEV}"]
+        for pod in pods:
+            veth, o = self.host_veth(pod), self.octet(pod)
+            lines += [f"link add {veth} address {node_mac(o)} type veth peer name {self.pod_link(pod)} "
+                      f"address {pod_mac(o)} netns {self.ns(pod)}",
+                      f"link set {veth} up", f"route add {self.ip(pod)}/32 dev {veth} scope link"]
+            self._made |= {(node, veth), (self.ns(pod), self.pod_link(pod))}
+        batch(node, lines)
+        run("ip", "netns", "exec", node, "sysctl", "-qw",
+            *(f"net.ipv4.conf.{self.host_veth(p)}.proxy_arp=1" for p in pods))
+        # A pod: lo up, its link without IPv6 link-local address (so it sends no neighbour
+        # discovery: the links stay quiet, as NodeLab's without IPv6, at no extra process),
+        # addressed by ptp's rules.
+        ipv6 = os.path.isdir("/proc/sys/net/ipv6")
+        batches([(self.ns(p), ["link set lo up"]
+                  + ([f"link set {self.pod_link(p)} addrgenmode none"] if ipv6 else [])
+                  + (self.pod_addressing("eth0", self.ip(p), self.gw_ip) if self.pod_link(p) == "eth0" else []))
+                 for p in pods])
+        if self.endpoint:
+            self.bare_end(self.zt_ns, ZT_LINK, self.zt_mac)
+            self.ztunnel_rules()
+        self.kube_proxy()
 
 
 # ---------------------------------------------------------------- scripts/lab
 
 USAGE = """\
 usage: {prog} COMMAND
-  up [--pod-offloads off|on]
-                 create the namespaces and veth pairs, the node's kube-proxy-like DNAT and
-                 the ztunnel pod's TPROXY rules (idempotent). Pod offloads (checksum, TSO,
-                 GSO, GRO on every veth end): off by default, as ztgeneve needs for now; on
-                 keeps the kernel's defaults, as real pods have them
+  up [--topology twin] [--pod-offloads off|on]
+                 the twin lab: create the namespaces and veth pairs, the node's
+                 kube-proxy-like DNAT and the ztunnel pod's TPROXY rules (idempotent). Pod
+                 offloads (checksum, TSO, GSO, GRO on every veth end): off by default, as
+                 ztgeneve needs for now; on keeps the kernel's defaults, as real pods have them
+  up --topology cni [--pods N]
+                 the node as kindnet's ptp CNI plumbs it, the kernel alone carrying it: the
+                 article's six pods, or N pods (1 to {max_pods}: the article's, then pod-<octet>),
+                 and ztunnel's, each with its veth; the node address 10.244.2.1 on lo, a route
+                 and proxy ARP per host veth; kube-proxy-like DNAT; kernel offloads (fresh
+                 namespaces only: down first)
   twins          after ztgeneve runs in ztg-node: address and route its kernel twins
   endpoint-twins after ztgeneve (role endpoint) runs in ztg-ztunnel: address its taps eth0
                  (10.244.2.10, ztunnel's link as its kernel sees it) and pistioout
                  (192.168.127.2/30) and add table 101's route via istioout
-  down           kill what runs in the namespaces and delete them (idempotent)
+  down           kill what runs in the namespaces and delete them, either topology (idempotent)
   status         list namespaces, links and addresses
   exec NS CMD... run CMD in namespace ztg-NS (or NS)
 """
+
+UP_OPTIONS = {"--topology": ("twin", "cni"), "--pod-offloads": ("off", "on"), "--pods": None}
+
+
+def parse_up(args):
+    """up's options as {option: value}, or None if they are not valid."""
+    opts = {}
+    while args:
+        if len(args) < 2 or args[0] not in UP_OPTIONS or args[0] in opts:
+            return None
+        allowed = UP_OPTIONS[args[0]]
+        if allowed is None and not args[1].isdigit() or allowed is not None and args[1] not in allowed:
+            return None
+        opts[args[0]], args = args[1], args[2:]
+    cni = opts.get("--topology") == "cni"
+    return None if ("--pods" in opts and not cni) or ("--pod-offloads" in opts and cni) else opts
 
 
 def main(argv):
     prog = os.environ.get("ZTG_LAB_PROG", "scripts/lab")
     cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    usage = USAGE.format(prog=prog, max_pods=CNI_MAX_PODS)
     if cmd in ("help", "-h", "--help"):
-        sys.stdout.write(USAGE.format(prog=prog))
+        sys.stdout.write(usage)
         return 0
-    offloads = False
-    if cmd == "up" and args[:1] == ["--pod-offloads"] and args[1:2] in (["on"], ["off"]):
-        offloads, args = args[1] == "on", args[2:]
-    if cmd not in ("up", "twins", "endpoint-twins", "down", "status", "exec") or \
+    opts = parse_up(args) if cmd == "up" else {}
+    if cmd == "up" and opts is not None:
+        args = []
+    if cmd not in ("up", "twins", "endpoint-twins", "down", "status", "exec") or opts is None or \
             (cmd == "exec" and len(args) < 2) or (cmd != "exec" and args):
-        sys.stderr.write(USAGE.format(prog=prog))
+        sys.stderr.write(usage)
         return 2
-    lab = NodeLab(offloads=offloads)
+    offloads = opts.get("--pod-offloads") == "on"
     try:
+        cni = opts.get("--topology") == "cni"
+        lab = CniLab(pods=int(opts["--pods"]) if "--pods" in opts else None) if cni \
+            else NodeLab(offloads=offloads)
         if cmd in ("up", "twins", "endpoint-twins", "down") and os.geteuid() != 0:
             raise LabError("must run as root")
-        if cmd == "up":
+        if cmd == "up" and cni:
+            t0 = time.monotonic()
+            lab.up()
+            log(f"up: cni topology, {len(lab.pods)} pods and {lab.zt_name} around {lab.node_ns} "
+                f"({lab.gw_ip} on {GW_DEV}) in {time.monotonic() - t0:.1f}s")
+        elif cmd == "up":
             lab.up()
             log(f"up: namespaces {lab.node_ns} and {' '.join(lab.namespaces()[1:])} "
                 f"(pod offloads {'on' if offloads else 'off'})")

@@ -120,8 +120,8 @@ class ListenerProcess:
         lp.stop()
     """
 
-    def __init__(self, ns, log_path, port=15001, mark=0x401):
-        self.ns, self.log_path, self.port, self.mark = ns, log_path, port, mark
+    def __init__(self, ns, log_path, port=15001, mark=0x401, addr="127.0.0.1"):
+        self.ns, self.log_path, self.port, self.mark, self.addr = ns, log_path, port, mark, addr
         self.proc = None
 
     def start(self, timeout=10):
@@ -130,7 +130,8 @@ class ListenerProcess:
         open(self.log_path, "w").close()
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.abspath(__file__),
-             "--port", str(self.port), "--mark", hex(self.mark), "--log", self.log_path],
+             "--addr", self.addr, "--port", str(self.port), "--mark", hex(self.mark),
+             "--log", self.log_path],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # "listening ..." or EOF if it died
