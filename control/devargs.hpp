@@ -12,7 +12,8 @@ struct DeviceInfo {
     std::string key; // config key path, for messages
 };
 
-// The kernel interface a device's devargs name (iface=), if any.
+// The kernel interface a device's devargs name (iface=), if any, read as the PMDs read
+// their arguments (rte_kvargs).
 std::optional<std::string> devargs_iface(const std::string& devargs);
 
 } // namespace ztg
