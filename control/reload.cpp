@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <set>
-
 #include "control/runtime.hpp"
 
 namespace ztg {
@@ -36,11 +34,11 @@ ReloadPlan plan_reload(const Config& running, const Config& next) {
     cmp.kernel.poll_ms = running.kernel.poll_ms;
     plan.refused = first_difference(cmp, running);
     if (!plan.refused.empty()) return plan;
-    const std::set<uint32_t> before(running.pods.begin(), running.pods.end()),
+    const Ip4Set before(running.pods.begin(), running.pods.end()),
         after(next.pods.begin(), next.pods.end());
-    for (uint32_t ip : before)
+    for (Ip4 ip : before)
         if (!after.count(ip)) plan.remove.push_back(ip);
-    for (uint32_t ip : after)
+    for (Ip4 ip : after)
         if (!before.count(ip)) plan.add.push_back(ip);
     return plan;
 }
@@ -56,8 +54,8 @@ Status Runtime::reload() {
     // Pods: the difference, as one batch. In observe mode the ipset is the truth.
     size_t added = 0, removed = 0;
     if (cfg_.kernel.mode != KernelMode::Observe) {
-        for (uint32_t ip : plan.remove) removed += del_pod(ip);
-        for (uint32_t ip : plan.add) {
+        for (Ip4 ip : plan.remove) removed += del_pod(ip);
+        for (Ip4 ip : plan.add) {
             if (!add_pod(ip))
                 return err("pods: " + format_ip(ip) + " does not fit the pod table (limits.pods)");
             added++;

@@ -15,7 +15,7 @@ struct ReloadPlan {
     // "ports[1]"; empty: the reload may be applied.
     std::string refused;
     // Pods to take out of and put into the table, in address order.
-    std::vector<uint32_t> remove, add; // host byte order
+    std::vector<Ip4> remove, add;
 };
 
 // pods, log.level and kernel.poll_ms change live; anything else refuses the reload.

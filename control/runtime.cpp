@@ -66,7 +66,7 @@ Status Runtime::start_workers() {
                    "); raise dpdk.memory_mb or lower limits.pods");
     for (size_t i = 0; i < cfg_.pods.size() && cfg_.kernel.mode != KernelMode::Program;
          i++) // program: the mirror adds them
-        if (!pods_->add(Ip4::from_host(cfg_.pods[i])))
+        if (!pods_->add(cfg_.pods[i]))
             return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) +
                        " to the pod table");
     if (cfg_.tunnel.next_hop_mac) nexthop_ = to_ether(*cfg_.tunnel.next_hop_mac);
@@ -117,11 +117,11 @@ Status Runtime::start_kernel() {
     return s;
 }
 
-bool Runtime::add_pod(uint32_t ip) {
-    return pods_->add(Ip4::from_host(ip));
+bool Runtime::add_pod(Ip4 ip) {
+    return pods_->add(ip);
 }
-bool Runtime::del_pod(uint32_t ip) {
-    return pods_->del(Ip4::from_host(ip));
+bool Runtime::del_pod(Ip4 ip) {
+    return pods_->del(ip);
 }
 void Runtime::pods_committed() {
     pods_->reclaim();
@@ -140,15 +140,15 @@ void Runtime::poll_events() {
         while (q->pop(e)) {
             if (e.kind == Event::Kind::NextHopMac &&
                 (!nexthop_ || !rte_is_same_ether_addr(&*nexthop_, &e.mac))) {
-                spdlog::info("tunnel peer {} is at {}{}", format_ip(e.ip.host()), ether_str(e.mac),
+                spdlog::info("tunnel peer {} is at {}{}", format_ip(e.ip), ether_str(e.mac),
                              nexthop_ ? " (was " + ether_str(*nexthop_) + ")" : "");
                 nexthop_ = e.mac;
                 changed = true;
             } else if (e.kind == Event::Kind::PodSeen && e.dev < info_.size()) {
                 const PodLocation loc = PodLocation::of(e.dev, e.mac);
                 if (pods_->location(e.ip) != loc && pods_->set_location(e.ip, loc))
-                    spdlog::info("pod {} is at {} on port {}", format_ip(e.ip.host()),
-                                 ether_str(e.mac), info_[e.dev].name);
+                    spdlog::info("pod {} is at {} on port {}", format_ip(e.ip), ether_str(e.mac),
+                                 info_[e.dev].name);
             }
         }
     }

@@ -40,8 +40,8 @@ class Runtime : public PodSink {
     Status start_kernel();
 
     // PodSink: the kernel mirror and reloads change the pod table through these.
-    bool add_pod(uint32_t ip) override;
-    bool del_pod(uint32_t ip) override;
+    bool add_pod(Ip4 ip) override;
+    bool del_pod(Ip4 ip) override;
     void pods_committed() override;
 
     // SIGHUP: re-read the config file. What can change live (pods, log.level,

@@ -10,8 +10,8 @@ std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo
                                          uint64_t generation) {
     auto s = std::make_unique<Snapshot>();
     const TunnelConfig& t = cfg.tunnel;
-    s->remote_ip = Ip4::from_host(t.remote_ip);
-    s->local_ip = Ip4::from_host(t.local_ip);
+    s->remote_ip = t.remote_ip;
+    s->local_ip = t.local_ip;
     for (uint8_t p : cfg.protocols) s->set_redirect(p);
     s->max_inner_len = uint16_t(t.mtu - kOuterLen);
     s->fragment = t.fragment;
@@ -34,7 +34,7 @@ std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo
     s->decap.remote = s->remote_ip;
     s->decap.udp_port = t.udp_port;
     s->vni = t.vni;
-    s->inner_ip = Ip4::from_host(t.inner_ip);
+    s->inner_ip = t.inner_ip;
     s->inner_mac = tp.inner_src;
     s->tunnel_tmpl.resize(topo.devs.size());
     for (size_t d = 0; d < topo.devs.size(); d++)

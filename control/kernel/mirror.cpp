@@ -37,9 +37,10 @@ RuleSpec rule_101() {
 
 std::vector<RouteSpec> table_101(const Config& c) {
     return {
-        {kTable, c.tunnel.remote_ip, 32, 0, c.kernel.ztunnel_dev}, // ZT_IP dev <veth> scope link
-        {kTable, 0, 0, c.kernel.istioout_peer,
-         c.kernel.istioout}, // default via 192.168.127.2 dev istioout
+        // ZT_IP dev <veth> scope link
+        {kTable, c.tunnel.remote_ip, 32, Ip4{}, c.kernel.ztunnel_dev},
+        // default via 192.168.127.2 dev istioout
+        {kTable, Ip4{}, 0, c.kernel.istioout_peer, c.kernel.istioout},
     };
 }
 
@@ -58,7 +59,7 @@ GeneveSpec istioout(const Config& c) {
 } // namespace
 
 KernelMirror::KernelMirror(const Config& cfg, PodSink& sink) : cfg_(cfg), sink_(sink) {
-    for (uint32_t ip : cfg.pods) wanted_.insert(ip);
+    for (Ip4 ip : cfg.pods) wanted_.insert(ip);
 }
 
 KernelMirror::~KernelMirror() = default;
@@ -85,7 +86,7 @@ Status KernelMirror::start() {
 Status KernelMirror::sync_ipset_observe() {
     auto m = ipset_.members(cfg_.kernel.ipset);
     if (!m) return err(m.error());
-    std::set<uint32_t> now;
+    Ip4Set now;
     if (m->has_value())
         for (const auto& x : **m) now.insert(x.ip);
     else if (last_ipset_error_ != "missing") {
@@ -95,9 +96,9 @@ Status KernelMirror::sync_ipset_observe() {
     }
     if (m->has_value()) last_ipset_error_.clear();
     size_t added = 0, removed = 0;
-    for (uint32_t ip : current_)
+    for (Ip4 ip : current_)
         if (!now.count(ip) && sink_.del_pod(ip)) removed++;
-    for (uint32_t ip : now)
+    for (Ip4 ip : now)
         if (!current_.count(ip)) {
             if (sink_.add_pod(ip))
                 added++;
@@ -121,16 +122,16 @@ Status KernelMirror::sync_ipset_program() {
     if (auto s = ipset_.run("create " + set + " hash:ip family inet comment -exist"); !s) return s;
     auto m = ipset_.members(set);
     if (!m) return err(m.error());
-    std::set<uint32_t> ours, all;
+    Ip4Set ours, all;
     if (m->has_value())
         for (const auto& x : **m) {
             all.insert(x.ip);
             if (x.comment == kIptComment) ours.insert(x.ip);
         }
-    for (uint32_t ip : ours)
+    for (Ip4 ip : ours)
         if (!wanted_.count(ip))
             if (auto s = ipset_.run("del " + set + " " + format_ip(ip) + " -exist"); !s) return s;
-    for (uint32_t ip : wanted_)
+    for (Ip4 ip : wanted_)
         if (!all.count(ip))
             if (auto s = ipset_.run("add " + set + " " + format_ip(ip) + " comment \"" +
                                     kIptComment + "\" -exist");
@@ -138,9 +139,9 @@ Status KernelMirror::sync_ipset_program() {
                 return s;
     // The dataplane follows ztgeneve's own pods only.
     bool changed = false;
-    for (uint32_t ip : current_)
+    for (Ip4 ip : current_)
         if (!wanted_.count(ip)) changed |= sink_.del_pod(ip);
-    for (uint32_t ip : wanted_)
+    for (Ip4 ip : wanted_)
         if (!current_.count(ip)) changed |= sink_.add_pod(ip);
     if (changed) sink_.pods_committed();
     current_ = wanted_;
@@ -236,8 +237,8 @@ void KernelMirror::poll() {
     }
 }
 
-Status KernelMirror::set_pods(const std::vector<uint32_t>& pods) {
-    wanted_ = std::set<uint32_t>(pods.begin(), pods.end());
+Status KernelMirror::set_pods(const std::vector<Ip4>& pods) {
+    wanted_ = Ip4Set(pods.begin(), pods.end());
     return sync_ipset_program();
 }
 

@@ -24,8 +24,8 @@ namespace ztg {
 class PodSink {
   public:
     virtual ~PodSink() = default;
-    virtual bool add_pod(uint32_t ip) = 0; // host byte order
-    virtual bool del_pod(uint32_t ip) = 0;
+    virtual bool add_pod(Ip4 ip) = 0;
+    virtual bool del_pod(Ip4 ip) = 0;
     virtual void pods_committed() = 0; // end of a batch: deleted slots may be reclaimed
 };
 
@@ -40,7 +40,7 @@ class KernelMirror {
     // Called from the control loop; does work at most every poll_ms.
     void poll();
     // program mode: the pods ztgeneve wants (config + run-time changes).
-    Status set_pods(const std::vector<uint32_t>& pods);
+    Status set_pods(const std::vector<Ip4>& pods);
     // Removes exactly what program mode installs, leaving foreign objects alone.
     static Status cleanup(const Config& cfg);
 
@@ -58,8 +58,8 @@ class KernelMirror {
     Ipset ipset_;
     Rtnl rtnl_;
     std::unique_ptr<RtnlWatch> watch_;
-    std::set<uint32_t> current_; // what the pod table holds from the mirror
-    std::set<uint32_t> wanted_;  // program: ztgeneve's pods
+    Ip4Set current_; // what the pod table holds from the mirror
+    Ip4Set wanted_;  // program: ztgeneve's pods
     std::chrono::steady_clock::time_point next_poll_{}, next_assert_{};
     std::string last_disagreement_, last_ipset_error_;
     uint64_t resyncs_ = 0;

@@ -38,8 +38,8 @@ void eal_once() {
 Config lab_config() {
     Config c;
     c.role = Role::Node;
-    c.tunnel.local_ip = 0x0af40201;  // 10.244.2.1
-    c.tunnel.remote_ip = 0x0af4020a; // 10.244.2.10
+    c.tunnel.local_ip = ip4(10, 244, 2, 1);
+    c.tunnel.remote_ip = ip4(10, 244, 2, 10);
     c.tunnel.next_hop_mac = Mac{0x02, 0, 0, 0, 0x02, 0x0a};
     c.tunnel.inner_src_mac = {0x02, 0, 0, 0, 0x7f, 0x01};
     c.tunnel.inner_dst_mac = {0x02, 0, 0, 0, 0x7f, 0x02};

@@ -35,7 +35,11 @@ TEST(Config, GoodConfigAndDefaults) {
     ASSERT_EQ(c->ports.size(), 2u);
     EXPECT_EQ(*c->ports[0].twin, "net_tap0,iface=t0");
     EXPECT_EQ(c->pods.size(), 2u);
-    EXPECT_EQ(c->pods[0], 0x0af40203u);
+    EXPECT_EQ(c->pods[0], ip4(10, 244, 2, 3));
+    EXPECT_EQ(c->pods[0].raw, 0x0302f40au) << "network byte order inside";
+    EXPECT_EQ(format_ip(c->pods[1]), "10.244.2.2");
+    EXPECT_EQ(c->tunnel.inner_ip, ip4(192, 168, 127, 1));
+    EXPECT_EQ(c->kernel.istioout_peer, ip4(192, 168, 127, 2));
 }
 
 struct Bad {
