@@ -34,12 +34,8 @@ ReloadPlan plan_reload(const Config& running, const Config& next) {
     cmp.kernel.poll_ms = running.kernel.poll_ms;
     plan.refused = first_difference(cmp, running);
     if (!plan.refused.empty()) return plan;
-    const Ip4Set before(running.pods.begin(), running.pods.end()),
-        after(next.pods.begin(), next.pods.end());
-    for (Ip4 ip : before)
-        if (!after.count(ip)) plan.remove.push_back(ip);
-    for (Ip4 ip : after)
-        if (!before.count(ip)) plan.add.push_back(ip);
+    plan.pods = diff_pods(Ip4Set(running.pods.begin(), running.pods.end()),
+                          Ip4Set(next.pods.begin(), next.pods.end()));
     return plan;
 }
 
@@ -54,8 +50,8 @@ Status Runtime::reload() {
     // Pods: the difference, as one batch. In observe mode the ipset is the truth.
     size_t added = 0, removed = 0;
     if (cfg_.kernel.mode != KernelMode::Observe) {
-        for (Ip4 ip : plan.remove) removed += del_pod(ip);
-        for (Ip4 ip : plan.add) {
+        for (Ip4 ip : plan.pods.remove) removed += del_pod(ip);
+        for (Ip4 ip : plan.pods.add) {
             if (!add_pod(ip))
                 return err("pods: " + format_ip(ip) + " does not fit the pod table (limits.pods)");
             added++;

@@ -2,11 +2,10 @@
 // and whether that may change while running. Pure; Runtime::reload applies it.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <vector>
 
 #include "config/config.hpp"
+#include "control/kernel/mirror.hpp"
 
 namespace ztg {
 
@@ -14,8 +13,8 @@ struct ReloadPlan {
     // The first key (section) that changed and cannot change live, e.g. "tunnel" or
     // "ports[1]"; empty: the reload may be applied.
     std::string refused;
-    // Pods to take out of and put into the table, in address order.
-    std::vector<Ip4> remove, add;
+    // The pods to take out of and put into the table (none if refused).
+    PodDiff pods;
 };
 
 // pods, log.level and kernel.poll_ms change live; anything else refuses the reload.

@@ -16,6 +16,7 @@
 
 #include "config/config.hpp"
 #include "control/kernel/ipset.hpp"
+#include "control/kernel/iptables.hpp"
 #include "control/kernel/netlink.hpp"
 
 namespace ztg {
@@ -28,6 +29,26 @@ class PodSink {
     virtual bool del_pod(Ip4 ip) = 0;
     virtual void pods_committed() = 0; // end of a batch: deleted slots may be reclaimed
 };
+
+// The pods to take out of and put into a set of pods `from` to make it `to`, each in
+// address order.
+struct PodDiff {
+    std::vector<Ip4> remove, add;
+};
+PodDiff diff_pods(const Ip4Set& from, const Ip4Set& to);
+
+// The pure parts of the mirror, for tests.
+// program mode's iptables rules (mangle and nat), matching the ipset kernel.ipset.
+std::vector<IptRule> mirror_iptables_rules(const KernelConfig& k);
+// ipset commands that make ztgeneve's members of `set` (comment "ztgeneve") exactly
+// `wanted`; members someone else added stay, and a wanted pod among them is not re-added.
+std::vector<std::string> ipset_program_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members,
+                                                const Ip4Set& wanted);
+// --cleanup's ipset commands: delete ztgeneve's members, then destroy the set if nothing
+// of anyone else's is left in it.
+std::vector<std::string> ipset_cleanup_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members);
 
 class KernelMirror {
   public:
