@@ -4,25 +4,15 @@
 
 #include "config/config.hpp"
 #include "control/reload.hpp"
+#include "tests/support/node_yaml.hpp"
 
 using namespace ztg;
 
 namespace {
 
-const std::string kRunning = R"(
-role: node
-ports:
-  - {name: pods0, role: pods, devargs: "net_af_packet0,iface=v0", twin: "net_tap0,iface=t0"}
-  - {name: zt, role: ztunnel, devargs: "net_af_packet1,iface=v1"}
-tunnel:
-  local_ip: 10.244.2.1
-  remote_ip: 10.244.2.10
-  inner_src_mac: "02:00:00:00:7f:01"
-  inner_dst_mac: "02:00:00:00:7f:02"
-pods: [10.244.2.3, 10.244.2.2]
-kernel: {mode: program, ztunnel_dev: v1, poll_ms: 100}
-log: {level: info}
-)";
+const std::string kRunning =
+    test::kNodeYaml +
+    "kernel: {mode: program, ztunnel_dev: v1, poll_ms: 100}\nlog: {level: info}\n";
 
 Config load(const std::string& yaml) {
     auto c = parse_config(yaml, "ztg.yaml");

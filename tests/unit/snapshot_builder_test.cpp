@@ -7,29 +7,20 @@
 #include "config/config.hpp"
 #include "control/snapshot_builder.hpp"
 #include "dataplane/geneve.hpp"
+#include "tests/support/node_yaml.hpp"
 
 using namespace ztg;
 
 namespace {
 
-const std::string kNode = R"(
-role: node
-ports:
-  - {name: pods0, role: pods, devargs: "net_af_packet0,iface=v0", twin: "net_tap0,iface=t0"}
-  - {name: zt, role: ztunnel, devargs: "net_af_packet1,iface=v1"}
-tunnel:
-  local_ip: 10.244.2.1
-  remote_ip: 10.244.2.10
-  vni: 4242
-  udp_port: 7000
-  mtu: 1400
-  too_big: drop
-  arp_refresh_ms: 2000
-  inner_src_mac: "02:00:00:00:7f:01"
-  inner_dst_mac: "02:00:00:00:7f:02"
-  inner_ip: 192.168.100.1
-redirect: {protocols: [tcp, udp]}
-)";
+// kNodeYaml with every tunnel key the builder reads set away from its default.
+const std::string kNode = [] {
+    std::string y = test::kNodeYaml + "redirect: {protocols: [tcp, udp]}\n";
+    y.insert(y.find("tunnel:\n") + 8,
+             "  vni: 4242\n  udp_port: 7000\n  mtu: 1400\n  too_big: drop\n"
+             "  arp_refresh_ms: 2000\n  inner_ip: 192.168.100.1\n");
+    return y;
+}();
 
 const rte_ether_addr kLinkMac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
 const rte_ether_addr kPeerMac = {{0x02, 0, 0, 0, 0x02, 0x0a}};
