@@ -108,18 +108,19 @@ std::string text(const YAML::Node& n, const std::string& key) {
     return s;
 }
 
-uint32_t ipv4(const YAML::Node& n, const std::string& key) {
+Ip4 ipv4(const YAML::Node& n, const std::string& key) {
     const std::string s = scalar(n, key);
     in_addr a{};
     if (inet_pton(AF_INET, s.c_str(), &a) != 1)
         fail(key, "'" + s + "' is not an IPv4 address (dotted quad)");
-    return ntohl(a.s_addr);
+    return Ip4{a.s_addr}; // network byte order, as inet_pton writes it
 }
 
-uint32_t unicast_ipv4(const YAML::Node& n, const std::string& key) {
-    const uint32_t ip = ipv4(n, key);
-    const uint8_t first = uint8_t(ip >> 24);
-    if (ip == 0 || ip == 0xFFFFFFFF || first == 0 || first == 127 || (first >= 224))
+Ip4 unicast_ipv4(const YAML::Node& n, const std::string& key) {
+    const Ip4 ip = ipv4(n, key);
+    const uint32_t h = ip.host();
+    const uint8_t first = uint8_t(h >> 24);
+    if (h == 0 || h == 0xFFFFFFFF || first == 0 || first == 127 || (first >= 224))
         fail(key, format_ip(ip) + " is not a unicast host address");
     return ip;
 }
@@ -349,9 +350,9 @@ Config parse(const YAML::Node& root, const std::string& source) {
         l.check_unknown();
     }
     if (auto n = top.get("pods"); n && !n.IsNull()) {
-        std::map<uint32_t, std::string> seen;
+        std::map<Ip4, std::string, Ip4Order> seen;
         each(n, "pods", [&](const YAML::Node& e, const std::string& k, size_t) {
-            const uint32_t ip = unicast_ipv4(e, k);
+            const Ip4 ip = unicast_ipv4(e, k);
             if (auto [it, fresh] = seen.emplace(ip, k); !fresh)
                 fail(k, "duplicate pod " + format_ip(ip) + " (also " + it->second + ")");
             if (ip == c.tunnel.remote_ip)
@@ -427,7 +428,8 @@ std::string device_name(const std::string& devargs) {
     return d.find_first_of(" =") == std::string::npos ? d : std::string{};
 }
 
-std::string format_ip(uint32_t ip) {
+std::string format_ip(Ip4 addr) {
+    const uint32_t ip = addr.host();
     return std::to_string(ip >> 24) + "." + std::to_string((ip >> 16) & 255) + "." +
            std::to_string((ip >> 8) & 255) + "." + std::to_string(ip & 255);
 }

@@ -5,15 +5,24 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "config/result.hpp"
+#include "dataplane/net.hpp"
 #include "dataplane/port_kind.hpp"
 
 namespace ztg {
 
 using Mac = std::array<uint8_t, 6>;
+
+// IPv4 addresses are Ip4 (dataplane/net.hpp: network byte order inside, host() and
+// from_host() the only ways across). Sets and maps of them sort in address order.
+struct Ip4Order {
+    bool operator()(Ip4 a, Ip4 b) const { return a.host() < b.host(); }
+};
+using Ip4Set = std::set<Ip4, Ip4Order>;
 
 struct PortConfig {
     std::string name;
@@ -39,16 +48,16 @@ struct DpdkConfig {
 struct TunnelConfig {
     uint32_t vni = 1001;
     uint16_t udp_port = 6081;
-    uint32_t local_ip = 0;           // host byte order
-    uint32_t remote_ip = 0;          // host byte order
+    Ip4 local_ip;
+    Ip4 remote_ip;
     std::optional<Mac> next_hop_mac; // empty: resolve by ARP
     uint32_t arp_refresh_ms = 5000;  // with ARP: re-ask a known peer this often
     Mac inner_src_mac{};
     Mac inner_dst_mac{};
     bool udp_checksum = false;
     uint16_t mtu = 1500;
-    bool fragment = true;           // too_big: fragment (node role), else drop
-    uint32_t inner_ip = 0xC0A87F01; // istioout's address, 192.168.127.1 (node role)
+    bool fragment = true;                 // too_big: fragment (node role), else drop
+    Ip4 inner_ip = ip4(192, 168, 127, 1); // istioout's address (node role)
     bool operator==(const TunnelConfig&) const = default;
 };
 
@@ -58,9 +67,9 @@ struct KernelConfig {
     KernelMode mode = KernelMode::Off;
     std::string ipset = "ztunnel-pods-ips";
     uint32_t poll_ms = 100;
-    std::string ztunnel_dev;             // the kernel's link to ztunnel (table 101 route)
-    std::string istioout = "istioout";   // the Geneve link's name
-    uint32_t istioout_peer = 0xC0A87F02; // 192.168.127.2: pistioout, table 101's gateway
+    std::string ztunnel_dev;                   // the kernel's link to ztunnel (table 101 route)
+    std::string istioout = "istioout";         // the Geneve link's name
+    Ip4 istioout_peer = ip4(192, 168, 127, 2); // pistioout, table 101's gateway
     bool operator==(const KernelConfig&) const = default;
 };
 
@@ -71,7 +80,7 @@ struct Config {
     std::vector<PortConfig> ports;
     TunnelConfig tunnel;
     std::vector<uint8_t> protocols{6}; // IPv4 protocol numbers redirected
-    std::vector<uint32_t> pods;        // host byte order
+    std::vector<Ip4> pods;
     uint32_t pod_capacity = 65536;
     std::string log_level = "info";
     KernelConfig kernel;
@@ -82,7 +91,7 @@ Result<Config> parse_config(const std::string& yaml_text, const std::string& sou
 
 // The DPDK device name in devargs ("net_tap0,iface=x" -> "net_tap0").
 std::string device_name(const std::string& devargs);
-std::string format_ip(uint32_t host_order_ip);
+std::string format_ip(Ip4 ip);
 std::string format_mac(const Mac& mac);
 
 } // namespace ztg

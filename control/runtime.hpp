@@ -1,27 +1,27 @@
 // The running dataplane as the control thread sees it: EAL, ports, the pod table, the
-// published snapshot, the workers and their counters and event queues.
+// published snapshot, the workers and their counters and event queues. Runtime puts the
+// pieces together in order; each job is its own file: locks (one ztgeneve per interface),
+// eal (arguments), ports (pool size, queues), snapshot_builder, reload (what may change
+// live), drop_watch, ring_stats (af_packet drops), taps (re-creation), reports (counters).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "config/result.hpp"
+#include "control/devargs.hpp"
+#include "control/drop_watch.hpp"
 #include "control/kernel/mirror.hpp"
+#include "control/locks.hpp"
+#include "control/ring_stats.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg {
-
-struct DeviceInfo {
-    std::string name; // "productpage" or "productpage.twin"
-    std::string devargs;
-    std::string key; // config key path, for messages
-};
 
 class Runtime : public PodSink {
   public:
@@ -40,8 +40,8 @@ class Runtime : public PodSink {
     Status start_kernel();
 
     // PodSink: the kernel mirror and reloads change the pod table through these.
-    bool add_pod(uint32_t ip) override;
-    bool del_pod(uint32_t ip) override;
+    bool add_pod(Ip4 ip) override;
+    bool del_pod(Ip4 ip) override;
     void pods_committed() override;
 
     // SIGHUP: re-read the config file. What can change live (pods, log.level,
@@ -66,8 +66,7 @@ class Runtime : public PodSink {
   private:
     Result<uint16_t> open_device(const std::string& devargs, const std::string& key, DevKind kind);
     Status setup_queues(uint16_t dev);
-    void publish(std::unique_ptr<Snapshot> s);
-    std::unique_ptr<Snapshot> build_snapshot() const;
+    void publish(); // a snapshot of cfg_, topo_ and nexthop_, the next generation
 
     Config cfg_;
     bool eal_up_ = false;
@@ -88,19 +87,9 @@ class Runtime : public PodSink {
     uint32_t final_pods_ = 0;  // pod count when the table was freed, for the exit report
     unsigned final_mbufs_ = 0; // mbufs not back in the pool after every device closed
     std::unique_ptr<KernelMirror> mirror_;
-    std::vector<int> lock_fds_; // held for the life of the process
-    // net_af_packet's sockets and their devices: DPDK 22.11 does not read the kernel's
-    // drop count (PACKET_STATISTICS), so the control thread does, into drop_kernel_ring.
-    void find_packet_sockets();
-    void poll_ring_drops();
-    std::vector<std::pair<int, size_t>> packet_sockets_;  // fd, device
-    std::unique_ptr<std::atomic<uint64_t>[]> ring_drops_; // [device], control writes
-    std::chrono::steady_clock::time_point next_ring_poll_{};
-    // Once a second: a device that starts dropping is logged once, and again when it stops.
-    void watch_drops();
-    std::vector<uint64_t> drops_seen_;
-    std::vector<bool> dropping_;
-    std::chrono::steady_clock::time_point next_drop_watch_{};
+    InterfaceLocks locks_; // held for the life of the process
+    RingStats ring_stats_; // drop_kernel_ring
+    DropWatch drop_watch_;
     // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
     // under us is taken out of service, removed and probed again with its devargs, MAC and
     // MTU, checked once a second. Frames for it meanwhile count as drop_tx_full.

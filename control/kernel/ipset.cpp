@@ -102,7 +102,7 @@ Result<std::optional<std::vector<IpsetMember>>> Ipset::members(const std::string
         in_addr a{};
         if (inet_pton(AF_INET, addr.c_str(), &a) != 1) continue; // not hash:ip inet
         IpsetMember m;
-        m.ip = ntohl(a.s_addr);
+        m.ip = Ip4{a.s_addr}; // network byte order, as inet_pton writes it
         while (f >> word)
             if (word == "comment") {
                 std::string rest;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/result.hpp"
+#include "dataplane/net.hpp"
 
 struct ipset;
 struct ipset_session;
@@ -15,7 +16,7 @@ struct ipset_session;
 namespace ztg {
 
 struct IpsetMember {
-    uint32_t ip = 0; // host byte order
+    Ip4 ip;
     std::string comment;
 };
 

@@ -76,16 +76,39 @@ std::string with_comment(const IptRule& r) {
            r.target;
 }
 
-// The rules of `table` as iptables-save prints them ("-A CHAIN ..."), and its chains.
-struct Saved {
-    std::set<std::string> chains, lines;
-};
+std::string saved_form(const IptRule& r) {
+    return "-A " + r.chain + " " + with_comment(r);
+}
 
-Result<Saved> saved(const std::string& table) {
-    auto s = iptables_save(table);
-    if (!s) return err(s.error());
-    Saved v;
-    std::istringstream in(*s);
+// For each table the rules name: what iptables-save shows, and the lines `edit` writes
+// for it (empty: nothing to do), applied in one iptables-restore --noflush transaction.
+using Edit = std::string (*)(const std::vector<IptRule>& rules, const IptTable& have);
+
+Status per_table(const std::vector<IptRule>& rules, Edit edit) {
+    std::map<std::string, std::vector<IptRule>> by_table;
+    for (const auto& r : rules) by_table[r.table].push_back(r);
+    for (const auto& [table, rs] : by_table) {
+        auto have = iptables_save(table);
+        if (!have) return err(have.error());
+        const std::string lines = edit(rs, parse_iptables_save(*have));
+        if (lines.empty()) continue;
+        if (auto s = run({"iptables-restore", "--noflush", "-w", "5"},
+                         "*" + table + "\n" + lines + "COMMIT\n");
+            !s)
+            return err("iptables (" + table + "): " + s.error());
+    }
+    return Ok{};
+}
+
+} // namespace
+
+Result<std::string> iptables_save(const std::string& table) {
+    return run({"iptables-save", "-t", table}, "");
+}
+
+IptTable parse_iptables_save(const std::string& text) {
+    IptTable v;
+    std::istringstream in(text);
     std::string line;
     while (std::getline(in, line)) {
         if (line.rfind(':', 0) == 0)
@@ -96,76 +119,42 @@ Result<Saved> saved(const std::string& table) {
     return v;
 }
 
-std::string saved_form(const IptRule& r) {
-    return "-A " + r.chain + " " + with_comment(r);
-}
-
-} // namespace
-
-Result<std::string> iptables_save(const std::string& table) {
-    return run({"iptables-save", "-t", table}, "");
-}
-
-namespace {
-
-// For each table the rules name: what iptables-save shows, and the lines `edit` writes
-// for it (empty: nothing to do), applied in one iptables-restore --noflush transaction.
-using Edit = std::string (*)(const std::vector<const IptRule*>& rules, const Saved& have);
-
-Status per_table(const std::vector<IptRule>& rules, Edit edit) {
-    std::map<std::string, std::vector<const IptRule*>> by_table;
-    for (const auto& r : rules) by_table[r.table].push_back(&r);
-    for (const auto& [table, rs] : by_table) {
-        auto have = saved(table);
-        if (!have) return err(have.error());
-        const std::string lines = edit(rs, *have);
-        if (lines.empty()) continue;
-        if (auto s = run({"iptables-restore", "--noflush", "-w", "5"},
-                         "*" + table + "\n" + lines + "COMMIT\n");
-            !s)
-            return err("iptables (" + table + "): " + s.error());
-    }
-    return Ok{};
-}
-
-std::string ensure_lines(const std::vector<const IptRule*>& rs, const Saved& have) {
+std::string iptables_ensure_lines(const std::vector<IptRule>& rs, const IptTable& have) {
     std::ostringstream out;
     std::set<std::string> declared;
-    for (const IptRule* r : rs) // only new chains: with --noflush a declared chain is flushed
-        if (!have.chains.count(r->chain) && declared.insert(r->chain).second)
-            out << ":" << r->chain << " - [0:0]\n";
-    for (const IptRule* r : rs)
-        if (!have.lines.count(saved_form(*r)))
-            out << (r->jump_at_top ? "-I " + r->chain + " 1 " : "-A " + r->chain + " ")
-                << with_comment(*r) << "\n";
+    for (const IptRule& r : rs) // only new chains: with --noflush a declared chain is flushed
+        if (!have.chains.count(r.chain) && declared.insert(r.chain).second)
+            out << ":" << r.chain << " - [0:0]\n";
+    for (const IptRule& r : rs)
+        if (!have.lines.count(saved_form(r)))
+            out << (r.jump_at_top ? "-I " + r.chain + " 1 " : "-A " + r.chain + " ")
+                << with_comment(r) << "\n";
     return out.str();
 }
 
-std::string remove_lines(const std::vector<const IptRule*>& rs, const Saved& have) {
+std::string iptables_remove_lines(const std::vector<IptRule>& rs, const IptTable& have) {
     std::ostringstream out;
     std::map<std::string, size_t> left; // rules per chain after the removal
     for (const auto& line : have.lines) left[line.substr(3, line.find(' ', 3) - 3)]++;
-    for (const IptRule* r : rs)
-        if (have.lines.count(saved_form(*r))) {
-            out << "-D " << r->chain << " " << with_comment(*r) << "\n";
-            left[r->chain]--;
+    for (const IptRule& r : rs)
+        if (have.lines.count(saved_form(r))) {
+            out << "-D " << r.chain << " " << with_comment(r) << "\n";
+            left[r.chain]--;
         }
-    for (const IptRule* r : rs) // a chain of ours that nothing else uses any more
-        if (have.chains.count(r->chain) && left[r->chain] == 0 && r->chain.find("ztunnel-") == 0) {
-            out << "-X " << r->chain << "\n";
-            left[r->chain] = 1; // once
+    for (const IptRule& r : rs) // a chain of ours that nothing else uses any more
+        if (have.chains.count(r.chain) && left[r.chain] == 0 && r.chain.find("ztunnel-") == 0) {
+            out << "-X " << r.chain << "\n";
+            left[r.chain] = 1; // once
         }
     return out.str();
 }
 
-} // namespace
-
 Status iptables_ensure(const std::vector<IptRule>& rules) {
-    return per_table(rules, ensure_lines);
+    return per_table(rules, iptables_ensure_lines);
 }
 
 Status iptables_remove(const std::vector<IptRule>& rules) {
-    return per_table(rules, remove_lines);
+    return per_table(rules, iptables_remove_lines);
 }
 
 } // namespace ztg

@@ -3,6 +3,7 @@
 // removed, and a chain only when it is left empty.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,5 +27,18 @@ Status iptables_ensure(const std::vector<IptRule>& rules);
 Status iptables_remove(const std::vector<IptRule>& rules);
 
 constexpr const char* kIptComment = "ztgeneve";
+
+// The pure part of ensure / remove, for one table.
+// What iptables-save printed for a table: its chains and its rules ("-A CHAIN ...").
+struct IptTable {
+    std::set<std::string> chains, lines;
+};
+IptTable parse_iptables_save(const std::string& text);
+// iptables-restore --noflush lines (no *table / COMMIT) that add what `have` lacks of
+// `rules` (declaring only chains that do not exist: a declared chain is flushed), or
+// that delete ztgeneve's copies of them and then their ztunnel-* chains left empty.
+// Empty: nothing to do.
+std::string iptables_ensure_lines(const std::vector<IptRule>& rules, const IptTable& have);
+std::string iptables_remove_lines(const std::vector<IptRule>& rules, const IptTable& have);
 
 } // namespace ztg

@@ -18,7 +18,9 @@ const char* hex(uint32_t v) {
     return hexbuf;
 }
 
-std::vector<IptRule> iptables_rules(const KernelConfig& k) {
+} // namespace
+
+std::vector<IptRule> mirror_iptables_rules(const KernelConfig& k) {
     const std::string mark = std::string(hex(kMark)) + "/" + hex(kMark);
     return {
         {"mangle", "ztunnel-PREROUTING", "-p tcp -m set --match-set " + k.ipset + " src",
@@ -31,15 +33,18 @@ std::vector<IptRule> iptables_rules(const KernelConfig& k) {
     };
 }
 
+namespace {
+
 RuleSpec rule_101() {
     return {kRulePrio, kMark, kMark, kTable};
 }
 
 std::vector<RouteSpec> table_101(const Config& c) {
     return {
-        {kTable, c.tunnel.remote_ip, 32, 0, c.kernel.ztunnel_dev}, // ZT_IP dev <veth> scope link
-        {kTable, 0, 0, c.kernel.istioout_peer,
-         c.kernel.istioout}, // default via 192.168.127.2 dev istioout
+        // ZT_IP dev <veth> scope link
+        {kTable, c.tunnel.remote_ip, 32, Ip4{}, c.kernel.ztunnel_dev},
+        // default via 192.168.127.2 dev istioout
+        {kTable, Ip4{}, 0, c.kernel.istioout_peer, c.kernel.istioout},
     };
 }
 
@@ -57,8 +62,51 @@ GeneveSpec istioout(const Config& c) {
 
 } // namespace
 
+PodDiff diff_pods(const Ip4Set& from, const Ip4Set& to) {
+    PodDiff d;
+    for (Ip4 ip : from)
+        if (!to.count(ip)) d.remove.push_back(ip);
+    for (Ip4 ip : to)
+        if (!from.count(ip)) d.add.push_back(ip);
+    return d;
+}
+
+std::vector<std::string> ipset_program_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members,
+                                                const Ip4Set& wanted) {
+    Ip4Set ours, all;
+    for (const auto& x : members) {
+        all.insert(x.ip);
+        if (x.comment == kIptComment) ours.insert(x.ip);
+    }
+    std::vector<std::string> cmds;
+    for (Ip4 ip : ours)
+        if (!wanted.count(ip)) cmds.push_back("del " + set + " " + format_ip(ip) + " -exist");
+    for (Ip4 ip : wanted)
+        if (!all.count(ip))
+            cmds.push_back("add " + set + " " + format_ip(ip) + " comment \"" + kIptComment +
+                           "\" -exist");
+    return cmds;
+}
+
+std::vector<std::string> ipset_cleanup_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members) {
+    std::vector<std::string> cmds;
+    size_t foreign = 0;
+    for (const auto& x : members) {
+        if (x.comment == kIptComment)
+            cmds.push_back("del " + set + " " + format_ip(x.ip) + " -exist");
+        else
+            foreign++;
+    }
+    // Destroy the set only when nothing of anyone else's is left in it (and nothing
+    // refers to it: the kernel refuses otherwise, which the caller reports).
+    if (foreign == 0) cmds.push_back("destroy " + set);
+    return cmds;
+}
+
 KernelMirror::KernelMirror(const Config& cfg, PodSink& sink) : cfg_(cfg), sink_(sink) {
-    for (uint32_t ip : cfg.pods) wanted_.insert(ip);
+    for (Ip4 ip : cfg.pods) wanted_.insert(ip);
 }
 
 KernelMirror::~KernelMirror() = default;
@@ -85,7 +133,7 @@ Status KernelMirror::start() {
 Status KernelMirror::sync_ipset_observe() {
     auto m = ipset_.members(cfg_.kernel.ipset);
     if (!m) return err(m.error());
-    std::set<uint32_t> now;
+    Ip4Set now;
     if (m->has_value())
         for (const auto& x : **m) now.insert(x.ip);
     else if (last_ipset_error_ != "missing") {
@@ -95,17 +143,17 @@ Status KernelMirror::sync_ipset_observe() {
     }
     if (m->has_value()) last_ipset_error_.clear();
     size_t added = 0, removed = 0;
-    for (uint32_t ip : current_)
-        if (!now.count(ip) && sink_.del_pod(ip)) removed++;
-    for (uint32_t ip : now)
-        if (!current_.count(ip)) {
-            if (sink_.add_pod(ip))
-                added++;
-            else
-                spdlog::error(
-                    "kernel: pod {} from ipset {} does not fit the pod table (limits.pods {})",
-                    format_ip(ip), cfg_.kernel.ipset, cfg_.pod_capacity);
-        }
+    const PodDiff diff = diff_pods(current_, now);
+    for (Ip4 ip : diff.remove)
+        if (sink_.del_pod(ip)) removed++;
+    for (Ip4 ip : diff.add) {
+        if (sink_.add_pod(ip))
+            added++;
+        else
+            spdlog::error(
+                "kernel: pod {} from ipset {} does not fit the pod table (limits.pods {})",
+                format_ip(ip), cfg_.kernel.ipset, cfg_.pod_capacity);
+    }
     if (added + removed != 0) {
         sink_.pods_committed();
         spdlog::info("kernel: ipset {}: {} pods added, {} removed, {} in all", cfg_.kernel.ipset,
@@ -121,27 +169,14 @@ Status KernelMirror::sync_ipset_program() {
     if (auto s = ipset_.run("create " + set + " hash:ip family inet comment -exist"); !s) return s;
     auto m = ipset_.members(set);
     if (!m) return err(m.error());
-    std::set<uint32_t> ours, all;
-    if (m->has_value())
-        for (const auto& x : **m) {
-            all.insert(x.ip);
-            if (x.comment == kIptComment) ours.insert(x.ip);
-        }
-    for (uint32_t ip : ours)
-        if (!wanted_.count(ip))
-            if (auto s = ipset_.run("del " + set + " " + format_ip(ip) + " -exist"); !s) return s;
-    for (uint32_t ip : wanted_)
-        if (!all.count(ip))
-            if (auto s = ipset_.run("add " + set + " " + format_ip(ip) + " comment \"" +
-                                    kIptComment + "\" -exist");
-                !s)
-                return s;
+    const std::vector<IpsetMember> none;
+    for (const std::string& cmd : ipset_program_commands(set, m->has_value() ? **m : none, wanted_))
+        if (auto s = ipset_.run(cmd); !s) return s;
     // The dataplane follows ztgeneve's own pods only.
     bool changed = false;
-    for (uint32_t ip : current_)
-        if (!wanted_.count(ip)) changed |= sink_.del_pod(ip);
-    for (uint32_t ip : wanted_)
-        if (!current_.count(ip)) changed |= sink_.add_pod(ip);
+    const PodDiff diff = diff_pods(current_, wanted_);
+    for (Ip4 ip : diff.remove) changed |= sink_.del_pod(ip);
+    for (Ip4 ip : diff.add) changed |= sink_.add_pod(ip);
     if (changed) sink_.pods_committed();
     current_ = wanted_;
     return Ok{};
@@ -152,7 +187,7 @@ Status KernelMirror::install_routing() {
     auto note = [&](Status s) {
         if (!s) errors += (errors.empty() ? "" : "; ") + s.error();
     };
-    note(iptables_ensure(iptables_rules(cfg_.kernel)));
+    note(iptables_ensure(mirror_iptables_rules(cfg_.kernel)));
     note(rtnl_.ensure_rule(rule_101()));
     const auto routes = table_101(cfg_);
     note(rtnl_.ensure_route(routes[0]));
@@ -236,8 +271,8 @@ void KernelMirror::poll() {
     }
 }
 
-Status KernelMirror::set_pods(const std::vector<uint32_t>& pods) {
-    wanted_ = std::set<uint32_t>(pods.begin(), pods.end());
+Status KernelMirror::set_pods(const std::vector<Ip4>& pods) {
+    wanted_ = Ip4Set(pods.begin(), pods.end());
     return sync_ipset_program();
 }
 
@@ -254,21 +289,13 @@ Status KernelMirror::cleanup(const Config& cfg) {
                                                          link->vni == cfg.tunnel.vni &&
                                                          link->remote == cfg.tunnel.remote_ip)
         note(rtnl.remove_link(cfg.kernel.istioout));
-    note(iptables_remove(iptables_rules(cfg.kernel)));
+    note(iptables_remove(mirror_iptables_rules(cfg.kernel)));
     Ipset ipset;
     if (auto m = ipset.members(cfg.kernel.ipset); !m) {
         note(Status(err(m.error())));
     } else if (m->has_value()) {
-        size_t foreign = 0;
-        for (const auto& x : **m) {
-            if (x.comment == kIptComment)
-                note(ipset.run("del " + cfg.kernel.ipset + " " + format_ip(x.ip) + " -exist"));
-            else
-                foreign++;
-        }
-        // Destroy the set only when nothing of anyone else's is left in it (and nothing
-        // refers to it: the kernel refuses otherwise, which we report).
-        if (foreign == 0) note(ipset.run("destroy " + cfg.kernel.ipset));
+        for (const std::string& cmd : ipset_cleanup_commands(cfg.kernel.ipset, **m))
+            note(ipset.run(cmd));
     }
     if (!errors.empty()) return err(errors);
     return Ok{};

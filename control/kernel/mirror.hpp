@@ -16,6 +16,7 @@
 
 #include "config/config.hpp"
 #include "control/kernel/ipset.hpp"
+#include "control/kernel/iptables.hpp"
 #include "control/kernel/netlink.hpp"
 
 namespace ztg {
@@ -24,10 +25,30 @@ namespace ztg {
 class PodSink {
   public:
     virtual ~PodSink() = default;
-    virtual bool add_pod(uint32_t ip) = 0; // host byte order
-    virtual bool del_pod(uint32_t ip) = 0;
+    virtual bool add_pod(Ip4 ip) = 0;
+    virtual bool del_pod(Ip4 ip) = 0;
     virtual void pods_committed() = 0; // end of a batch: deleted slots may be reclaimed
 };
+
+// The pods to take out of and put into a set of pods `from` to make it `to`, each in
+// address order.
+struct PodDiff {
+    std::vector<Ip4> remove, add;
+};
+PodDiff diff_pods(const Ip4Set& from, const Ip4Set& to);
+
+// The pure parts of the mirror, for tests.
+// program mode's iptables rules (mangle and nat), matching the ipset kernel.ipset.
+std::vector<IptRule> mirror_iptables_rules(const KernelConfig& k);
+// ipset commands that make ztgeneve's members of `set` (comment "ztgeneve") exactly
+// `wanted`; members someone else added stay, and a wanted pod among them is not re-added.
+std::vector<std::string> ipset_program_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members,
+                                                const Ip4Set& wanted);
+// --cleanup's ipset commands: delete ztgeneve's members, then destroy the set if nothing
+// of anyone else's is left in it.
+std::vector<std::string> ipset_cleanup_commands(const std::string& set,
+                                                const std::vector<IpsetMember>& members);
 
 class KernelMirror {
   public:
@@ -40,7 +61,7 @@ class KernelMirror {
     // Called from the control loop; does work at most every poll_ms.
     void poll();
     // program mode: the pods ztgeneve wants (config + run-time changes).
-    Status set_pods(const std::vector<uint32_t>& pods);
+    Status set_pods(const std::vector<Ip4>& pods);
     // Removes exactly what program mode installs, leaving foreign objects alone.
     static Status cleanup(const Config& cfg);
 
@@ -58,8 +79,8 @@ class KernelMirror {
     Ipset ipset_;
     Rtnl rtnl_;
     std::unique_ptr<RtnlWatch> watch_;
-    std::set<uint32_t> current_; // what the pod table holds from the mirror
-    std::set<uint32_t> wanted_;  // program: ztgeneve's pods
+    Ip4Set current_; // what the pod table holds from the mirror
+    Ip4Set wanted_;  // program: ztgeneve's pods
     std::chrono::steady_clock::time_point next_poll_{}, next_assert_{};
     std::string last_disagreement_, last_ipset_error_;
     uint64_t resyncs_ = 0;

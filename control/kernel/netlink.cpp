@@ -1,6 +1,5 @@
 #include "control/kernel/netlink.hpp"
 
-#include <arpa/inet.h>
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -58,18 +57,17 @@ using RoutePtr = std::unique_ptr<rtnl_route, Free<rtnl_route, put_route>>;
 using LinkPtr = std::unique_ptr<rtnl_link, Free<rtnl_link, put_link>>;
 using RAddrPtr = std::unique_ptr<rtnl_addr, Free<rtnl_addr, put_raddr>>;
 
-Addr ipv4(uint32_t host, uint8_t len) {
-    const uint32_t be = htonl(host);
-    Addr a(nl_addr_build(AF_INET, &be, 4));
+Addr ipv4(Ip4 ip, uint8_t len) {
+    Addr a(nl_addr_build(AF_INET, &ip.raw, 4));
     if (a) nl_addr_set_prefixlen(a.get(), len);
     return a;
 }
 
-uint32_t host_of(nl_addr* a) {
-    if (a == nullptr || nl_addr_get_family(a) != AF_INET || nl_addr_get_len(a) != 4) return 0;
-    uint32_t be;
-    std::memcpy(&be, nl_addr_get_binary_addr(a), 4);
-    return ntohl(be);
+Ip4 ip_of(nl_addr* a) {
+    Ip4 ip;
+    if (a == nullptr || nl_addr_get_family(a) != AF_INET || nl_addr_get_len(a) != 4) return ip;
+    std::memcpy(&ip.raw, nl_addr_get_binary_addr(a), 4);
+    return ip;
 }
 
 std::string nlerr(int e) {
@@ -86,13 +84,13 @@ std::string describe(const RuleSpec& r) {
 std::string describe(const RouteSpec& r) {
     std::string s =
         "route " + format_prefix(r.dst, r.dst_len) + " table " + std::to_string(r.table);
-    if (r.gateway != 0) s += " via " + format_ip(r.gateway);
+    if (r.gateway != Ip4{}) s += " via " + format_ip(r.gateway);
     return s + " dev " + r.dev;
 }
 
 } // namespace
 
-std::string format_prefix(uint32_t ip, uint8_t len) {
+std::string format_prefix(Ip4 ip, uint8_t len) {
     return len == 0 ? "default" : format_ip(ip) + (len == 32 ? "" : "/" + std::to_string(len));
 }
 
@@ -183,11 +181,11 @@ Result<std::vector<Rtnl::Route>> Rtnl::routes(uint32_t table) {
         Route x;
         nl_addr* dst = rtnl_route_get_dst(r);
         x.spec.table = table;
-        x.spec.dst = host_of(dst);
+        x.spec.dst = ip_of(dst);
         x.spec.dst_len = uint8_t(dst != nullptr ? nl_addr_get_prefixlen(dst) : 0);
         if (rtnl_route_get_nnexthops(r) > 0) {
             rtnl_nexthop* nh = rtnl_route_nexthop_n(r, 0);
-            x.spec.gateway = host_of(rtnl_route_nh_get_gateway(nh));
+            x.spec.gateway = ip_of(rtnl_route_nh_get_gateway(nh));
             char name[IF_NAMESIZE] = {};
             if (if_indextoname(unsigned(rtnl_route_nh_get_ifindex(nh)), name) != nullptr)
                 x.spec.dev = name;
@@ -216,10 +214,10 @@ Status Rtnl::ensure_route(const RouteSpec& want) {
     Addr dst = ipv4(want.dst, want.dst_len);
     rtnl_route_set_dst(r.get(), dst.get());
     rtnl_route_set_protocol(r.get(), kProto);
-    rtnl_route_set_scope(r.get(), want.gateway == 0 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE);
+    rtnl_route_set_scope(r.get(), want.gateway == Ip4{} ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE);
     rtnl_nexthop* nh = rtnl_route_nh_alloc();
     rtnl_route_nh_set_ifindex(nh, *idx);
-    if (want.gateway != 0) {
+    if (want.gateway != Ip4{}) {
         Addr gw = ipv4(want.gateway, 32);
         rtnl_route_nh_set_gateway(nh, gw.get());
     }
@@ -258,7 +256,7 @@ std::optional<Rtnl::GeneveInfo> Rtnl::link_info(const std::string& name) {
         rtnl_link_geneve_get_id(link.get(), &g.vni);
         nl_addr* remote = nullptr;
         if (rtnl_link_geneve_get_remote(link.get(), &remote) == 0 && remote != nullptr) {
-            g.remote = host_of(remote);
+            g.remote = ip_of(remote);
             nl_addr_put(remote);
         }
         uint32_t port = 0;

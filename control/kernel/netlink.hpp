@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/result.hpp"
+#include "dataplane/net.hpp"
 
 struct nl_sock;
 
@@ -24,17 +25,18 @@ struct RuleSpec {
 
 struct RouteSpec {
     uint32_t table = 0;
-    uint32_t dst = 0; // host byte order
+    Ip4 dst;
     uint8_t dst_len = 0;
-    uint32_t gateway = 0; // 0: none (on-link / scope link)
+    Ip4 gateway; // 0.0.0.0: none (on-link / scope link)
     std::string dev;
 };
 
 struct GeneveSpec {
     std::string name;
-    uint32_t vni = 0, remote = 0; // remote in host byte order
+    uint32_t vni = 0;
+    Ip4 remote;
     uint16_t port = 6081;
-    uint32_t address = 0; // host byte order
+    Ip4 address;
     uint8_t prefix = 30;
     uint16_t mtu = 0; // 0: kernel default
 };
@@ -70,7 +72,8 @@ class Rtnl {
     Status remove_link(const std::string& name);
     struct GeneveInfo {
         std::string kind;
-        uint32_t vni = 0, remote = 0;
+        uint32_t vni = 0;
+        Ip4 remote;
         uint16_t port = 0;
     };
     std::optional<GeneveInfo> link_info(const std::string& name);
@@ -97,6 +100,6 @@ class RtnlWatch {
     uint64_t overflows_ = 0;
 };
 
-std::string format_prefix(uint32_t ip, uint8_t len);
+std::string format_prefix(Ip4 ip, uint8_t len);
 
 } // namespace ztg

@@ -14,6 +14,9 @@
 
 #include <rte_mempool.h>
 
+#include "config/config.hpp"
+#include "control/ether.hpp"
+#include "control/snapshot_builder.hpp"
 #include "dataplane/decap.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
@@ -32,30 +35,22 @@ constexpr uint16_t kUplink = 0, kUplinkTwin = 1, kTap1001 = 2, kTap1000 = 3;
 Harness* g_h = nullptr;
 Snapshot g_base, g_csum;
 
-Snapshot endpoint_snapshot(bool udp_checksum) {
-    Snapshot s;
-    s.remote_ip = ip4(10, 244, 2, 1);
-    s.local_ip = ip4(10, 244, 2, 10);
-    s.decap = {s.local_ip, s.remote_ip, 6081};
-    s.max_inner_len = 1500 - kOuterLen;
-    s.nexthop_known = true;
-    s.nexthop_mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
-    s.link_mac = {{0x02, 0, 0, 0, 0x02, 0x0a}};
-    TunnelParams tp;
-    tp.outer_src = s.link_mac;
-    tp.outer_dst = s.nexthop_mac;
-    tp.local = s.local_ip;
-    tp.remote = s.remote_ip;
-    tp.inner_src = {{0x02, 0, 0, 0, 0x7f, 0x02}};
-    tp.inner_dst = {{0x02, 0, 0, 0, 0x7f, 0x01}};
-    tp.udp_checksum = udp_checksum;
-    tp.vni = 1001;
-    s.tmpl = make_template(tp);
-    s.tunnel_tmpl.resize(4);
-    s.tunnel_tmpl[kTap1001] = s.tmpl;
-    tp.vni = 1000;
-    s.tunnel_tmpl[kTap1000] = make_template(tp);
-    return s;
+// The lab's endpoint: tunnel 10.244.2.10 -> 10.244.2.1, next hop configured.
+Config endpoint_config(bool udp_checksum) {
+    Config c;
+    c.role = Role::Endpoint;
+    c.tunnel.local_ip = ip4(10, 244, 2, 10);
+    c.tunnel.remote_ip = ip4(10, 244, 2, 1);
+    c.tunnel.next_hop_mac = Mac{0x02, 0, 0, 0, 0x01, 0x0a};
+    c.tunnel.inner_src_mac = {0x02, 0, 0, 0, 0x7f, 0x02};
+    c.tunnel.inner_dst_mac = {0x02, 0, 0, 0, 0x7f, 0x01};
+    c.tunnel.udp_checksum = udp_checksum;
+    return c;
+}
+
+Snapshot endpoint_snapshot(const Topology& topo, bool udp_checksum) {
+    const Config c = endpoint_config(udp_checksum);
+    return *build_snapshot(c, topo, to_ether(*c.tunnel.next_hop_mac), 0);
 }
 
 bool udp_checksum_ok(const std::vector<uint8_t>& o) {
@@ -180,8 +175,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     h.topo.devs[kTap1001] = {2, DevKind::Tunnel, kNoDev, {{0x02, 0, 0, 0, 0x7f, 0x02}}, 1001};
     h.topo.devs[kTap1000] = {3, DevKind::Tunnel, kNoDev, {{0x02, 0, 0, 0, 0x7f, 0x03}}, 1000};
     h.topo.link = kUplink;
-    g_base = endpoint_snapshot(false);
-    g_csum = endpoint_snapshot(true);
+    g_base = endpoint_snapshot(h.topo, false);
+    g_csum = endpoint_snapshot(h.topo, true);
     return 0;
 }
 

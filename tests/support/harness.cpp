@@ -9,6 +9,8 @@
 #include <rte_ip.h>
 #include <unistd.h>
 
+#include "control/ether.hpp"
+#include "control/snapshot_builder.hpp"
 #include "pipelines/node.hpp"
 
 namespace ztg::test {
@@ -33,25 +35,38 @@ void eal_once() {
     });
 }
 
+Config lab_config() {
+    Config c;
+    c.role = Role::Node;
+    c.tunnel.local_ip = ip4(10, 244, 2, 1);
+    c.tunnel.remote_ip = ip4(10, 244, 2, 10);
+    c.tunnel.next_hop_mac = Mac{0x02, 0, 0, 0, 0x02, 0x0a};
+    c.tunnel.inner_src_mac = {0x02, 0, 0, 0, 0x7f, 0x01};
+    c.tunnel.inner_dst_mac = {0x02, 0, 0, 0, 0x7f, 0x02};
+    return c;
+}
+
+namespace {
+
+// Devices as Harness lays them out.
+Topology lab_topology(bool pods_twin) {
+    Topology t;
+    t.devs.resize(4);
+    t.devs[Harness::kPods] = {0, DevKind::Pods, pods_twin ? Harness::kPodsTwin : kNoDev, {}};
+    t.devs[Harness::kPodsTwin] = {1, DevKind::Twin, Harness::kPods, {}};
+    t.devs[Harness::kZt] = {2, DevKind::Ztunnel, Harness::kZtTwin, {}};
+    t.devs[Harness::kZtTwin] = {3, DevKind::Twin, Harness::kZt, {}};
+    t.link = Harness::kZt;
+    return t;
+}
+
+} // namespace
+
 Snapshot lab_snapshot() {
-    Snapshot s;
-    s.remote_ip = ip4(10, 244, 2, 10);
-    s.local_ip = ip4(10, 244, 2, 1);
-    s.set_redirect(6);
-    s.max_inner_len = 1500 - kOuterLen;
-    s.nexthop_known = true;
-    s.nexthop_mac = {{0x02, 0, 0, 0, 0x02, 0x0a}};
-    s.link_mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
-    TunnelParams tp;
-    tp.outer_src = s.link_mac;
-    tp.outer_dst = s.nexthop_mac;
-    tp.local = s.local_ip;
-    tp.remote = s.remote_ip;
-    tp.vni = 1001;
-    tp.inner_src = {{0x02, 0, 0, 0, 0x7f, 0x01}};
-    tp.inner_dst = {{0x02, 0, 0, 0, 0x7f, 0x02}};
-    s.tmpl = make_template(tp);
-    return s;
+    const Config c = lab_config();
+    Topology t = lab_topology(true);
+    t.devs[t.link].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}}; // the outer source
+    return *build_snapshot(c, t, to_ether(*c.tunnel.next_hop_mac), 0);
 }
 
 Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
@@ -63,12 +78,7 @@ Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
     rcu = std::make_unique<Rcu>(1);
     pods = std::make_unique<PodTable>("tpods" + id, pod_capacity, *rcu);
     if (pool == nullptr || !rcu->ok() || !pods->ok()) std::abort();
-    topo.devs.resize(4);
-    topo.devs[kPods] = {0, DevKind::Pods, pods_twin ? kPodsTwin : kNoDev, {}};
-    topo.devs[kPodsTwin] = {1, DevKind::Twin, kPods, {}};
-    topo.devs[kZt] = {2, DevKind::Ztunnel, kZtTwin, {}};
-    topo.devs[kZtTwin] = {3, DevKind::Twin, kZt, {}};
-    topo.link = kZt;
+    topo = lab_topology(pods_twin);
     snap = lab_snapshot();
     shared.topo = &topo;
     shared.pods = pods.get();

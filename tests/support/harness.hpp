@@ -10,6 +10,7 @@
 
 #include <rte_mbuf.h>
 
+#include "config/config.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg::test {
@@ -41,7 +42,11 @@ struct Harness {
     WorkerCtx ctx;
 };
 
-// The lab's tunnel: 10.244.2.1 -> 10.244.2.10, VNI 1001, next hop known.
+// The lab's node: tunnel 10.244.2.1 -> 10.244.2.10, VNI 1001, next hop 02:00:00:00:02:0a
+// configured (no ARP), istioout 02:00:00:00:7f:01, pistioout 02:00:00:00:7f:02.
+Config lab_config();
+// build_snapshot of lab_config() over Harness's devices, the ztunnel port's MAC being
+// 02:00:00:00:01:0a.
 Snapshot lab_snapshot();
 
 // Frame builders (network byte order inside): Ethernet [+ VLAN] + IPv4 + TCP/UDP.

@@ -3,23 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "config/config.hpp"
+#include "tests/support/node_yaml.hpp"
 
 using namespace ztg;
 
 namespace {
 
-const std::string kGood = R"(
-role: node
-ports:
-  - {name: pods0, role: pods, devargs: "net_af_packet0,iface=v0", twin: "net_tap0,iface=t0"}
-  - {name: zt, role: ztunnel, devargs: "net_af_packet1,iface=v1"}
-tunnel:
-  local_ip: 10.244.2.1
-  remote_ip: 10.244.2.10
-  inner_src_mac: "02:00:00:00:7f:01"
-  inner_dst_mac: "02:00:00:00:7f:02"
-pods: [10.244.2.3, 10.244.2.2]
-)";
+const std::string kGood = test::kNodeYaml;
 
 TEST(Config, GoodConfigAndDefaults) {
     auto c = parse_config(kGood, "good.yaml");
@@ -35,7 +25,11 @@ TEST(Config, GoodConfigAndDefaults) {
     ASSERT_EQ(c->ports.size(), 2u);
     EXPECT_EQ(*c->ports[0].twin, "net_tap0,iface=t0");
     EXPECT_EQ(c->pods.size(), 2u);
-    EXPECT_EQ(c->pods[0], 0x0af40203u);
+    EXPECT_EQ(c->pods[0], ip4(10, 244, 2, 3));
+    EXPECT_EQ(c->pods[0].raw, 0x0302f40au) << "network byte order inside";
+    EXPECT_EQ(format_ip(c->pods[1]), "10.244.2.2");
+    EXPECT_EQ(c->tunnel.inner_ip, ip4(192, 168, 127, 1));
+    EXPECT_EQ(c->kernel.istioout_peer, ip4(192, 168, 127, 2));
 }
 
 struct Bad {

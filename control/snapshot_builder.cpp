@@ -1,0 +1,50 @@
+#include "control/snapshot_builder.hpp"
+
+#include "control/ether.hpp"
+#include "dataplane/geneve.hpp"
+
+namespace ztg {
+
+std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo,
+                                         const std::optional<rte_ether_addr>& nexthop,
+                                         uint64_t generation) {
+    auto s = std::make_unique<Snapshot>();
+    const TunnelConfig& t = cfg.tunnel;
+    s->remote_ip = t.remote_ip;
+    s->local_ip = t.local_ip;
+    for (uint8_t p : cfg.protocols) s->set_redirect(p);
+    s->max_inner_len = uint16_t(t.mtu - kOuterLen);
+    s->fragment = t.fragment;
+    s->link_mac = topo.devs[topo.link].mac;
+    s->nexthop_known = nexthop.has_value();
+    s->arp_refresh_ms = t.next_hop_mac ? 0 : t.arp_refresh_ms;
+    if (nexthop) s->nexthop_mac = *nexthop;
+    TunnelParams tp;
+    tp.outer_src = s->link_mac;
+    tp.outer_dst = s->nexthop_mac;
+    tp.local = s->local_ip;
+    tp.remote = s->remote_ip;
+    tp.vni = t.vni;
+    tp.udp_port = t.udp_port;
+    tp.inner_src = to_ether(t.inner_src_mac);
+    tp.inner_dst = to_ether(t.inner_dst_mac);
+    tp.udp_checksum = t.udp_checksum;
+    s->tmpl = make_template(tp);
+    s->decap.local = s->local_ip;
+    s->decap.remote = s->remote_ip;
+    s->decap.udp_port = t.udp_port;
+    s->vni = t.vni;
+    s->inner_ip = t.inner_ip;
+    s->inner_mac = tp.inner_src;
+    s->tunnel_tmpl.resize(topo.devs.size());
+    for (size_t d = 0; d < topo.devs.size(); d++)
+        if (topo.devs[d].kind == DevKind::Tunnel) {
+            TunnelParams per = tp;
+            per.vni = topo.devs[d].vni;
+            s->tunnel_tmpl[d] = make_template(per);
+        }
+    s->generation = generation;
+    return s;
+}
+
+} // namespace ztg
