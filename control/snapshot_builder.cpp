@@ -29,20 +29,21 @@ std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo
     tp.inner_src = to_ether(t.inner_src_mac);
     tp.inner_dst = to_ether(t.inner_dst_mac);
     tp.udp_checksum = t.udp_checksum;
-    s->tmpl = make_template(tp);
     s->decap.local = s->local_ip;
     s->decap.remote = s->remote_ip;
     s->decap.udp_port = t.udp_port;
-    s->vni = t.vni;
-    s->inner_ip = t.inner_ip;
-    s->inner_mac = tp.inner_src;
-    s->tunnel_tmpl.resize(topo.devs.size());
-    for (size_t d = 0; d < topo.devs.size(); d++)
-        if (topo.devs[d].kind == DevKind::Tunnel) {
-            TunnelParams per = tp;
-            per.vni = topo.devs[d].vni;
-            s->tunnel_tmpl[d] = make_template(per);
-        }
+    // The tunnels: the node's one (istioout), or one per tunnel tap of the endpoint, whose
+    // inner frames are the kernel's own (no inner Ethernet header of ours).
+    if (cfg.role == Role::Node) {
+        s->add_tunnel({t.vni, kNoDev, make_template(tp), tp.inner_src, tp.inner_dst, t.inner_ip});
+    } else {
+        for (size_t d = 0; d < topo.devs.size(); d++)
+            if (port_kind(topo.devs[d].kind).carries_vni) {
+                TunnelParams per = tp;
+                per.vni = topo.devs[d].vni;
+                s->add_tunnel({per.vni, uint16_t(d), make_template(per), {}, {}, {}});
+            }
+    }
     s->generation = generation;
     return s;
 }

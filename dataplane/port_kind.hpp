@@ -12,6 +12,9 @@ namespace ztg {
 
 enum class Role : uint8_t { Node, Endpoint };
 
+// No device (an index into the workers' device list).
+constexpr uint16_t kNoDev = 0xFFFF;
+
 // Twin is no config word: it is the kernel twin (a net_tap) of any port.
 enum class DevKind : uint8_t { Pods, Ztunnel, Uplink, Tunnel, Twin, count };
 

@@ -23,7 +23,6 @@
 namespace ztg {
 
 constexpr uint16_t kBurst = 32;
-constexpr uint16_t kNoDev = 0xFFFF;
 
 // A device's "in service" flag. Control clears it (release), waits for a QSBR grace
 // period, replaces the device (a deleted tap is re-created under a new port id) and sets

@@ -184,7 +184,7 @@ void BM_classify(benchmark::State& state) {
 void BM_parse_encap(benchmark::State& state) {
     World& w = world(10);
     Ring r(w);
-    const EncapTemplate& tmpl = w.h->snap.tmpl;
+    const EncapTemplate& tmpl = w.h->snap.outbound().tmpl;
     uint64_t cycles = 0, ok = 0;
     uint32_t b = 0;
     for (auto _ : state) {

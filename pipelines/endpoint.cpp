@@ -13,17 +13,11 @@ namespace ztg {
 
 namespace {
 
-uint16_t tunnel_of(const Topology& topo, uint32_t vni) {
-    for (uint16_t d = 0; d < topo.devs.size(); d++)
-        if (topo.devs[d].kind == DevKind::Tunnel && topo.devs[d].vni == vni) return d;
-    return kNoDev;
-}
-
 // A valid Geneve frame from the node: its inner frame goes to the tap of its VNI as the
 // kernel's geneve device would hand it up (ECN per RFC 6040).
-Verdict decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
-    const uint16_t tap = tunnel_of(*ctx.shared->topo, g.vni);
-    if (tap == kNoDev) return dropped(Ctr::decap_bad_vni);
+Verdict decapsulate_to_tap(rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
+    const TunnelEntry* tn = s.by_vni(g.vni);
+    if (tn == nullptr) return dropped(Ctr::decap_bad_vni);
     truncate(m, g.outer_end); // what lies past the outer datagram is not part of the inner frame
     rte_pktmbuf_adj(m, g.inner_off);
     const Parsed p = parse_frame(m);
@@ -34,7 +28,7 @@ Verdict decapsulate_to_tap(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g) {
             return dropped(Ctr::decap_ecn_drop);
         truncate(m, p.l3_off + p.ip_len); // Ethernet padding
     }
-    return {Ctr::decap, tap};
+    return {Ctr::decap, tn->dev};
 }
 
 // The kernel sent a frame out of a tunnel tap (pistioout): encapsulated whole, inner
@@ -67,7 +61,7 @@ void endpoint_from_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
             t.inc(Ctr::csum_completed); // for the kernel twin, from a sender's offload
         const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev)
                           : g.verdict == Tunnel::Drop  ? dropped(g.reason)
-                                                       : decapsulate_to_tap(ctx, m, g);
+                                                       : decapsulate_to_tap(m, g, s);
         ctx.dispose(t, m, v);
     }
     t.flush_to(ctx.ctr(dev));
@@ -76,7 +70,7 @@ void endpoint_from_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_
 void endpoint_from_tunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
     const uint16_t link = ctx.shared->topo->link;
-    const EncapTemplate& tmpl = s.tunnel_tmpl[dev];
+    const EncapTemplate& tmpl = s.by_dev(dev)->tmpl; // every tap has its tunnel
     BurstTally t;
     for (uint16_t i = 0; i < n; i++)
         ctx.dispose(t, pkts[i], encapsulate_from_tap(pkts[i], tmpl, s, link));

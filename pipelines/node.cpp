@@ -105,7 +105,8 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
                                       : Ctr::drop_too_big);
     const uint16_t sport = flow_source_port(p);
     for (uint16_t k = 0; k < f.n; k++) {
-        push_tunnel_headers(frags[k], s.tmpl, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
+        push_tunnel_headers(frags[k], s.outbound().tmpl, EncapTemplate::kSize,
+                            p.tos & RTE_IPV4_HDR_ECN_MASK,
                             sport); // a fresh mbuf: the headroom is there
         ctx.send(ctx.shared->topo->link, frags[k]);
     }
@@ -136,30 +137,30 @@ inline void note_pod(WorkerCtx& ctx, Ip4 ip, uint32_t known_tag, uint16_t dev,
 
 // An ARP request inside the tunnel for istioout's own address (the ztunnel side's
 // `default via 192.168.127.1 dev pistioout` needs it)?
-bool is_tunnel_arp_request(const rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+bool is_tunnel_arp_request(const rte_mbuf* m, uint16_t inner_off, const TunnelEntry& tn) {
     if (m->data_len < inner_off + sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return false;
     const auto* eth = rte_pktmbuf_mtod_offset(m, const rte_ether_hdr*, inner_off);
     if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return false;
     const auto* arp = reinterpret_cast<const rte_arp_hdr*>(eth + 1);
     uint32_t tip;
     std::memcpy(&tip, &arp->arp_data.arp_tip, 4);
-    return arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) && tip == s.inner_ip.raw &&
+    return arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) && tip == tn.inner_ip.raw &&
            arp->arp_hlen == RTE_ETHER_ADDR_LEN && arp->arp_plen == 4;
 }
 
 // Answers that request as istioout would, back through the tunnel: m becomes the reply.
-Verdict answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off, const Snapshot& s) {
+Verdict answer_tunnel_arp(WorkerCtx& ctx, rte_mbuf* m, uint16_t inner_off, const TunnelEntry& tn) {
     auto* eth = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, inner_off);
     auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
     const rte_ether_addr asker = arp->arp_data.arp_sha;
     arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
     arp->arp_data.arp_tha = asker;
     std::memcpy(&arp->arp_data.arp_tip, &arp->arp_data.arp_sip, 4);
-    arp->arp_data.arp_sha = s.inner_mac;
-    std::memcpy(&arp->arp_data.arp_sip, &s.inner_ip.raw, 4);
+    arp->arp_data.arp_sha = tn.inner_src;
+    std::memcpy(&arp->arp_data.arp_sip, &tn.inner_ip.raw, 4);
     rte_pktmbuf_adj(m, uint16_t(inner_off + sizeof(rte_ether_hdr)));
     truncate(m, sizeof(rte_arp_hdr));
-    if (!push_tunnel_headers(m, s.tmpl, EncapTemplate::kSize, 0, 0xC000))
+    if (!push_tunnel_headers(m, tn.tmpl, EncapTemplate::kSize, 0, 0xC000))
         return dropped(Ctr::drop_no_headroom);
     auto* inner = rte_pktmbuf_mtod_offset(m, rte_ether_hdr*, kOuterLen);
     inner->dst_addr = asker;
@@ -185,8 +186,10 @@ void strip_to_inner(rte_mbuf* m, uint16_t off, uint32_t frame, const rte_ether_a
 // had routed it there: the kernel forwards it (and ARPs for the pod, which teaches us
 // where it is) or answers with ICMP.
 Verdict deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const Snapshot& s) {
-    if (g.vni != s.vni) return dropped(Ctr::decap_bad_vni);
-    if (is_tunnel_arp_request(m, g.inner_off, s)) return answer_tunnel_arp(ctx, m, g.inner_off, s);
+    const TunnelEntry* tn = s.by_vni(g.vni);
+    if (tn == nullptr) return dropped(Ctr::decap_bad_vni);
+    if (is_tunnel_arp_request(m, g.inner_off, *tn))
+        return answer_tunnel_arp(ctx, m, g.inner_off, *tn);
     // The inner frame, bounded by the outer datagram: untagged IPv4, whole.
     const uint32_t avail = g.outer_end - g.inner_off;
     const Parsed in =
@@ -235,7 +238,7 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
         return forward_direct(m, p, s) ? Verdict{Ctr::direct, zt} : to_twin(ctx, dev);
     if (p.ip_len > s.max_inner_len) [[unlikely]]
         return too_big(ctx, dev, m, p, s, t);
-    if (!encapsulate(m, p, s.tmpl)) return dropped(Ctr::drop_no_headroom);
+    if (!encapsulate(m, p, s.outbound().tmpl)) return dropped(Ctr::drop_no_headroom);
     return {Ctr::redirect, zt};
 }
 

@@ -112,15 +112,16 @@ void check_arp_reply(const std::vector<uint8_t>& in, const GeneveView& g,
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 96));
     if (!(chained && known_issue("trim-chain"))) FUZZ_CHECK(o.size() == 64 + 28, ctx + ": length");
     FUZZ_CHECK(o.size() >= 64 + 28, ctx + ": short");
-    FUZZ_CHECK(std::memcmp(o.data(), s.tmpl.bytes.data(), 12) == 0 && be16(o, 12) == 0x0800,
+    FUZZ_CHECK(std::memcmp(o.data(), s.outbound().tmpl.bytes.data(), 12) == 0 &&
+                   be16(o, 12) == 0x0800,
                ctx + ": outer Ethernet");
     FUZZ_CHECK(be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20), ctx + ": outer IPv4");
     FUZZ_CHECK(be16(o, 36) == 6081 && be16(o, 38) == o.size() - 34, ctx + ": UDP");
     FUZZ_CHECK(be16(o, 62) == 0x0806, ctx + ": inner ethertype");
     const size_t a = g.inner_off + 14u; // the request's ARP header
     FUZZ_CHECK(be16(o, 64 + 6) == 2, ctx + ": not a reply");
-    FUZZ_CHECK(std::memcmp(o.data() + 64 + 8, s.inner_mac.addr_bytes, 6) == 0 &&
-                   be32(o, 64 + 14) == s.inner_ip.host(),
+    FUZZ_CHECK(std::memcmp(o.data() + 64 + 8, s.outbound().inner_src.addr_bytes, 6) == 0 &&
+                   be32(o, 64 + 14) == s.outbound().inner_ip.host(),
                ctx + ": sender is not istioout");
     FUZZ_CHECK(std::memcmp(o.data() + 64 + 18, in.data() + a + 8, 10) == 0,
                ctx + ": target is not the asker");
@@ -164,9 +165,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     h.topo.devs[Harness::kPodsTwin].mac = {{0x02, 0, 0, 0, 0x01, 0x04}};
     h.topo.devs[Harness::kZtTwin].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
     h.snap.decap = {ip4(10, 244, 2, 1), ip4(10, 244, 2, 10), 6081};
-    h.snap.vni = 1001;
-    h.snap.inner_ip = ip4(192, 168, 127, 1);
-    h.snap.inner_mac = {{0x02, 0, 0, 0, 0x7f, 0x01}};
+    h.snap.tunnels[0].vni = 1001;
+    h.snap.tunnels[0].inner_ip = ip4(192, 168, 127, 1);
+    h.snap.tunnels[0].inner_src = {{0x02, 0, 0, 0, 0x7f, 0x01}};
     g_base = h.snap;
     return 0;
 }
@@ -246,7 +247,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             sent_tunnel++;
             continue;
         }
-        FUZZ_CHECK(g.vni == s.vni, what + ": delivered with VNI " + std::to_string(g.vni));
+        FUZZ_CHECK(g.vni == s.outbound().vni, what + ": delivered with VNI " + std::to_string(g.vni));
         const size_t ip = g.inner_off + 14u;
         FUZZ_CHECK(rec.bytes.size() >= ip + 20, what + ": delivered without an inner IPv4 header");
         const Pod* pod = nullptr;

@@ -140,7 +140,7 @@ void check_tunnel(const std::vector<uint8_t>& in, const Parsed& p, uint16_t last
                                                          std::to_string(frame.size()));
     FUZZ_CHECK(o.size() - 14 <= size_t(s.max_inner_len) + kOuterLen,
                ctx + ": exceeds the tunnel MTU");
-    const EncapTemplate& t = s.tunnel_tmpl[dev];
+    const EncapTemplate& t = s.by_dev(dev)->tmpl;
     FUZZ_CHECK(std::memcmp(o.data(), t.bytes.data(), 14) == 0, ctx + ": outer Ethernet");
     FUZZ_CHECK(o[14] == 0x45 && be16(o, 16) == o.size() - 14 && ip_checksum_ok(o, 14, 20),
                ctx + ": outer IPv4 header/length/checksum");

@@ -1,13 +1,13 @@
 // fuzz_node_pods: the node role's pods-port stage (node_from_pods) over a burst of up to
 // 32 fuzzed frames (format: fuzz_support.hpp). Every frame's fate is predicted from the
 // README's table (pass / direct / redirect / a counted drop) and checked, as is every
-// output byte: a pass leaves the frame unchanged, a direct frame is the packet with new
-// MACs and TTL - 1, a redirect is the template's 64 bytes followed by exactly the IPv4
-// packet, never larger than the tunnel MTU; a too-big packet without DF leaves as
-// fragments, each in its own Geneve frame within the MTU, that put together give the
-// packet. A TCP/UDP checksum left partial (the pseudo-header sum, as a pod's kernel hands
-// it over with tx offload on) is completed first, whatever the fate. No mbuf leaks or is sent
-// twice; the device's counters account for every frame.
+// output byte: a pass leaves the frame unchanged, a direct frame is the packet (no padding) with
+// new MACs and TTL - 1, a redirect is the template's 64 bytes followed by exactly the IPv4 packet,
+// never larger than the tunnel MTU; a too-big packet without DF leaves as fragments, each in its
+// own Geneve frame within the MTU, that put together give the packet. A TCP/UDP checksum left
+// partial (the pseudo-header sum, as a pod's kernel hands it over with tx offload on) is completed
+// first, whatever the fate. No mbuf leaks or is sent twice; the device's counters account for every
+// frame.
 //
 // mode bits: 0 next hop unknown, 1 pods port without a twin, 2 low headroom (32 bytes),
 // 3 UDP redirected too, 4 tunnel MTU 150 (inner packets of at most 100 bytes), 5 outer UDP
@@ -102,9 +102,9 @@ void check_redirect(const std::vector<uint8_t>& in, const Parsed& p, const std::
                    ctx + ": exceeds the tunnel MTU");
     }
     FUZZ_CHECK(o.size() >= EncapTemplate::kSize + p.ip_len, ctx + ": shorter than the packet");
-    if (s.tmpl.udp_checksum && !(chained && known_issue("dpdk-cksum-mbuf")))
+    if (s.outbound().tmpl.udp_checksum && !(chained && known_issue("dpdk-cksum-mbuf")))
         FUZZ_CHECK(udp_checksum_ok(o), ctx + ": UDP checksum");
-    else if (!s.tmpl.udp_checksum)
+    else if (!s.outbound().tmpl.udp_checksum)
         FUZZ_CHECK(be16(o, 40) == 0, ctx + ": UDP checksum not 0");
     static const uint8_t kDst[6] = {0x02, 0, 0, 0, 0x02, 0x0a};
     FUZZ_CHECK(std::memcmp(o.data(), kDst, 6) == 0, ctx + ": outer destination MAC");
@@ -123,7 +123,7 @@ void check_redirect(const std::vector<uint8_t>& in, const Parsed& p, const std::
     FUZZ_CHECK(be16(o, 38) == o.size() - 34, ctx + ": UDP length");
     FUZZ_CHECK(o[42] == 0 && o[43] == 0 && be16(o, 44) == 0x6558, ctx + ": Geneve header");
     FUZZ_CHECK(be32(o, 46) == (1001u << 8), ctx + ": VNI");
-    FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0,
+    FUZZ_CHECK(std::memcmp(o.data() + 50, s.outbound().tmpl.bytes.data() + 50, 14) == 0,
                ctx + ": inner Ethernet");
     FUZZ_CHECK(std::memcmp(o.data() + 64, in.data() + p.l3_off, p.ip_len) == 0,
                ctx + ": inner IPv4 packet changed");
@@ -173,7 +173,7 @@ void check_fragments(const std::vector<uint8_t>& in, const Parsed& p,
         FUZZ_CHECK(be16(o, 34) == flow_source_port(p),
                    ctx + ": UDP source port is not the packet's");
         FUZZ_CHECK(be16(o, 38) == o.size() - 34 && be32(o, 46) == (1001u << 8), ctx + ": UDP/VNI");
-        FUZZ_CHECK(std::memcmp(o.data() + 50, s.tmpl.bytes.data() + 50, 14) == 0,
+        FUZZ_CHECK(std::memcmp(o.data() + 50, s.outbound().tmpl.bytes.data() + 50, 14) == 0,
                    ctx + ": inner Ethernet");
         FUZZ_CHECK(o[64] == 0x40 + hk / 4 && be16(o, 66) == o.size() - 64, ctx + ": inner length");
         FUZZ_CHECK(ip_checksum_ok(o, 64, hk), ctx + ": inner checksum");
@@ -197,7 +197,7 @@ void check_fragments(const std::vector<uint8_t>& in, const Parsed& p,
 void check_direct(const std::vector<uint8_t>& in, const Parsed& p, const std::vector<uint8_t>& o,
                   const Snapshot& s, const std::string& what) {
     const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 64));
-    FUZZ_CHECK(o.size() == in.size() - (p.l3_off - 14u), ctx + ": length");
+    FUZZ_CHECK(o.size() == 14u + p.ip_len, ctx + ": length (padding kept?)");
     FUZZ_CHECK(std::memcmp(o.data(), s.nexthop_mac.addr_bytes, 6) == 0 &&
                    std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0 &&
                    be16(o, 12) == 0x0800,
@@ -237,7 +237,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (in.mode & 1) s.nexthop_known = false;
     if (in.mode & 8) s.set_redirect(17);
     if (in.mode & 16) s.max_inner_len = 100;
-    if (in.mode & 32) s.tmpl.udp_checksum = true;
+    if (in.mode & 32) s.tunnels[0].tmpl.udp_checksum = true;
     if (in.mode & 64) s.fragment = false;
     h.set_snapshot(s);
     const bool twin = !(in.mode & 2);

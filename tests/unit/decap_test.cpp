@@ -73,9 +73,9 @@ struct Decap : ::testing::Test {
             h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
         h.topo.devs[Harness::kPods].mac = {{0x02, 0, 0, 0, 0x01, 0x03}};
         h.snap.decap = {ip4(10, 244, 2, 1), ip4(10, 244, 2, 10), 6081};
-        h.snap.vni = 1001;
-        h.snap.inner_ip = ip4(192, 168, 127, 1);
-        h.snap.inner_mac = {{0x02, 0, 0, 0, 0x7f, 0x01}};
+        h.snap.tunnels[0].vni = 1001;
+        h.snap.tunnels[0].inner_ip = ip4(192, 168, 127, 1);
+        h.snap.tunnels[0].inner_src = {{0x02, 0, 0, 0, 0x7f, 0x01}};
     }
     void run(const std::vector<uint8_t>& frame) {
         rte_mbuf* m = h.frame(frame);

@@ -39,7 +39,7 @@ const std::vector<uint8_t> kExpectedHeader = {
 
 struct GeneveTest : ::testing::Test {
     Harness h;
-    EncapTemplate t = lab_snapshot().tmpl;
+    EncapTemplate t = lab_snapshot().outbound().tmpl;
 
     rte_mbuf* encap(const FrameSpec& f, std::vector<uint8_t>* inner_ip = nullptr) {
         auto frame = make_frame(f);

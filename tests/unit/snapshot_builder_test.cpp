@@ -66,9 +66,14 @@ TEST(SnapshotBuilder, NodeFromConfigAndTopology) {
     EXPECT_FALSE(s->redirects(1));
     EXPECT_EQ(s->max_inner_len, 1400 - kOuterLen);
     EXPECT_FALSE(s->fragment) << "too_big: drop";
-    EXPECT_EQ(s->vni, 4242u);
-    EXPECT_EQ(s->inner_ip, ip4(192, 168, 100, 1));
-    EXPECT_TRUE(same(s->inner_mac, {{0x02, 0, 0, 0, 0x7f, 0x01}}));
+    ASSERT_EQ(s->ntunnels, 1) << "a node has one tunnel: istioout";
+    EXPECT_EQ(s->outbound().vni, 4242u);
+    EXPECT_EQ(s->outbound().dev, kNoDev);
+    EXPECT_EQ(s->outbound().inner_ip, ip4(192, 168, 100, 1));
+    EXPECT_TRUE(same(s->outbound().inner_src, {{0x02, 0, 0, 0, 0x7f, 0x01}}));
+    EXPECT_TRUE(same(s->outbound().inner_dst, {{0x02, 0, 0, 0, 0x7f, 0x02}}));
+    EXPECT_EQ(s->by_vni(4242), &s->outbound());
+    EXPECT_EQ(s->by_vni(1000), nullptr);
     EXPECT_TRUE(same(s->link_mac, kLinkMac));
     EXPECT_TRUE(s->nexthop_known);
     EXPECT_TRUE(same(s->nexthop_mac, kPeerMac));
@@ -77,25 +82,22 @@ TEST(SnapshotBuilder, NodeFromConfigAndTopology) {
     EXPECT_EQ(s->decap.local, ip4(10, 244, 2, 1));
     EXPECT_EQ(s->decap.remote, ip4(10, 244, 2, 10));
     EXPECT_EQ(s->decap.udp_port, 7000);
-    // No tunnel taps on a node: no per-device templates.
-    ASSERT_EQ(s->tunnel_tmpl.size(), 3u);
-    for (const EncapTemplate& t : s->tunnel_tmpl) EXPECT_EQ(t.bytes, EncapTemplate{}.bytes);
 }
 
 TEST(SnapshotBuilder, TemplateCarriesTheTunnel) {
     const auto s = build_snapshot(load(kNode), node_topology(), kPeerMac, 1);
-    const uint8_t* b = s->tmpl.bytes.data();
+    const uint8_t* b = s->outbound().tmpl.bytes.data();
     EXPECT_EQ(std::memcmp(b, kPeerMac.addr_bytes, 6), 0) << "outer destination: the peer";
     EXPECT_EQ(std::memcmp(b + 6, kLinkMac.addr_bytes, 6), 0) << "outer source: the link";
     const uint8_t local[] = {10, 244, 2, 1}, remote[] = {10, 244, 2, 10};
     EXPECT_EQ(std::memcmp(b + kOuterIpOff + 12, local, 4), 0);
     EXPECT_EQ(std::memcmp(b + kOuterIpOff + 16, remote, 4), 0);
     EXPECT_EQ(b[kOuterUdpOff + 2] << 8 | b[kOuterUdpOff + 3], 7000);
-    EXPECT_EQ(vni_of(s->tmpl), 4242u);
+    EXPECT_EQ(vni_of(s->outbound().tmpl), 4242u);
     const uint8_t inner_dst[] = {0x02, 0, 0, 0, 0x7f, 0x02}, inner_src[] = {0x02, 0, 0, 0, 0x7f, 1};
     EXPECT_EQ(std::memcmp(b + kGeneveOff + 8, inner_dst, 6), 0);
     EXPECT_EQ(std::memcmp(b + kGeneveOff + 14, inner_src, 6), 0);
-    EXPECT_FALSE(s->tmpl.udp_checksum);
+    EXPECT_FALSE(s->outbound().tmpl.udp_checksum);
 }
 
 TEST(SnapshotBuilder, PeerNotYetResolved) {
@@ -130,15 +132,21 @@ tunnel: {local_ip: 10.244.2.10, remote_ip: 10.244.2.1, udp_checksum: true}
     t.devs[3] = {3, DevKind::Tunnel, kNoDev, {}, *c.ports[2].vni};
     t.link = 0;
     const auto s = build_snapshot(c, t, kPeerMac, 1);
-    ASSERT_EQ(s->tunnel_tmpl.size(), 4u);
-    EXPECT_EQ(s->tunnel_tmpl[0].bytes, EncapTemplate{}.bytes);
-    EXPECT_EQ(s->tunnel_tmpl[1].bytes, EncapTemplate{}.bytes);
-    EXPECT_EQ(vni_of(s->tunnel_tmpl[2]), 1001u) << "tunnel.vni by default";
-    EXPECT_EQ(vni_of(s->tunnel_tmpl[3]), 1000u);
+    ASSERT_EQ(s->ntunnels, 2) << "one tunnel per tap";
+    EXPECT_EQ(s->by_dev(0), nullptr);
+    EXPECT_EQ(s->by_dev(1), nullptr);
+    ASSERT_NE(s->by_dev(2), nullptr);
+    ASSERT_NE(s->by_dev(3), nullptr);
+    EXPECT_EQ(s->by_dev(2)->vni, 1001u) << "tunnel.vni by default";
+    EXPECT_EQ(vni_of(s->by_dev(2)->tmpl), 1001u);
+    EXPECT_EQ(s->by_dev(3)->vni, 1000u);
+    EXPECT_EQ(vni_of(s->by_dev(3)->tmpl), 1000u);
+    EXPECT_EQ(s->by_vni(1000), s->by_dev(3));
     for (size_t d : {2, 3}) {
-        EXPECT_TRUE(s->tunnel_tmpl[d].udp_checksum);
-        // Apart from the VNI, the same headers as the main template.
-        std::array<uint8_t, EncapTemplate::kSize> a = s->tunnel_tmpl[d].bytes, b = s->tmpl.bytes;
+        EXPECT_TRUE(s->by_dev(uint16_t(d))->tmpl.udp_checksum);
+        // Apart from the VNI, the same headers for both taps.
+        std::array<uint8_t, EncapTemplate::kSize> a = s->by_dev(uint16_t(d))->tmpl.bytes,
+                                                  b = s->by_dev(2)->tmpl.bytes;
         std::memset(a.data() + kGeneveOff + 4, 0, 3);
         std::memset(b.data() + kGeneveOff + 4, 0, 3);
         EXPECT_EQ(a, b) << "device " << d;
