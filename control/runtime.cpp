@@ -396,6 +396,7 @@ Status Runtime::reload() {
         if (a.pod_capacity != b.pod_capacity) return "limits.pods";
         if (!(a.kernel == b.kernel)) return "kernel";
         if (!(a.dpdk == b.dpdk)) return "dpdk";
+        if (!(a.metrics == b.metrics)) return "metrics";
         return "";
     };
     if (const std::string key = same(cmp, cfg_); !key.empty())
