@@ -41,22 +41,26 @@ Check Health::live() const {
 
 Check Health::ready() const {
     Check c = live();
+    // On the control thread: the config it reads may be replaced by a reload there.
     Runtime* rt = &rt_;
-    const auto st = rt_.inbox().ask([rt] { return rt->control_status(); });
-    if (!st) {
+    auto why = rt_.inbox().ask([rt] {
+        std::vector<std::string> r;
+        const ControlStatus st = rt->control_status();
+        const auto& devs = rt->devices();
+        for (size_t d = 0; d < st.link_up.size() && d < devs.size(); d++)
+            if (st.is_port[d] && !st.link_up[d])
+                r.push_back("port " + devs[d].name + ": link down");
+        if (!st.nexthop_known)
+            r.push_back("tunnel next hop " + format_ip(rt->config().tunnel.remote_ip) +
+                        " not resolved (no ARP reply yet)");
+        if (st.kernel_mirror && !st.kernel_synced)
+            r.push_back("kernel: first sync of ipset " + rt->config().kernel.ipset + " not done");
+        return r;
+    });
+    if (!why)
         c.reasons.push_back("control thread did not answer within 1 s");
-    } else {
-        const auto& devs = rt_.devices();
-        for (size_t d = 0; d < st->link_up.size() && d < devs.size(); d++)
-            if (st->is_port[d] && !st->link_up[d])
-                c.reasons.push_back("port " + devs[d].name + ": link down");
-        if (!st->nexthop_known)
-            c.reasons.push_back("tunnel next hop " + format_ip(rt_.config().tunnel.remote_ip) +
-                                " not resolved (no ARP reply yet)");
-        if (st->kernel_mirror && !st->kernel_synced)
-            c.reasons.push_back("kernel: first sync of ipset " + rt_.config().kernel.ipset +
-                                " not done");
-    }
+    else
+        c.reasons.insert(c.reasons.end(), why->begin(), why->end());
     c.ok = c.reasons.empty();
     return c;
 }

@@ -58,9 +58,8 @@ const double g_start_time = double(std::time(nullptr));
 // mean something, and rx + tx + drops of every kind does not; a device's total is
 // sum by (device). drop_kernel_ring is counted by the control thread from the kernel (no
 // worker label); events_lost belongs to a worker, not a device (no device label).
-std::string render_metrics(Runtime& rt) {
+std::string render_metrics(Runtime& rt, const MetricsStatic& fixed) {
     Out o;
-    const Config& cfg = rt.config();
     const auto& devs = rt.devices();
     const size_t nw = rt.worker_count();
     auto dev_label = [&](size_t d) { return "device=\"" + esc(devs[d].name) + "\""; };
@@ -69,7 +68,7 @@ std::string render_metrics(Runtime& rt) {
     o.family("ztgeneve_build_info", "gauge",
              "ztgeneve's version, the DPDK it runs on and its role (always 1)");
     o.sample("version=\"" + esc(ZTG_VERSION) + "\",dpdk=\"" + esc(rte_version()) + "\",role=\"" +
-                 (cfg.role == Role::Node ? "node" : "endpoint") + "\"",
+                 fixed.role + "\"",
              uint64_t(1));
     o.family("process_start_time_seconds", "gauge", "Start time of the process (Unix time)");
     o.sample("", g_start_time);
@@ -103,7 +102,7 @@ std::string render_metrics(Runtime& rt) {
     o.family("ztgeneve_pod_table_pods", "gauge", "Pods in the pod table");
     o.sample("", uint64_t(rt.pod_count()));
     o.family("ztgeneve_pod_table_capacity", "gauge", "Pods the pod table can hold (limits.pods)");
-    o.sample("", uint64_t(cfg.pod_capacity));
+    o.sample("", uint64_t(fixed.pod_capacity));
     o.family("ztgeneve_mempool_mbufs_in_use", "gauge",
              "mbufs taken from the pool: rx rings, in flight, tx rings");
     o.sample("", uint64_t(rt.mbufs_in_use()));
@@ -141,6 +140,7 @@ std::string render_metrics(Runtime& rt) {
 
 Status MetricsEndpoint::start(const MetricsConfig& cfg) {
     if (cfg.address.empty()) return Ok{};
+    fixed_ = {rt_.config().role == Role::Node ? "node" : "endpoint", rt_.config().pod_capacity};
     health_ = std::make_unique<Health>(rt_);
     auto s = server_.start(
         cfg.address, cfg.port, [this](const std::string& t) { return handle(t); },
@@ -164,7 +164,7 @@ HttpReply MetricsEndpoint::handle(const std::string& target) {
     if (path == "/metrics") {
         HttpReply r;
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = render_metrics(rt_);
+        r.body = render_metrics(rt_, fixed_);
         return r;
     }
     if (path == "/healthz") return probe(health_->live());

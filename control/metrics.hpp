@@ -16,8 +16,15 @@ namespace ztg {
 
 class Runtime;
 
-// The exposition of every metric (README, Metrics).
-std::string render_metrics(Runtime& rt);
+// What the exposition takes from the config: copied at start, on the control thread (a
+// reload replaces the config there, and cannot change these).
+struct MetricsStatic {
+    std::string role;
+    uint32_t pod_capacity = 0;
+};
+
+// The exposition of every metric (README, Metrics and health).
+std::string render_metrics(Runtime& rt, const MetricsStatic& fixed);
 
 class MetricsEndpoint {
   public:
@@ -29,6 +36,7 @@ class MetricsEndpoint {
   private:
     HttpReply handle(const std::string& target);
     Runtime& rt_;
+    MetricsStatic fixed_;
     std::unique_ptr<Health> health_;
     HttpServer server_;
 };

@@ -57,32 +57,46 @@ const auto g_started = std::chrono::steady_clock::now();
 int info_cb(const char*, const char*, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (g_rt == nullptr) return -1;
-    const Config& cfg = g_rt->config();
     rte_tel_data_start_dict(d);
     rte_tel_data_add_dict_string(d, "version", ZTG_VERSION);
-    rte_tel_data_add_dict_string(d, "config", cfg.source.c_str());
-    rte_tel_data_add_dict_string(d, "role", cfg.role == Role::Node ? "node" : "endpoint");
     rte_tel_data_add_dict_u64(d, "pid", uint64_t(getpid()));
     rte_tel_data_add_dict_u64(d, "uptime_s",
                               uint64_t(std::chrono::duration_cast<std::chrono::seconds>(
                                            std::chrono::steady_clock::now() - g_started)
                                            .count()));
-    rte_tel_data_add_dict_u64(d, "workers", cfg.dpdk.workers);
     rte_tel_data_add_dict_u64(d, "pods", g_rt->pod_count());
-    rte_tel_data_add_dict_u64(d, "pods_capacity", cfg.pod_capacity);
     rte_tel_data_add_dict_u64(d, "mbufs_in_use", g_rt->mbufs_in_use());
     rte_tel_data_add_dict_u64(d, "mbufs", g_rt->mbufs_total());
-    const std::string tunnel =
-        format_ip(cfg.tunnel.local_ip) + " -> " + format_ip(cfg.tunnel.remote_ip) + " vni " +
-        std::to_string(cfg.tunnel.vni) + " port " + std::to_string(cfg.tunnel.udp_port);
-    rte_tel_data_add_dict_string(d, "tunnel", tunnel.c_str());
-    const char* modes[] = {"off", "observe", "program"};
-    rte_tel_data_add_dict_string(d, "kernel_mode", modes[int(cfg.kernel.mode)]);
-    auto st = g_rt->inbox().ask([rt = g_rt] { return rt->control_status(); });
-    rte_tel_data_add_dict_string(d, "next_hop",
-                                 !st                 ? "unknown (control thread busy)"
-                                 : st->nexthop_known ? st->nexthop_mac.c_str()
-                                                     : "unresolved");
+    // The config is read on the control thread: a reload replaces it there.
+    struct Info {
+        std::string config, role, tunnel, kernel_mode, next_hop;
+        uint64_t workers, capacity;
+    };
+    auto in = g_rt->inbox().ask([rt = g_rt] {
+        const Config& c = rt->config();
+        const ControlStatus st = rt->control_status();
+        const char* modes[] = {"off", "observe", "program"};
+        return Info{c.source,
+                    c.role == Role::Node ? "node" : "endpoint",
+                    format_ip(c.tunnel.local_ip) + " -> " + format_ip(c.tunnel.remote_ip) +
+                        " vni " + std::to_string(c.tunnel.vni) + " port " +
+                        std::to_string(c.tunnel.udp_port),
+                    modes[int(c.kernel.mode)],
+                    st.nexthop_known ? st.nexthop_mac : "unresolved",
+                    c.dpdk.workers,
+                    c.pod_capacity};
+    });
+    if (!in) {
+        rte_tel_data_add_dict_string(d, "control", "busy: did not answer within 1 s");
+        return 0;
+    }
+    rte_tel_data_add_dict_string(d, "config", in->config.c_str());
+    rte_tel_data_add_dict_string(d, "role", in->role.c_str());
+    rte_tel_data_add_dict_u64(d, "workers", in->workers);
+    rte_tel_data_add_dict_u64(d, "pods_capacity", in->capacity);
+    rte_tel_data_add_dict_string(d, "tunnel", in->tunnel.c_str());
+    rte_tel_data_add_dict_string(d, "kernel_mode", in->kernel_mode.c_str());
+    rte_tel_data_add_dict_string(d, "next_hop", in->next_hop.c_str());
     return 0;
 }
 
