@@ -125,6 +125,41 @@ Ip4 unicast_ipv4(const YAML::Node& n, const std::string& key) {
     return ip;
 }
 
+// "ADDR:PORT", "ADDR" (port kDefaultMetricsPort), "[V6]:PORT" or "[V6]": any address the operator
+// gives (0.0.0.0 for every interface), checked here so that a typo fails at --check.
+void parse_listen(const YAML::Node& n, const std::string& key, MetricsConfig& out) {
+    const std::string s = text(n, key);
+    std::string addr = s, port;
+    if (s.front() == '[') {
+        const auto close = s.find(']');
+        if (close == std::string::npos) fail(key, "'" + s + "': '[' without ']'");
+        addr = s.substr(1, close - 1);
+        if (close + 1 < s.size()) {
+            if (s[close + 1] != ':') fail(key, "'" + s + "': expected ':PORT' after ']'");
+            port = s.substr(close + 2);
+        }
+        in6_addr a6{};
+        if (inet_pton(AF_INET6, addr.c_str(), &a6) != 1)
+            fail(key, "'" + addr + "' is not an IPv6 address");
+    } else {
+        if (const auto colon = s.rfind(':'); colon != std::string::npos) {
+            addr = s.substr(0, colon);
+            port = s.substr(colon + 1);
+        }
+        in_addr a{};
+        if (inet_pton(AF_INET, addr.c_str(), &a) != 1)
+            fail(key, "'" + addr + "' is not an IPv4 address (IPv6: [ADDR]:PORT)");
+    }
+    out.address = addr;
+    if (!port.empty()) {
+        uint64_t v = 0;
+        auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+        if (ec != std::errc() || ptr != port.data() + port.size() || v < 1 || v > 65535)
+            fail(key, "'" + port + "' is not a port (1..65535)");
+        out.port = uint16_t(v);
+    }
+}
+
 Mac mac(const YAML::Node& n, const std::string& key) {
     const std::string s = scalar(n, key);
     Mac m{};
@@ -404,6 +439,11 @@ Config parse(const YAML::Node& root, const std::string& source) {
         if (kc.mode == KernelMode::Observe && !c.pods.empty())
             fail("pods", "with kernel.mode observe the pods come from the ipset " + kc.ipset +
                              "; remove this list");
+    }
+    if (auto n = top.get("metrics"); n) {
+        Map m(n, "metrics");
+        if (auto v = m.get("listen"); v) parse_listen(v, "metrics.listen", c.metrics);
+        m.check_unknown();
     }
     if (auto n = top.get("log"); n) {
         Map l(n, "log");

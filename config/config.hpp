@@ -73,6 +73,15 @@ struct KernelConfig {
     bool operator==(const KernelConfig&) const = default;
 };
 
+// The HTTP endpoint for Prometheus (/metrics) and probes (/healthz, /readyz); off unless
+// metrics.listen is set.
+constexpr uint16_t kDefaultMetricsPort = 16081;
+struct MetricsConfig {
+    std::string address; // IPv4 or IPv6 literal; empty: off
+    uint16_t port = kDefaultMetricsPort;
+    bool operator==(const MetricsConfig&) const = default;
+};
+
 struct Config {
     std::string source; // file name, for messages
     Role role = Role::Node;
@@ -84,6 +93,7 @@ struct Config {
     uint32_t pod_capacity = 65536;
     std::string log_level = "info";
     KernelConfig kernel;
+    MetricsConfig metrics;
 };
 
 Result<Config> load_config(const std::string& path);

@@ -1,21 +1,28 @@
 // ztgeneve: command line, start-up in order (config, EAL, ports, workers), the control
 // loop until SIGINT/SIGTERM, then an orderly stop and the counters.
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <unistd.h>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_pdump.h>
 
 #include "config/config.hpp"
 #include "control/kernel/mirror.hpp"
+#include "control/metrics.hpp"
 #include "control/runtime.hpp"
 
 namespace {
 
 constexpr const char* kUsage = R"(usage: ztgeneve --config FILE [--file-prefix NAME]
+       ztgeneve ctl [--file-prefix NAME] [--json] devices|counters|pods|info ...
        ztgeneve --check FILE
        ztgeneve --cleanup FILE
        ztgeneve --help | --version
@@ -25,12 +32,15 @@ constexpr const char* kUsage = R"(usage: ztgeneve --config FILE [--file-prefix N
   --cleanup FILE      remove the kernel objects that kernel.mode program installs for FILE
                       (foreign rules, routes and ipset members are left alone)
   --file-prefix NAME  DPDK runtime file prefix (overrides dpdk.file_prefix)
+  ctl ...             look at a running instance (ztgeneve-ctl --help)
 
 SIGHUP re-reads the config file: pods, log.level and kernel.poll_ms change live; any other
 change is refused with the key that changed. On SIGINT or SIGTERM ztgeneve stops its
 workers, closes its ports and prints its counters as one line 'ztgeneve-counters {json}'
 on stdout. Live counters: DPDK telemetry /ztgeneve/devices and /ztgeneve/counters,<device>
-on /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2.
+on /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2 (ztgeneve-ctl is its client). With
+metrics.listen: /metrics (Prometheus), /healthz and /readyz over HTTP. With hugepages
+(dpdk.no_huge: false), dpdk-dumpcap --file-prefix <file-prefix> -i <port> captures live.
 )";
 
 volatile std::sig_atomic_t g_signal = 0;
@@ -62,6 +72,11 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
     ztg::Runtime rt(cfg);
     if (auto s = rt.claim_interfaces(); !s) return fail(s.error());
     if (auto s = rt.init_eal(argv0, prefix); !s) return fail(s.error());
+    // dpdk-dumpcap (a secondary process) asks us to copy a port's frames to it. Without
+    // hugepages there is no memory a secondary could share: capture is unavailable then.
+    const bool pdump = rte_pdump_init() == 0;
+    if (!pdump)
+        spdlog::debug("live capture (dpdk-dumpcap) unavailable: {}", rte_strerror(rte_errno));
     if (auto s = rt.open_ports(); !s) return fail(s.error());
     if (auto s = rt.start_workers(); !s) {
         rt.stop();
@@ -70,6 +85,12 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
     if (auto s = rt.start_kernel(); !s)
         spdlog::error("kernel: {}", s.error()); // the dataplane runs on
     ztg::telemetry_attach(&rt);
+    ztg::MetricsEndpoint metrics(rt);
+    if (auto s = metrics.start(cfg.metrics); !s) {
+        ztg::telemetry_detach();
+        rt.stop();
+        return fail(s.error());
+    }
     spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}",
                  cfg.dpdk.workers, rt.devices().size(), rt.pod_count(),
                  ztg::format_ip(cfg.tunnel.local_ip), ztg::format_ip(cfg.tunnel.remote_ip),
@@ -80,11 +101,15 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
             if (auto s = rt.reload(); !s) spdlog::error("reload refused: {}", s.error());
         }
         rt.poll_events();
+        rt.inbox().serve();       // questions from telemetry and metrics
         rte_delay_us_sleep(1000); // events (a pod's MAC, the peer's) apply within ~1 ms
     }
     spdlog::info("signal {}: stopping", int(g_signal));
-    rt.stop();
+    rt.inbox().close(); // nobody waits on a control thread that is going away
+    metrics.stop();
     ztg::telemetry_detach();
+    rt.stop();
+    if (pdump) rte_pdump_uninit();
     std::printf("ztgeneve-counters %s\n", rt.counters_json().c_str());
     std::fflush(stdout);
     std::fputs(rt.counters_table().c_str(), stderr);
@@ -93,7 +118,25 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
 
 } // namespace
 
+// `ztgeneve ctl ...`: the operator's tool, installed beside the binary (in the build tree:
+// control/ztgeneve-ctl beside build/ztgeneve).
+int run_ctl(char** argv) {
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return fail("ctl: cannot find my own binary", 1);
+    std::string dir(self, size_t(n));
+    dir.resize(dir.rfind('/'));
+    for (const std::string& path : {dir + "/ztgeneve-ctl", dir + "/control/ztgeneve-ctl"}) {
+        if (access(path.c_str(), X_OK) != 0) continue;
+        argv[0] = const_cast<char*>(path.c_str());
+        execv(path.c_str(), argv);
+        return fail("ctl: cannot run " + path + ": " + std::strerror(errno), 1);
+    }
+    return fail("ctl: ztgeneve-ctl is not installed beside " + dir + "/ztgeneve", 1);
+}
+
 int main(int argc, char** argv) {
+    if (argc > 1 && std::string(argv[1]) == "ctl") return run_ctl(argv + 1);
     std::string config, check, cleanup, prefix;
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];

@@ -20,6 +20,7 @@ std::string first_difference(const Config& a, const Config& b) {
     if (a.pod_capacity != b.pod_capacity) return "limits.pods";
     if (!(a.kernel == b.kernel)) return "kernel";
     if (!(a.dpdk == b.dpdk)) return "dpdk";
+    if (!(a.metrics == b.metrics)) return "metrics";
     return "";
 }
 

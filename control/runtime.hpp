@@ -16,12 +16,33 @@
 #include "config/result.hpp"
 #include "control/devargs.hpp"
 #include "control/drop_watch.hpp"
+#include "control/inbox.hpp"
 #include "control/kernel/mirror.hpp"
 #include "control/locks.hpp"
 #include "control/ring_stats.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg {
+
+// A pod as the control thread knows it (control/runtime_view.cpp).
+struct PodRow {
+    Ip4 ip;
+    std::string device; // where its traffic was last seen; empty: not seen yet
+    std::string mac;
+};
+
+// What only the control thread may read, as of one moment (control/runtime_view.cpp).
+struct ControlStatus {
+    std::vector<bool> link_up;  // [device]
+    std::vector<bool> is_port;  // [device]: a configured port, not a twin
+    bool nexthop_known = false; // the tunnel peer's MAC (static or learned by ARP)
+    std::string nexthop_mac;
+    bool kernel_mirror = false; // kernel.mode observe or program
+    bool kernel_synced = false; // its first ipset sync succeeded
+    double kernel_sync_age_s = 0;
+    uint64_t kernel_sync_errors = 0;
+    uint32_t pods_located = 0;
+};
 
 class Runtime : public PodSink {
   public:
@@ -62,6 +83,20 @@ class Runtime : public PodSink {
     // mbufs taken from the pool (rx rings, in flight, tx rings); after stop(): what was
     // never returned, i.e. a leak if not 0.
     unsigned mbufs_in_use() const;
+
+    // For the metrics, health and telemetry threads (control/runtime_view.cpp). Lock-free,
+    // any thread, between start_workers() and stop(): relaxed loads of what workers count.
+    size_t worker_count() const { return workers_.size(); }
+    uint64_t worker_counter(size_t w, size_t dev, Ctr c) const { return counters_[w][dev].get(c); }
+    uint64_t worker_rounds(size_t w) const {
+        return workers_[w]->rounds.load(std::memory_order_relaxed);
+    }
+    uint64_t ring_drops(size_t dev) const { return ring_stats_.drops(dev); }
+    unsigned mbufs_total() const;
+    // Control thread only: ask through inbox().
+    std::vector<PodRow> pod_rows() const;
+    ControlStatus control_status() const;
+    ControlInbox& inbox() { return inbox_; }
 
   private:
     Result<uint16_t> open_device(const std::string& devargs, const std::string& key, DevKind kind);
@@ -108,6 +143,7 @@ class Runtime : public PodSink {
     std::vector<Tap> taps_;
     std::vector<bool> present_; // [device] its DPDK port exists (a re-probe may have failed)
     std::chrono::steady_clock::time_point next_tap_watch_{};
+    ControlInbox inbox_;
 };
 
 // Telemetry commands (/ztgeneve/counters, /ztgeneve/info) over DPDK's telemetry socket.

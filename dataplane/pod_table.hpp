@@ -132,6 +132,18 @@ class PodTable {
                               : PodLocation{t.macs[s].load(std::memory_order_acquire)};
     }
 
+    // Every pod and its location, in table order. Writer thread only (the control thread):
+    // it alone replaces the arrays, so nothing it walks can be freed under it.
+    template <class F>
+    void for_each(F&& f) const {
+        const Arrays& t = *t_.load(std::memory_order_relaxed);
+        for (uint32_t s = 0; s <= t.mask; s++) {
+            const uint32_t k = uint32_t(t.slots[s].load(std::memory_order_relaxed));
+            if (k != kEmpty && k != kTomb)
+                f(Ip4{k}, PodLocation{t.macs[s].load(std::memory_order_relaxed)});
+        }
+    }
+
   private:
     static constexpr uint32_t kEmpty = 0;                               // 0.0.0.0 is never a pod
     static constexpr uint32_t kTomb = 0xFFFFFFFF;                       // nor is 255.255.255.255

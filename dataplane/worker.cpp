@@ -1,5 +1,8 @@
 #include "dataplane/worker.hpp"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 
@@ -34,6 +37,20 @@ void WorkerCtx::flush_all() {
     tx_dirty.clear();
 }
 
+namespace {
+
+// Test only (tests/operate): ZTG_TEST_STALL_WORKER=<id>@<ms> makes worker <id> stop polling
+// <ms> after it starts, as a worker stuck in a driver would, so that the health check can be
+// seen to fail. Read once at start; 0: never.
+uint64_t test_stall_tsc(uint16_t id) {
+    const char* e = std::getenv("ZTG_TEST_STALL_WORKER");
+    unsigned who = 0, ms = 0;
+    if (e == nullptr || std::sscanf(e, "%u@%u", &who, &ms) != 2 || who != id) return 0;
+    return rte_rdtsc() + rte_get_tsc_hz() / 1000 * ms;
+}
+
+} // namespace
+
 void run_worker(WorkerCtx& ctx, const Pipeline& pipeline) {
     Shared& sh = *ctx.shared;
     const auto& devs = sh.topo->devs;
@@ -45,7 +62,12 @@ void run_worker(WorkerCtx& ctx, const Pipeline& pipeline) {
     constexpr uint32_t kIdleRounds = 256;
     uint32_t idle = 0;
     rte_mbuf* pkts[kBurst];
+    const uint64_t stall_tsc = test_stall_tsc(ctx.id);
     while (!sh.stop.load(std::memory_order_acquire)) {
+        if (stall_tsc != 0 && rte_rdtsc() > stall_tsc) [[unlikely]] {
+            while (!sh.stop.load(std::memory_order_acquire)) rte_delay_us_sleep(10000);
+            break;
+        }
         ctx.snap = sh.snapshot.load(std::memory_order_acquire);
         uint32_t got = 0;
         for (uint16_t d = 0; d < devs.size(); d++) {
@@ -64,6 +86,7 @@ void run_worker(WorkerCtx& ctx, const Pipeline& pipeline) {
         }
         ctx.snap = nullptr;
         sh.rcu->quiescent(ctx.id);
+        ctx.rounds.store(ctx.rounds.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         if (got != 0) {
             idle = 0;
         } else if (sh.idle_sleep_us != 0 && ++idle > kIdleRounds) {

@@ -111,6 +111,10 @@ struct WorkerCtx {
     std::array<uint64_t, 256> pod_seen{};
     uint64_t icmp_tokens_tsc = 0; // ICMP rate limit: when the bucket was last refilled
     uint32_t icmp_tokens = 0;
+    // Poll rounds completed: the worker adds 1 per round (relaxed load + store, single
+    // writer); the health check reads it (relaxed) to see that the worker is alive. On a
+    // line of its own so that its reader never shares the worker's hot fields.
+    alignas(64) std::atomic<uint64_t> rounds{0};
 
     // Queues m for transmission out of device dev (sent at the end of the burst).
     // Inline to the store; the first packet of a burst for dev and a full queue take the

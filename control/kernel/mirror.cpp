@@ -116,12 +116,12 @@ Status KernelMirror::start() {
     watch_ = std::make_unique<RtnlWatch>();
     if (!watch_->ok()) return err("kernel: cannot subscribe to rule/route/link notifications");
     if (cfg_.kernel.mode == KernelMode::Observe) {
-        auto s = sync_ipset_observe();
+        auto s = synced(sync_ipset_observe());
         check_routing();
         return s;
     }
     std::string errors;
-    for (Status s : {sync_ipset_program(), install_routing()})
+    for (Status s : {synced(sync_ipset_program()), install_routing()})
         if (!s) errors += (errors.empty() ? "" : "; ") + s.error();
     last_disagreement_ = errors; // reported once by the caller, not again by poll()
     next_assert_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -252,7 +252,7 @@ void KernelMirror::poll() {
         spdlog::warn("kernel: netlink notifications overflowed (ENOBUFS): re-reading rules, routes "
                      "and links");
     if (cfg_.kernel.mode == KernelMode::Observe) {
-        if (auto s = sync_ipset_observe(); !s && s.error() != last_ipset_error_) {
+        if (auto s = synced(sync_ipset_observe()); !s && s.error() != last_ipset_error_) {
             spdlog::error("kernel: {}", s.error());
             last_ipset_error_ = s.error();
         }
@@ -264,16 +264,24 @@ void KernelMirror::poll() {
     if (routing_changed || now >= next_assert_) {
         next_assert_ = now + std::chrono::seconds(5);
         std::string errors;
-        for (Status s : {sync_ipset_program(), install_routing()})
+        for (Status s : {synced(sync_ipset_program()), install_routing()})
             if (!s) errors += (errors.empty() ? "" : "; ") + s.error();
         if (errors != last_disagreement_ && !errors.empty()) spdlog::warn("kernel: {}", errors);
         last_disagreement_ = errors;
     }
 }
 
+Status KernelMirror::synced(Status s) {
+    if (s)
+        last_sync_ = std::chrono::steady_clock::now();
+    else
+        sync_errors_++;
+    return s;
+}
+
 Status KernelMirror::set_pods(const std::vector<Ip4>& pods) {
     wanted_ = Ip4Set(pods.begin(), pods.end());
-    return sync_ipset_program();
+    return synced(sync_ipset_program());
 }
 
 Status KernelMirror::cleanup(const Config& cfg) {

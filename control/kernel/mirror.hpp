@@ -67,10 +67,14 @@ class KernelMirror {
 
     uint64_t resyncs() const { return resyncs_; }
     size_t mirrored() const { return current_.size(); }
+    // The last ipset read or write that succeeded (epoch if none yet), and how many failed.
+    std::chrono::steady_clock::time_point last_sync() const { return last_sync_; }
+    uint64_t sync_errors() const { return sync_errors_; }
 
   private:
     Status sync_ipset_observe();
     Status sync_ipset_program();
+    Status synced(Status s); // records the outcome of a sync
     Status install_routing();
     void check_routing(); // observe: log where the kernel disagrees with our tunnel config
 
@@ -84,6 +88,8 @@ class KernelMirror {
     std::chrono::steady_clock::time_point next_poll_{}, next_assert_{};
     std::string last_disagreement_, last_ipset_error_;
     uint64_t resyncs_ = 0;
+    std::chrono::steady_clock::time_point last_sync_{};
+    uint64_t sync_errors_ = 0;
 };
 
 } // namespace ztg
