@@ -4,7 +4,7 @@
 //            difference applied; rules, routes and links are re-read on RTNLGRP events
 //            (full re-read after an overflow) and disagreements logged. Never writes.
 //   program: ztgeneve's pods are the truth; it installs and keeps the kernel objects of
-//            reference/kernel-path.md so the kernel can carry the traffic without it.
+//            DESIGN.md, "What it replaces", so the kernel can carry the traffic without it.
 #pragma once
 
 #include <chrono>

@@ -140,7 +140,7 @@ class Ztgeneve(_DpdkApp):
 
 class Ovs:
     """OVS-DPDK userspace Geneve push (ovs-vswitchd-dpdk), as in
-    ../shared/reference/ovs-dpdk-baseline.md: br-phy (netdev) owns the tunnel output and
+    the OVS-DPDK baseline set-up: br-phy (netdev) owns the tunnel output and
     10.244.2.1/24; br-int (netdev, fail_mode=secure) has geneve0 (remote 10.244.2.10, key
     1001), the non-pod output and, added last, the pcap input. rules: "pod" = one /32 per
     pod, or a CIDR string = one rule on it. All state in workdir/ovs, its own namespace."""

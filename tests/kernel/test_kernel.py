@@ -4,7 +4,7 @@
   ztk-pod2 (10.244.2.2) -- v-pod2
 
 observe: the ipset drives the pod table; program: ztgeneve installs the kernel objects of
-reference/kernel-path.md and removes exactly them on --cleanup; fallback after SIGKILL;
+DESIGN.md ("What it replaces") and removes exactly them on --cleanup; fallback after SIGKILL;
 and a live update of 10,000 pods that must not cost a steady flow one packet.
 """
 import os
@@ -218,7 +218,7 @@ def listings():
 
 
 def normalize(text):
-    """Our ownership marks, which reference/kernel-path.md does not show."""
+    """Our ownership marks, which the kernel path in DESIGN.md does not show."""
     return text.replace(" -m comment --comment ztgeneve", "").replace(" proto 250", "")
 
 
@@ -241,7 +241,7 @@ def test_program_installs_exactly_the_reference_objects_and_cleans_up(topo, tmp_
                               'add ztunnel-pods-ips 10.244.2.3 comment "ztgeneve"',
                               'add ztunnel-pods-ips 10.244.2.2 comment "ztgeneve"'])
     ipt = normalize(first["iptables"])
-    # reference/kernel-path.md, steps 1 and 3 (and the jumps into the chains).
+    # the kernel path (DESIGN.md, "What it replaces"): the mark and the ACCEPT rule (and the jumps into the chains).
     assert sorted(l for l in ipt.splitlines() if " -A " in l) == sorted([
         "*mangle -A PREROUTING -j ztunnel-PREROUTING",
         "*mangle -A ztunnel-PREROUTING -p tcp -m set --match-set ztunnel-pods-ips src -j MARK --set-xmark 0x100/0x100",

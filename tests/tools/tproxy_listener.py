@@ -1,6 +1,6 @@
 """ztunnel's stand-in: a transparent TCP listener (run inside ztg-ztunnel).
 
-TPROXY (reference/kernel-path.md, point 7) hands every TCP connection that arrives on
+TPROXY (as in the ztunnel pod of the kernel path, DESIGN.md) hands every TCP connection that arrives on
 pistioout to 127.0.0.1:15001 without changing its destination. This listener accepts them
 (IP_TRANSPARENT), and for each connection sends one line
 
