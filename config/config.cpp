@@ -262,6 +262,15 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
             use_device(*p.twin, m.path("twin"));
         }
         if (auto mc = m.get("mac"); mc) p.mac = unicast_mac(mc, m.path("mac"));
+        if (auto sg = m.get("segment"); sg) {
+            const std::string v = scalar(sg, m.path("segment"));
+            if (v != "kernel" && v != "off")
+                fail(m.path("segment"), "expected kernel or off, got '" + v + "'");
+            if (p.devargs.rfind("net_af_packet", 0) != 0)
+                fail(m.path("segment"), "applies to net_af_packet ports only (devargs '" +
+                                            device_name(p.devargs) + "')");
+            p.segment = v == "kernel" ? Segment::Kernel : Segment::Off;
+        }
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });

@@ -24,6 +24,12 @@ struct Ip4Order {
 };
 using Ip4Set = std::set<Ip4, Ip4Order>;
 
+// ports[].segment: who cuts a pod's TSO/GSO frames down to the MTU before a net_af_packet
+// port reads them (control/xdp_segment.cpp). Kernel: the pod's kernel, made to by an XDP pass
+// program on the veth's host end; Off: nothing is attached (frames larger than the packet
+// ring's frames arrive cut short).
+enum class Segment : uint8_t { Kernel, Off };
+
 struct PortConfig {
     std::string name;
     DevKind kind = DevKind::Pods; // ports[].role, a row of kPortKinds
@@ -31,6 +37,7 @@ struct PortConfig {
     std::optional<std::string> twin; // devargs of the kernel twin (a net_tap)
     std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)
     std::optional<uint32_t> vni;     // role tunnel: the VNI carried (set from tunnel.vni if absent)
+    Segment segment = Segment::Kernel; // applies to net_af_packet ports on a veth
     bool operator==(const PortConfig&) const = default;
 };
 

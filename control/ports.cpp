@@ -118,6 +118,7 @@ Status Runtime::open_ports() {
         if (auto s = setup_queues(d); !s) return s;
     ring_stats_.find(info_);
     find_taps();
+    segment_.attach(cfg_.ports);
     // A port answers to its twin's MAC, the address the kernel gives its neighbours,
     // unless the config names one.
     for (auto& dev : topo_.devs)

@@ -162,6 +162,7 @@ void Runtime::stop() {
         for (unsigned l : worker_lcores_) rte_eal_wait_lcore(l);
         workers_running_ = false;
     }
+    segment_.detach();
     ring_stats_.poll(true); // the last of them, before the sockets close
     ring_stats_.close();
     for (uint16_t d = 0; d < started_.size(); d++) {

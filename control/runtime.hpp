@@ -2,7 +2,8 @@
 // published snapshot, the workers and their counters and event queues. Runtime puts the
 // pieces together in order; each job is its own file: locks (one ztgeneve per interface),
 // eal (arguments), ports (pool size, queues), snapshot_builder, reload (what may change
-// live), drop_watch, ring_stats (af_packet drops), taps (re-creation), reports (counters).
+// live), drop_watch, ring_stats (af_packet drops), taps (re-creation), reports (counters),
+// xdp_segment (pods' TSO/GSO segmented by their kernel).
 #pragma once
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include "control/kernel/mirror.hpp"
 #include "control/locks.hpp"
 #include "control/ring_stats.hpp"
+#include "control/xdp_segment.hpp"
 #include "dataplane/worker.hpp"
 
 namespace ztg {
@@ -125,6 +127,7 @@ class Runtime : public PodSink {
     InterfaceLocks locks_; // held for the life of the process
     RingStats ring_stats_; // drop_kernel_ring
     DropWatch drop_watch_;
+    XdpSegment segment_; // the XDP pass program on net_af_packet ports' veths
     // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
     // under us is taken out of service, removed and probed again with its devargs, MAC and
     // MTU, checked once a second. Frames for it meanwhile count as drop_tx_full.

@@ -30,6 +30,17 @@ TEST(Config, GoodConfigAndDefaults) {
     EXPECT_EQ(format_ip(c->pods[1]), "10.244.2.2");
     EXPECT_EQ(c->tunnel.inner_ip, ip4(192, 168, 127, 1));
     EXPECT_EQ(c->kernel.istioout_peer, ip4(192, 168, 127, 2));
+    EXPECT_EQ(c->ports[0].segment, Segment::Kernel) << "the pod's kernel segments by default";
+}
+
+TEST(Config, SegmentOff) {
+    std::string y = kGood;
+    y.replace(y.find("twin: \"net_tap0,iface=t0\"}"), 26,
+              "twin: \"net_tap0,iface=t0\", segment: off}");
+    auto c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->ports[0].segment, Segment::Off);
+    EXPECT_EQ(c->ports[1].segment, Segment::Kernel);
 }
 
 struct Bad {
@@ -102,6 +113,12 @@ const Bad kBad[] = {
      "tunnel.too_big: 'yes' is neither fragment nor drop"},
     {"same local and remote", "remote_ip: 10.244.2.10", "remote_ip: 10.244.2.1",
      "tunnel.remote_ip: must differ from tunnel.local_ip"},
+    {"segment neither kernel nor off", "twin: \"net_tap0,iface=t0\"}",
+     "twin: \"net_tap0,iface=t0\", segment: xdp}",
+     "ports[0].segment: expected kernel or off, got 'xdp'"},
+    {"segment on a device other than net_af_packet", "devargs: \"net_af_packet0,iface=v0\"",
+     "devargs: \"net_pcap0,iface=v0\", segment: kernel",
+     "ports[0].segment: applies to net_af_packet ports only (devargs 'net_pcap0')"},
     {"yaml syntax", "role: node", "role: [node", "bad.yaml:"},
 };
 
