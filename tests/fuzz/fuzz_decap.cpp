@@ -247,7 +247,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             sent_tunnel++;
             continue;
         }
-        FUZZ_CHECK(g.vni == s.outbound().vni, what + ": delivered with VNI " + std::to_string(g.vni));
+        FUZZ_CHECK(g.vni == s.outbound().vni,
+                   what + ": delivered with VNI " + std::to_string(g.vni));
         const size_t ip = g.inner_off + 14u;
         FUZZ_CHECK(rec.bytes.size() >= ip + 20, what + ": delivered without an inner IPv4 header");
         const Pod* pod = nullptr;
