@@ -18,7 +18,8 @@ import subprocess
 
 import netns
 # (GW_IP, VIP, ZT_MAC, links, sh, wait: the tests use them as minilab's)
-from lab import (GW_IP, ISTIOOUT_MAC, LISTENER_PORT, PISTIOOUT_MAC, VIP, ZT_MAC, ZT_OCTET,  # noqa: F401
+from lab import (GW_IP, ISTIOOUT_IP, ISTIOOUT_MAC, LISTENER_PORT, PISTIOOUT_MAC, TUNNEL_MTU, VIP,  # noqa: F401
+                 ZT_IP, ZT_MAC, ZT_OCTET,
                  NodeLab, links, sh, twin_mac, wait)
 from tproxy_listener import ListenerProcess
 from ztgeneve import Ztgeneve
