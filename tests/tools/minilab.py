@@ -19,7 +19,7 @@ import subprocess
 import netns
 # (GW_IP, VIP, ZT_MAC, links, sh, wait: the tests use them as minilab's)
 from lab import (GW_IP, ISTIOOUT_IP, ISTIOOUT_MAC, LISTENER_PORT, PISTIOOUT_MAC, TUNNEL_MTU, VIP,  # noqa: F401
-                 ZT_IP, ZT_MAC, ZT_OCTET,
+                 ZT_IP, ZT_MAC, ZT_OCTET, pod_mac,
                  NodeLab, links, sh, twin_mac, wait)
 from tproxy_listener import ListenerProcess
 from ztgeneve import Ztgeneve
