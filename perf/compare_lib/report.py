@@ -7,7 +7,7 @@ from pathlib import Path
 FIELDS = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers", "rep",
           "rx_mpps", "tx_mpps", "cycles_per_pkt", "rss_mb", "load1"]
 KEY = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers"]
-TARGETS = {"testpmd": 0.70, "ovs-pod": 4.0, "1M/10 pods": 0.90}
+TARGETS = {"testpmd": 0.70, "ovs-pod": 4.0, "1M/10 pods": 0.90, "2/1 workers": 1.8}
 
 
 def summarize(rows):
@@ -68,6 +68,42 @@ def scaling_ratio(rows, mode):
     return ("ztgeneve 1M pods / 10 pods", statistics.median(per_rep), TARGETS["1M/10 pods"]) if per_rep else None
 
 
+def workers_curve(summary, mode, side, zcase):
+    """[(workers, summary row)] of one side: 1 worker from the main table (testpmd, zcase),
+    more from the workers scan."""
+    one = find(summary, mode, "testpmd" if side == "testpmd" else zcase)
+    more = [s for s in summary if s["mode"] == mode and s["side"] == side and s["case"].startswith("scale-workers")]
+    return sorted(([(1, one)] if one else []) + [(s["workers"], s) for s in more], key=lambda x: x[0])
+
+
+def workers_ratio(rows, mode, zcase):
+    """ztgeneve with 2 workers / with 1, the median over repetitions of the ratio within one."""
+    by = defaultdict(dict)
+    for r in rows:
+        if r["mode"] == mode and r["case"] in (zcase, "scale-workers-2-ztg"):
+            by[r["case"]][r["rep"]] = r["rx_mpps"]
+    per_rep = [by["scale-workers-2-ztg"][k] / by[zcase][k] for k in by["scale-workers-2-ztg"] if by[zcase].get(k)]
+    return ("ztgeneve 2 workers / 1 worker", statistics.median(per_rep), TARGETS["2/1 workers"]) if per_rep else None
+
+
+def workers_md(summary, modes, zcase):
+    lines = []
+    for m in modes:
+        curves = {side: workers_curve(summary, m, side, zcase) for side in ("testpmd", "ztgeneve")}
+        if max((w for c in curves.values() for w, _ in c), default=1) < 2:
+            continue
+        if not lines:
+            lines = ["", "| workers (= rx queues) | mode | testpmd io Rx Mpps (spread) | ztgeneve Rx Mpps (spread) "
+                         "| ztgeneve / its 1 worker |", "|---:|---|---:|---:|---:|"]
+        tp, zt = dict(curves["testpmd"]), dict(curves["ztgeneve"])
+        base = zt.get(1)
+        for w in sorted(set(tp) | set(zt)):
+            cell = lambda s: f"{s['rx_mpps']:.2f} ({s['spread_pct']:.0f} %)" if s else "–"
+            ratio = f"{zt[w]['rx_mpps'] / base['rx_mpps']:.2f} ×" if base and zt.get(w) else "–"
+            lines.append(f"| {w} | {m} | {cell(tp.get(w))} | {cell(zt.get(w))} | {ratio} |")
+    return lines
+
+
 def table_md(summary, modes, main_cases, tsc_ghz):
     lines = ["| case | " + " | ".join(f"{m}: Rx Mpps median (best, spread) | cycles/pkt" for m in modes) + " |",
              "|---|" + "---:|---:|" * len(modes)]
@@ -91,9 +127,9 @@ def targets_md(rows, modes, zcase):
     for m in modes:
         for name, v, t in ratios(rows, m, zcase):
             per[(name, t)][m] = v
-        sr = scaling_ratio(rows, m)
-        if sr:
-            per[(sr[0], sr[2])][m] = sr[1]
+        for sr in (scaling_ratio(rows, m), workers_ratio(rows, m, zcase)):
+            if sr:
+                per[(sr[0], sr[2])][m] = sr[1]
     for (name, t), vals in per.items():
         met = "(reported)" if t is None else \
             ("**met**" if all(v >= t for v in vals.values()) else "**NOT met**")
@@ -132,8 +168,9 @@ def update_results_md(path, block):
     path.write_text(text)
 
 
-def plot(summary, out_dir):
-    """perf/compare-pods.png (Mpps vs pods in the table) and perf/compare-sizes.png (vs frame size)."""
+def plot(summary, out_dir, zcase="ztgeneve-10k"):
+    """perf/compare-pods.png (Mpps vs pods in the table), compare-sizes.png (vs frame size),
+    compare-flows.png (vs flows) and compare-workers.png (vs workers)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,4 +198,21 @@ def plot(summary, out_dir):
         fig.savefig(Path(out_dir) / fname, dpi=100)
         plt.close(fig)
         made.append(fname)
+    pts = {(m, side): workers_curve(summary, m, side, zcase)
+           for m in sorted({s["mode"] for s in summary}) for side in ("testpmd", "ztgeneve")}
+    if any(len(c) > 1 for c in pts.values()):
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for (mode, side), c in sorted(pts.items()):
+            if len(c) > 1:
+                ax.plot([w for w, _ in c], [s["rx_mpps"] for _, s in c], marker="o", label=f"{side} ({mode})")
+        ax.set_xlabel("workers (testpmd: forwarding cores), one rx queue each")
+        ax.set_ylabel("Rx Mpps (median)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("perf/compare: Mpps vs workers")
+        fig.tight_layout()
+        fig.savefig(Path(out_dir) / "compare-workers.png", dpi=100)
+        plt.close(fig)
+        made.append("compare-workers.png")
     return made

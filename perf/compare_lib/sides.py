@@ -24,21 +24,39 @@ ZTUNNEL_MAC = "02:00:00:00:02:0a"
 
 
 class Devices:
-    """Devargs of the input and the two outputs; pcap files instead of null when checking."""
+    """Devargs of the input and the two outputs; pcap files instead of null when checking.
+    in_pcaps: one file per rx queue (net_pcap makes a queue of each rx_pcap; the input is
+    spread over them by flow, traffic.write_pcap). The outputs get as many queues: net_null
+    any number, a checking net_pcap one tx_pcap file per queue (tunnel.q<i>.pcap)."""
 
-    def __init__(self, in_pcap, check_dir=None):
-        self.check_dir = check_dir
-        if check_dir:  # one pass over the file, outputs captured
-            self.inp = f"net_pcap0,rx_pcap={in_pcap}"
-            self.tun = f"net_pcap_tun,tx_pcap={check_dir}/tunnel.pcap"
-            self.other = f"net_pcap_oth,tx_pcap={check_dir}/other.pcap"
+    def __init__(self, in_pcaps, check_dir=None):
+        in_pcaps = [in_pcaps] if isinstance(in_pcaps, (str, Path)) else list(in_pcaps)
+        self.check_dir, self.queues = check_dir, len(in_pcaps)
+        rx = ",".join(f"rx_pcap={p}" for p in in_pcaps)
+        if check_dir:  # one pass over the files, outputs captured
+            self.inp = f"net_pcap0,{rx}"
+            self.tun = "net_pcap_tun," + ",".join(f"tx_pcap={p}" for p in self.outputs("tunnel"))
+            self.other = "net_pcap_oth," + ",".join(f"tx_pcap={p}" for p in self.outputs("other"))
         else:
-            self.inp = f"net_pcap0,rx_pcap={in_pcap},infinite_rx=1"
+            self.inp = f"net_pcap0,{rx},infinite_rx=1"
             self.tun, self.other = "net_null0,no-rx=1", "net_null1,no-rx=1"
+
+    def outputs(self, name):
+        """The capture files of output `name` (tunnel, other) when checking, one per queue."""
+        if self.queues == 1:
+            return [Path(self.check_dir) / f"{name}.pcap"]
+        return [Path(self.check_dir) / f"{name}.q{i}.pcap" for i in range(self.queues)]
 
     @staticmethod
     def name(devargs):
         return devargs.split(",", 1)[0]
+
+
+def lcores(workers):
+    """EAL --lcores for the main lcore on CPU 0 and `workers` forwarding lcores, the first on
+    FWD_CPU and the others on the next CPUs (wrapping), as ztgeneve places its workers."""
+    ncpu = os.cpu_count() or 1
+    return ",".join(["0@0"] + [f"{i}@{(FWD_CPU + i - 1) % ncpu}" for i in range(1, workers + 1)])
 
 
 def eal_mem_args(huge_dir, mb):
@@ -66,17 +84,20 @@ class Testpmd(_DpdkApp):
     label = "testpmd io"
     mode = "io"
 
-    def __init__(self, ns, devs, workdir, huge_dir=None, n_frames=2000, **_):
+    def __init__(self, ns, devs, workdir, huge_dir=None, n_frames=2000, workers=1, **_):
         self.ns, self.devs, self.workdir, self.huge = ns, devs, Path(workdir), huge_dir
         self.prefix, self.outs = f"zperf-tp-{os.getpid()}", [devs.tun]
-        self.mbufs = n_frames + 16384
+        self.workers = workers
+        self.mbufs = n_frames + 16384 * workers
         self.mem = 256 + self.mbufs * 9 // 2048  # ~4.5 KB per mbuf: 3 KB was too little at 1M
 
     def start(self):
-        args = ["dpdk-testpmd", "-l", f"0,{FWD_CPU}", "--main-lcore", "0", "--file-prefix", self.prefix,
+        n = self.workers
+        args = ["dpdk-testpmd", f"--lcores={lcores(n)}", "--main-lcore", "0", "--file-prefix", self.prefix,
                 "--no-pci", "--log-level=*:warning", *eal_mem_args(self.huge, self.mem),
                 "--vdev", self.devs.inp, "--vdev", self.devs.tun, "--",
-                f"--forward-mode={self.mode}", "--nb-cores=1", f"--total-num-mbufs={self.mbufs}", "--auto-start"]
+                f"--forward-mode={self.mode}", f"--nb-cores={n}", f"--rxq={n}", f"--txq={n}",
+                f"--total-num-mbufs={self.mbufs}", "--auto-start"]
         # testpmd runs until its stdin closes
         self.proc = Proc(self.ns, args, self.workdir, "testpmd", stdin_pipe=True)
         env.wait_for(lambda: self.sample()[0] > 0, 60, "waiting for testpmd to forward", self.proc)

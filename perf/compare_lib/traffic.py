@@ -62,13 +62,15 @@ def _csum(data):
 def frames(n_frames=2000, pods=199, flows=None, size=64):
     """Yield n_frames raw frames of `size` bytes (without FCS). Every 10th frame comes from a
     non-pod IP; the others cycle over `flows` distinct (pod, source port) 5-tuples whose
-    pods cycle over `pods` addresses, so consecutive frames come from different pods."""
+    pods cycle over `pods` addresses, so consecutive frames come from different pods. A
+    flow's k-th frame has TCP sequence number k, so that its order can be checked at the output."""
     flows = flows or pods
     tmpl = Ether(src=POD_MAC, dst=GW_MAC) / IP(src="10.244.2.2", dst=VIP, ttl=64) / \
         TCP(sport=40000, dport=VIP_PORT, flags="S", seq=1)
     pad = max(0, size - len(tmpl))
     base = bytearray(bytes(tmpl / Raw(b"\0" * pad)))
     n_pod = 0
+    seq = {}  # per flow: how many frames it has sent, its TCP sequence number (order checks)
     for k in range(n_frames):
         if k % 10 == 9:
             src, sport = FIRST_NONPOD + (k // 10) % 250, 30000 + (k // 10) % 1000
@@ -76,12 +78,14 @@ def frames(n_frames=2000, pods=199, flows=None, size=64):
             f = n_pod % flows
             n_pod += 1
             src, sport = pod_addr(f % pods), 1024 + (f // pods) % 64000
-        yield _patch(base, src, sport)
+        n = seq[(src, sport)] = seq.get((src, sport), 0) + 1
+        yield _patch(base, src, sport, n)
 
 
-def _patch(base, src, sport):
+def _patch(base, src, sport, seq):
     b = bytearray(base)
     b[26:30] = struct.pack("!I", src)
+    b[38:42] = struct.pack("!I", seq)
     b[24:26] = b"\0\0"
     b[24:26] = struct.pack("!H", _csum(bytes(b[14:34])))
     b[34:36] = struct.pack("!H", sport)
@@ -92,13 +96,38 @@ def _patch(base, src, sport):
     return bytes(b)
 
 
-def write_pcap(path, n_frames=2000, pods=199, flows=None, size=64):
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, fr in enumerate(frames(n_frames, pods, flows, size)):
-            f.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
-            f.write(fr)
-    return path
+def queue_of(frame, queues):
+    """The rx queue a frame goes to when the input is spread over `queues` (one pcap each):
+    by its flow (source address and port), so that a flow stays on one queue and one worker,
+    as RSS or a packet-fanout hash would keep it."""
+    src, sport = struct.unpack_from("!IH", frame, 26)[0], struct.unpack_from("!H", frame, 34)[0]
+    return (src * 2654435761 + sport) % (1 << 32) % queues
+
+
+def write_pcap(path, n_frames=2000, pods=199, flows=None, size=64, queues=1):
+    """The input as one pcap (queues=1: returns [path]) or spread by flow over `queues`
+    files path.q<i>.pcap (returns their paths)."""
+    paths = [path] if queues == 1 else [path.with_suffix(f".q{i}.pcap") for i in range(queues)]
+    files = [open(p, "wb") for p in paths]
+    count = [0] * queues
+    try:
+        for f in files:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for fr in frames(n_frames, pods, flows, size):
+            q = queue_of(fr, queues) if queues > 1 else 0
+            i = count[q]
+            count[q] += 1
+            files[q].write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
+            files[q].write(fr)
+    finally:
+        for f in files:
+            f.close()
+    return paths
+
+
+def flow_seq(frame, off=14):
+    """((source address, source port), TCP sequence number) of a frame whose IPv4 header is at off."""
+    return (frame[off + 12:off + 16], frame[off + 20:off + 22]), struct.unpack_from("!I", frame, off + 24)[0]
 
 
 def read_pcap(path):
