@@ -15,9 +15,13 @@ PACKET_QDISC_BYPASS, which packet taps on the sending end do not see.
 
 Environment: ZTG_BINARY (default build/ztgeneve), ZTG_CONFIG (default config/lab-node.yaml),
 ZTG_ENDPOINT_CONFIG (default config/lab-endpoint.yaml), ZTG_KEEP_PCAPS=1 keeps capture
-files, ZTG_E2E_LOG_DIR (default a temp dir) for logs.
+files, ZTG_E2E_LOG_DIR (default a temp dir) for logs. ZTG_WORKERS=N runs the node with N
+workers: its config becomes a copy with dpdk.workers N, `qpairs=N` on every net_af_packet
+port (the kernel spreads the frames of a veth over the N packet sockets by a flow hash,
+PACKET_FANOUT_HASH) and metrics on 127.0.0.1:16081 in ztg-node (per-worker counters).
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tests" / "tools"
@@ -57,6 +62,23 @@ VNI = 1001
 PODS = {p: TOPOLOGY.ip(p) for p in [*TOPOLOGY.pods, "ztunnel"]}  # name -> ip
 MESHED = ["productpage", "ratings", "reviews-v1", "reviews-v2", "reviews-v3"]
 POD_PORTS = MESHED + ["legacy"]  # ztgeneve ports of role "pods"
+WORKERS = int(os.environ.get("ZTG_WORKERS", "1"))
+METRICS = "127.0.0.1:16081"  # with ZTG_WORKERS: in ztg-node only
+
+
+def node_config(base, log_dir):
+    """The node's config: base itself, or with ZTG_WORKERS a copy for that many workers."""
+    if WORKERS == 1:
+        return base
+    cfg = yaml.safe_load(Path(base).read_text())
+    cfg["dpdk"]["workers"] = WORKERS
+    for port in cfg["ports"]:
+        if port["devargs"].startswith("net_af_packet"):
+            port["devargs"] += f",qpairs={WORKERS}"
+    cfg["metrics"] = {"listen": METRICS}
+    path = Path(log_dir) / f"node-{WORKERS}-workers.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 def octet(pod):
@@ -86,6 +108,16 @@ class Lab:
 
     def counters(self):
         return telemetry.counters(FILE_PREFIX)
+
+    def metrics(self):
+        """Per-worker counters from /metrics (ZTG_WORKERS only): {(name, device, worker): n}."""
+        body = netns.run(NODE_NS, "/usr/bin/python3", "-c",
+                         f"import urllib.request; print(urllib.request.urlopen('http://{METRICS}/metrics', "
+                         "timeout=5).read().decode())").stdout
+        out = {}
+        for m in re.finditer(r'^ztgeneve_(\w+)_total\{device="([^"]+)",worker="(\d+)"\} (\d+)$', body, re.M):
+            out[(m.group(1), m.group(2), int(m.group(3)))] = int(m.group(4))
+        return out
 
     def ep_counters(self):
         return telemetry.counters(EP_PREFIX)
@@ -136,7 +168,7 @@ def lab(request):
     except labtopo.LabError as e:
         pytest.fail(f"lab up failed: {e}")
 
-    z = Ztgeneve(binary, config, ns=NODE_NS, log_dir=os.path.join(log_dir, "node"),
+    z = Ztgeneve(binary, node_config(config, log_dir), ns=NODE_NS, log_dir=os.path.join(log_dir, "node"),
                  taps=[f"t-{p}" for p in PODS])
     ep = Ztgeneve(binary, ep_config, ns=ZT_NS, log_dir=os.path.join(log_dir, "endpoint"),
                   taps=["eth0", "pistioout"])
