@@ -142,7 +142,8 @@ def scaling_md(summary):
     lines = []
     for prefix, col, title in (("scale-pods", "table_pods", "pods in the table"),
                                ("scale-flows", "flows", "distinct flows"),
-                               ("scale-size", "size", "frame size (bytes)")):
+                               ("scale-size", "size", "frame size (bytes)"),
+                               ("memif", "size", "memif input: frame size (bytes)")):
         rs = sorted((s for s in summary if s["case"].startswith(prefix)),
                     key=lambda s: (s["mode"], s["side"], s[col]))
         if not rs:

@@ -4,6 +4,7 @@ All use the same devices: the input `net_pcap0` replaying in.pcap (infinite_rx) 
 outputs `net_null0` (tunnel side) and `net_null1` (non-pod frames), or, for the
 correctness check, pcap files (`Devices(check_dir=...)`). One forwarding core: CPU 1;
 everything else on CPU 0."""
+import contextlib
 import os
 import re
 import shutil
@@ -40,6 +41,15 @@ class Devices:
         else:
             self.inp = f"net_pcap0,{rx},infinite_rx=1"
             self.tun, self.other = "net_null0,no-rx=1", "net_null1,no-rx=1"
+
+    @classmethod
+    def memif(cls, socket):
+        """The input is a memif client of `socket` (a generator process is its server)."""
+        d = cls.__new__(cls)
+        d.check_dir, d.queues = None, 1
+        d.inp = f"net_memif0,role=client,socket={socket},socket-abstract=no"
+        d.tun, d.other = "net_null0,no-rx=1", "net_null1,no-rx=1"
+        return d
 
     def outputs(self, name):
         """The capture files of output `name` (tunnel, other) when checking, one per queue."""
@@ -127,10 +137,11 @@ class Ztgeneve(_DpdkApp):
     label = "ztgeneve"
 
     def __init__(self, ns, devs, workdir, huge_dir=None, table_pods=(), n_frames=2000, workers=1,
-                 mtu=None, **_):
+                 mtu=None, protocols=None, **_):
         self.ns, self.devs, self.workdir, self.huge = ns, devs, Path(workdir), huge_dir
         self.prefix, self.outs = f"zperf-ztg-{os.getpid()}", [devs.tun, devs.other]
         self.pods, self.workers, self.n_frames, self.mtu = list(table_pods), workers, n_frames, mtu
+        self.protocols = protocols
 
     def config(self):
         cfg = yaml.safe_load((REPO / "perf" / "configs" / "ztgeneve-node.yaml").read_text())
@@ -146,6 +157,8 @@ class Ztgeneve(_DpdkApp):
         if self.mtu:  # 1500-byte frames + 50 bytes of Geneve need a jumbo ztunnel link
             cfg["tunnel"]["mtu"] = self.mtu
         cfg.setdefault("limits", {})["pods"] = max(1024, len(self.pods) * 5 // 4)
+        if self.protocols:  # the memif generator sends UDP
+            cfg["redirect"] = {"protocols": self.protocols}
         path = self.workdir / "ztgeneve.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
@@ -260,6 +273,70 @@ class Ovs:
             env.wait_for(lambda p=p: not p.alive(), 20, f"waiting for {p.name} to exit") if p.alive() else None
             p.stop()
         env.dpdk_run_dir_cleanup(self.prefix)
+
+
+class MemifGenerator:
+    """dpdk-testpmd txonly as the memif server that feeds a side: one flow of UDP frames of
+    `size` bytes from the pod 10.244.2.2 to the VIP, made by a DPDK process and handed over
+    through shared-memory rings as a NIC's rx ring would be filled (not replayed from a
+    file). Its forwarding lcore and main lcore share CPU 0; the side keeps CPU 1."""
+
+    def __init__(self, ns, workdir, size, huge_dir=None):
+        self.ns, self.workdir, self.size, self.huge = ns, Path(workdir), size, huge_dir
+        self.prefix = f"zperf-gen-{os.getpid()}"
+        self.socket = self.workdir / f"memif-{os.getpid()}.sock"
+
+    def start(self):
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        args = ["stdbuf", "-oL", "dpdk-testpmd", "--lcores=0@0,1@0", "--main-lcore", "0", "--file-prefix", self.prefix,
+                "--no-pci", "--log-level=*:warning", *eal_mem_args(self.huge, 1024),
+                "--vdev", f"net_memif0,role=server,socket={self.socket},socket-abstract=no", "--",
+                "--forward-mode=txonly", "--tx-ip=10.244.2.2,10.96.0.10", f"--txpkts={self.size}",
+                "--nb-cores=1", "--total-num-mbufs=16384", "--auto-start"]
+        self.proc = Proc(self.ns, args, self.workdir, "memif-gen", stdin_pipe=True)
+        # Listening once forwarding has started (the socket file alone comes before listen(),
+        # and a client refused then does not retry).
+        env.wait_for(lambda: self.socket.exists() and "Press enter to exit" in self.proc.text("out"), 60,
+                     "waiting for the memif generator", self.proc)
+        return self
+
+    def stop(self):
+        self.proc.p.stdin.close()
+        rc = self.proc.stop()
+        env.dpdk_run_dir_cleanup(self.prefix)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        return rc
+
+
+class WithGenerator:
+    """A side whose input is fed by a generator process: started first, stopped last."""
+
+    def __init__(self, side, gen):
+        self.side, self.gen, self.label = side, gen, f"{side.label} (memif input)"
+
+    @property
+    def proc(self):
+        return self.side.proc
+
+    def start(self):
+        self.gen.start()
+        try:
+            self.side.start()
+        except Exception:
+            self.gen.stop()
+            raise
+        return self
+
+    def sample(self):
+        return self.side.sample()
+
+    def stop(self):
+        try:
+            return self.side.stop()
+        finally:
+            self.gen.stop()
 
 
 SIDES = {"testpmd": Testpmd, "testpmd-mac": TestpmdMac, "testpmd-macswap": TestpmdMacswap,
