@@ -1,6 +1,7 @@
 #include "control/kernel/reference.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 namespace ztg {
 
@@ -24,8 +25,17 @@ std::string has_mark(uint32_t v) {
     return "-m mark --mark " + masked(v);
 }
 
-bool same_place(const RouteSpec& a, const RouteSpec& b) {
-    return a.table == b.table && a.dst == b.dst && a.dst_len == b.dst_len;
+// Where a route is: its table and destination (one route per place in our tables). An
+// index by place keeps the plans linear in the number of pods.
+using Place = std::tuple<uint32_t, uint32_t, uint8_t>;
+Place place(const RouteSpec& r) {
+    return {r.table, r.dst.raw, r.dst_len};
+}
+template <class T, class Spec>
+std::map<Place, const T*> by_place(const std::vector<T>& v, Spec spec) {
+    std::map<Place, const T*> m;
+    for (const T& x : v) m.emplace(place(spec(x)), &x);
+    return m;
 }
 
 } // namespace
@@ -122,16 +132,17 @@ std::vector<GeneveSpec> reference_links(const Config& c) {
 
 RoutePlan plan_routes(const std::vector<Rtnl::Route>& have, const std::vector<RouteSpec>& want) {
     RoutePlan p;
+    const auto wanted = by_place(want, [](const RouteSpec& r) { return r; });
+    const auto there = by_place(have, [](const Rtnl::Route& r) { return r.spec; });
     for (const Rtnl::Route& h : have) {
         if (!h.ours) continue;
-        const auto w = std::find_if(want.begin(), want.end(),
-                                    [&](const RouteSpec& x) { return same_place(x, h.spec); });
-        if (w == want.end() || !(*w == h.spec)) p.remove.push_back(h.spec);
+        const auto w = wanted.find(place(h.spec));
+        if (w == wanted.end() || !(*w->second == h.spec)) p.remove.push_back(h.spec);
     }
     for (const RouteSpec& w : want) {
-        const auto h = std::find_if(have.begin(), have.end(),
-                                    [&](const Rtnl::Route& x) { return same_place(x.spec, w); });
-        if (h == have.end() || (h->ours && !(h->spec == w)))
+        const auto it = there.find(place(w));
+        const Rtnl::Route* h = it == there.end() ? nullptr : it->second;
+        if (h == nullptr || (h->ours && !(h->spec == w)))
             p.add.push_back(w);
         else if (!h->ours && !(h->spec == w))
             p.conflicts.push_back(route_text(w) + ": the table already has " + route_text(h->spec) +
@@ -153,10 +164,11 @@ Findings compare_with_reference(const Config& c, const Ip4Set& pods, const Kerne
         else
             f.missing.push_back(name);
     }
+    const auto routes_there = by_place(have.routes, [](const RouteSpec& r) { return r; });
     for (const RouteSpec& w : reference_routes(c, pods)) {
-        const auto h = std::find_if(have.routes.begin(), have.routes.end(),
-                                    [&](const RouteSpec& x) { return same_place(x, w); });
-        if (h == have.routes.end())
+        const auto it = routes_there.find(place(w));
+        const RouteSpec* h = it == routes_there.end() ? nullptr : it->second;
+        if (h == nullptr)
             f.missing.push_back("route " + route_text(w));
         else if (*h == w)
             f.present.push_back("route " + route_text(w));
