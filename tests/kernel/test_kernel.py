@@ -70,7 +70,7 @@ def topo():
     down()
 
 
-def config(tmp_path, mode, pods=(), ztunnel_dev="v-zt", kernel_extra=""):
+def config(tmp_path, mode, pods=(), ztunnel_dev="v-zt", kernel_extra="", extra=""):
     ports = "\n".join(
         f'  - {{name: {ns.removeprefix("ztk-")}, role: {"ztunnel" if ns == ZT else "pods"}, '
         f'devargs: "net_af_packet_{i},iface={veth}", twin: "net_tap_{i},iface={twin},mac={tmac}"}}'
@@ -84,7 +84,7 @@ ports:
 tunnel: {{local_ip: 10.244.2.1, remote_ip: 10.244.2.10, next_hop_mac: "02:00:00:00:02:0a",
           inner_src_mac: "02:00:00:00:7f:01", inner_dst_mac: "02:00:00:00:7f:02"}}
 limits: {{pods: 20000}}
-{kernel}""" + (f"pods: [{', '.join(pods)}]\n" if pods else "")
+{kernel}{extra}""" + (f"pods: [{', '.join(pods)}]\n" if pods else "")
     p = tmp_path / f"{mode}.yaml"
     p.write_text(text)
     return p
@@ -193,8 +193,12 @@ def test_observe_never_writes_the_kernel(topo, tmp_path):
     sh(NODE, "ipset destroy ztunnel-pods-ips 2>/dev/null; ipset create ztunnel-pods-ips hash:ip family inet; "
              "ipset add ztunnel-pods-ips 10.244.2.3")
     before = listings()
-    with Running(config(tmp_path, "observe"), tmp_path) as run:
+    with Running(config(tmp_path, "observe", extra="metrics: {listen: '127.0.0.1:16099'}\n"), tmp_path) as run:
         assert wait(lambda: run.pods() == 1, 1)
+        metrics = sh(NODE, "/usr/bin/python3 -c \"import urllib.request; "
+                           "print(urllib.request.urlopen('http://127.0.0.1:16099/metrics').read().decode())\"")
+        for state, n in (("present", 0), ("missing", 24), ("different", 0)):
+            assert f'ztgeneve_kernel_reference_objects{{state="{state}"}} {n}\n' in metrics, metrics
         err = run.z.stderr()
         assert "kernel: observe: the kernel differs from the reference configuration: 0 of 24 objects present, 24 missing, 0 different" in err, err
         for line in ("missing ip rule 100: from all fwmark 0x200/0x200 goto 32766",
