@@ -431,8 +431,13 @@ Config parse(const YAML::Node& root, const std::string& source) {
         name("ipset", kc.ipset);
         name("ztunnel_dev", kc.ztunnel_dev);
         name("istioout", kc.istioout);
-        if (kc.istioout.size() > 15)
-            fail("kernel.istioout", "a link name has at most 15 characters");
+        name("istioin", kc.istioin);
+        for (const auto& [key, link] :
+             {std::pair{"istioout", &kc.istioout}, {"istioin", &kc.istioin}})
+            if (link->size() > 15) fail(k.path(key), "a link name has at most 15 characters");
+        if (kc.istioin == kc.istioout)
+            fail("kernel.istioin", "'" + kc.istioin + "' is also kernel.istioout");
+        if (auto v = k.get("dns_capture"); v) kc.dns_capture = boolean(v, k.path("dns_capture"));
         if (auto v = k.get("poll_ms"); v)
             kc.poll_ms = uint32_t(unsigned_in(v, "kernel.poll_ms", 10, 10000));
         if (auto v = k.get("istioout_peer"); v)

@@ -77,6 +77,8 @@ struct KernelConfig {
     std::string ztunnel_dev;                   // the kernel's link to ztunnel (table 101 route)
     std::string istioout = "istioout";         // the Geneve link's name
     Ip4 istioout_peer = ip4(192, 168, 127, 2); // pistioout, table 101's gateway
+    std::string istioin = "istioin";           // the inbound Geneve link (VNI 1000, table 100)
+    bool dns_capture = false; // program: nat DNAT of the pods' UDP/53 to ztunnel:15053
     bool operator==(const KernelConfig&) const = default;
 };
 

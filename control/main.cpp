@@ -82,8 +82,12 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
         rt.stop();
         return fail(s.error());
     }
-    if (auto s = rt.start_kernel(); !s)
-        spdlog::error("kernel: {}", s.error()); // the dataplane runs on
+    // An object the kernel refuses is logged and the dataplane runs on; an error here means
+    // the mirror cannot do its job (e.g. program mode and an ipset of that name it cannot use).
+    if (auto s = rt.start_kernel(); !s) {
+        rt.stop();
+        return fail("kernel: " + s.error());
+    }
     ztg::telemetry_attach(&rt);
     ztg::MetricsEndpoint metrics(rt);
     if (auto s = metrics.start(cfg.metrics); !s) {

@@ -134,6 +134,15 @@ std::string render_metrics(Runtime& rt, const MetricsStatic& fixed) {
                      "ipset reads or writes of the kernel mirror that failed");
             o.sample("", st->kernel_sync_errors);
         }
+        if (st->kernel_observe) {
+            o.family("ztgeneve_kernel_reference_objects", "gauge",
+                     "observe: objects of the reference node configuration (iptables chains and "
+                     "jumps, ip rules 100-103, routes of tables 100-102, istioin/istioout) found "
+                     "present, missing or different at the last read");
+            o.sample("state=\"present\"", uint64_t(st->kernel_present));
+            o.sample("state=\"missing\"", uint64_t(st->kernel_missing));
+            o.sample("state=\"different\"", uint64_t(st->kernel_different));
+        }
     }
     return o.take();
 }

@@ -43,6 +43,8 @@ struct ControlStatus {
     bool kernel_synced = false; // its first ipset sync succeeded
     double kernel_sync_age_s = 0;
     uint64_t kernel_sync_errors = 0;
+    bool kernel_observe = false; // observe: the reference objects at the last read
+    size_t kernel_present = 0, kernel_missing = 0, kernel_different = 0;
     uint32_t pods_located = 0;
 };
 

@@ -87,6 +87,10 @@ ControlStatus Runtime::control_status() const {
             s.kernel_sync_age_s =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - last).count();
         s.kernel_sync_errors = mirror_->sync_errors();
+        s.kernel_observe = cfg_.kernel.mode == KernelMode::Observe;
+        s.kernel_present = mirror_->present();
+        s.kernel_missing = mirror_->missing();
+        s.kernel_different = mirror_->different();
     }
     if (pods_)
         pods_->for_each([&](Ip4, PodLocation loc) { s.pods_located += loc.known() ? 1 : 0; });

@@ -87,14 +87,23 @@ bool Ipset::exists(const std::string& name) {
     return run("list " + name + " -name").ok();
 }
 
-Result<std::optional<std::vector<IpsetMember>>> Ipset::members(const std::string& name) {
-    if (!exists(name)) return std::optional<std::vector<IpsetMember>>{};
-    if (auto s = run("list " + name + " -output save"); !s) return err(s.error());
-    std::vector<IpsetMember> out;
-    std::istringstream in(output_);
+IpsetContent parse_ipset_save(const std::string& name, const std::string& text) {
+    IpsetContent out;
+    std::istringstream in(text);
     std::string line;
-    const std::string prefix = "add " + name + " ";
+    const std::string create = "create " + name + " ", prefix = "add " + name + " ";
     while (std::getline(in, line)) {
+        if (line.rfind(create, 0) == 0) {
+            std::istringstream f(line.substr(create.size()));
+            std::string word;
+            f >> out.header.type;
+            while (f >> word)
+                if (word == "family")
+                    f >> out.header.family;
+                else if (word == "comment")
+                    out.header.comment = true;
+            continue;
+        }
         if (line.rfind(prefix, 0) != 0) continue;
         std::istringstream f(line.substr(prefix.size()));
         std::string addr, word;
@@ -111,9 +120,15 @@ Result<std::optional<std::vector<IpsetMember>>> Ipset::members(const std::string
                 if (q1 != std::string::npos && q2 > q1)
                     m.comment = rest.substr(q1 + 1, q2 - q1 - 1);
             }
-        out.push_back(std::move(m));
+        out.members.push_back(std::move(m));
     }
-    return std::optional<std::vector<IpsetMember>>{std::move(out)};
+    return out;
+}
+
+Result<std::optional<IpsetContent>> Ipset::read(const std::string& name) {
+    if (!exists(name)) return std::optional<IpsetContent>{};
+    if (auto s = run("list " + name + " -output save"); !s) return err(s.error());
+    return std::optional<IpsetContent>{parse_ipset_save(name, output_)};
 }
 
 } // namespace ztg

@@ -20,6 +20,17 @@ struct IpsetMember {
     std::string comment;
 };
 
+// A set as `ipset list NAME -output save` shows it: its `create` line and its members.
+struct IpsetHeader {
+    std::string type, family; // e.g. hash:ip, inet
+    bool comment = false;     // created with comment support
+};
+struct IpsetContent {
+    IpsetHeader header;
+    std::vector<IpsetMember> members; // IPv4 members only
+};
+IpsetContent parse_ipset_save(const std::string& name, const std::string& text);
+
 class Ipset {
   public:
     Ipset();
@@ -29,8 +40,8 @@ class Ipset {
 
     // One command line in ipset syntax, e.g. "add ztunnel-pods-ips 10.244.2.3 -exist".
     Status run(const std::string& line);
-    // The members of hash:ip set `name`, or nothing if the set does not exist.
-    Result<std::optional<std::vector<IpsetMember>>> members(const std::string& name);
+    // Set `name`'s header and members, or nothing if the set does not exist.
+    Result<std::optional<IpsetContent>> read(const std::string& name);
     bool exists(const std::string& name);
 
   private:

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -76,8 +77,15 @@ std::string with_comment(const IptRule& r) {
            r.target;
 }
 
-std::string saved_form(const IptRule& r) {
-    return "-A " + r.chain + " " + with_comment(r);
+const std::string kOurs = std::string(" -m comment --comment ") + kIptComment + " ";
+
+bool is_ours(const std::string& line) {
+    return line.find(kOurs) != std::string::npos;
+}
+
+// "-A CHAIN rest" -> "-D CHAIN rest"
+std::string delete_line(const std::string& saved) {
+    return "-D" + saved.substr(2);
 }
 
 // For each table the rules name: what iptables-save shows, and the lines `edit` writes
@@ -102,6 +110,17 @@ Status per_table(const std::vector<IptRule>& rules, Edit edit) {
 
 } // namespace
 
+std::string iptables_saved_form(const IptRule& r, bool comment) {
+    if (comment) return "-A " + r.chain + " " + with_comment(r);
+    return "-A " + r.chain + " " + (r.match.empty() ? "" : r.match + " ") + "-j " + r.target;
+}
+
+std::string iptables_without_comment(const std::string& line) {
+    std::string s = line;
+    if (const auto at = s.find(kOurs); at != std::string::npos) s.erase(at, kOurs.size() - 1);
+    return s;
+}
+
 Result<std::string> iptables_save(const std::string& table) {
     return run({"iptables-save", "-t", table}, "");
 }
@@ -113,11 +132,38 @@ IptTable parse_iptables_save(const std::string& text) {
     while (std::getline(in, line)) {
         if (line.rfind(':', 0) == 0)
             v.chains.insert(line.substr(1, line.find(' ') - 1));
-        else if (line.rfind("-A ", 0) == 0)
+        else if (line.rfind("-A ", 0) == 0) {
             v.lines.insert(line);
+            v.rules[line.substr(3, line.find(' ', 3) - 3)].push_back(line);
+        }
     }
     return v;
 }
+
+namespace {
+
+// The chains of `rs` that keep an order (all but the built-in chains the jumps are in),
+// each with its rules, in the order they first appear.
+std::vector<std::pair<std::string, std::vector<const IptRule*>>>
+ordered_chains(const std::vector<IptRule>& rs) {
+    std::vector<std::pair<std::string, std::vector<const IptRule*>>> out;
+    for (const IptRule& r : rs) {
+        if (r.jump_at_top) continue;
+        auto it =
+            std::find_if(out.begin(), out.end(), [&](const auto& c) { return c.first == r.chain; });
+        if (it == out.end()) it = out.insert(out.end(), {r.chain, {}});
+        it->second.push_back(&r);
+    }
+    return out;
+}
+
+const std::vector<std::string>& chain_rules(const IptTable& t, const std::string& chain) {
+    static const std::vector<std::string> none;
+    const auto it = t.rules.find(chain);
+    return it == t.rules.end() ? none : it->second;
+}
+
+} // namespace
 
 std::string iptables_ensure_lines(const std::vector<IptRule>& rs, const IptTable& have) {
     std::ostringstream out;
@@ -125,27 +171,44 @@ std::string iptables_ensure_lines(const std::vector<IptRule>& rs, const IptTable
     for (const IptRule& r : rs) // only new chains: with --noflush a declared chain is flushed
         if (!have.chains.count(r.chain) && declared.insert(r.chain).second)
             out << ":" << r.chain << " - [0:0]\n";
+    for (const auto& [chain, want] : ordered_chains(rs)) {
+        std::vector<std::string> ours, wanted;
+        size_t foreign = 0;
+        for (const std::string& l : chain_rules(have, chain))
+            (is_ours(l) ? ours.push_back(l) : void(foreign++));
+        for (const IptRule* r : want) wanted.push_back(iptables_saved_form(*r, true));
+        if (ours == wanted) continue;
+        // Ours out, then back in order above everyone else's (one transaction).
+        for (const std::string& l : ours) out << delete_line(l) << "\n";
+        for (size_t i = 0; i < want.size(); i++)
+            out << (foreign == 0 ? "-A " + chain + " "
+                                 : "-I " + chain + " " + std::to_string(i + 1) + " ")
+                << with_comment(*want[i]) << "\n";
+    }
     for (const IptRule& r : rs)
-        if (!have.lines.count(saved_form(r)))
-            out << (r.jump_at_top ? "-I " + r.chain + " 1 " : "-A " + r.chain + " ")
-                << with_comment(r) << "\n";
+        if (r.jump_at_top && !have.lines.count(iptables_saved_form(r, true)))
+            out << "-I " + r.chain + " 1 " << with_comment(r) << "\n";
     return out.str();
 }
 
 std::string iptables_remove_lines(const std::vector<IptRule>& rs, const IptTable& have) {
     std::ostringstream out;
+    std::set<std::string> mine, chains;
+    for (const IptRule& r : rs) {
+        mine.insert(iptables_saved_form(r, true));
+        chains.insert(r.chain);
+    }
     std::map<std::string, size_t> left; // rules per chain after the removal
-    for (const auto& line : have.lines) left[line.substr(3, line.find(' ', 3) - 3)]++;
-    for (const IptRule& r : rs)
-        if (have.lines.count(saved_form(r))) {
-            out << "-D " << r.chain << " " << with_comment(r) << "\n";
-            left[r.chain]--;
+    for (const std::string& chain : chains)
+        for (const std::string& l : chain_rules(have, chain)) {
+            if (mine.count(l))
+                out << delete_line(l) << "\n"; // every copy
+            else
+                left[chain]++;
         }
-    for (const IptRule& r : rs) // a chain of ours that nothing else uses any more
-        if (have.chains.count(r.chain) && left[r.chain] == 0 && r.chain.find("ztunnel-") == 0) {
-            out << "-X " << r.chain << "\n";
-            left[r.chain] = 1; // once
-        }
+    for (const std::string& chain : chains) // a chain of ours that nothing else uses any more
+        if (have.chains.count(chain) && left[chain] == 0 && chain.find("ztunnel-") == 0)
+            out << "-X " << chain << "\n";
     return out.str();
 }
 

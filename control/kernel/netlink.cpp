@@ -74,21 +74,48 @@ std::string nlerr(int e) {
     return nl_geterror(e);
 }
 
-std::string describe(const RuleSpec& r) {
-    char b[128];
-    std::snprintf(b, sizeof b, "ip rule %u (fwmark 0x%x/0x%x lookup %u)", r.prio, r.mark, r.mask,
-                  r.table);
-    return b;
-}
-
-std::string describe(const RouteSpec& r) {
-    std::string s =
-        "route " + format_prefix(r.dst, r.dst_len) + " table " + std::to_string(r.table);
-    if (r.gateway != Ip4{}) s += " via " + format_ip(r.gateway);
-    return s + " dev " + r.dev;
+// The rule as ztgeneve sends it (and the kernel matches it on delete).
+RulePtr rule_object(const RuleSpec& want) {
+    RulePtr r(rtnl_rule_alloc());
+    rtnl_rule_set_family(r.get(), AF_INET);
+    rtnl_rule_set_prio(r.get(), want.prio);
+    if (want.mask != 0) {
+        rtnl_rule_set_mark(r.get(), want.mark);
+        rtnl_rule_set_mask(r.get(), want.mask);
+    }
+    if (want.goto_prio != 0) {
+        rtnl_rule_set_action(r.get(), FR_ACT_GOTO);
+        rtnl_rule_set_goto(r.get(), want.goto_prio);
+    } else {
+        rtnl_rule_set_table(r.get(), want.table);
+        rtnl_rule_set_action(r.get(), FR_ACT_TO_TBL);
+    }
+    rtnl_rule_set_protocol(r.get(), kProto);
+    return r;
 }
 
 } // namespace
+
+std::string rule_text(const RuleSpec& r) {
+    char b[128];
+    std::string s = std::to_string(r.prio) + ": from all";
+    if (r.mask != 0) {
+        std::snprintf(b, sizeof b, " fwmark 0x%x/0x%x", r.mark, r.mask);
+        s += b;
+    }
+    return s + (r.goto_prio != 0 ? " goto " + std::to_string(r.goto_prio)
+                                 : " lookup " + std::to_string(r.table));
+}
+
+std::string route_text(const RouteSpec& r) {
+    std::string s = "table " + std::to_string(r.table) + " " + format_prefix(r.dst, r.dst_len);
+    if (r.gateway != Ip4{}) s += " via " + format_ip(r.gateway);
+    s += " dev " + r.dev;
+    if (r.gateway == Ip4{}) s += " scope link";
+    if (r.onlink) s += " onlink";
+    if (r.src != Ip4{}) s += " src " + format_ip(r.src);
+    return s;
+}
 
 std::string format_prefix(Ip4 ip, uint8_t len) {
     return len == 0 ? "default" : format_ip(ip) + (len == 32 ? "" : "/" + std::to_string(len));
@@ -116,10 +143,14 @@ Result<std::vector<Rtnl::Rule>> Rtnl::rules() {
         auto* r = reinterpret_cast<rtnl_rule*>(o);
         Rule x;
         x.spec = {rtnl_rule_get_prio(r), rtnl_rule_get_mark(r), rtnl_rule_get_mask(r),
-                  rtnl_rule_get_table(r)};
+                  rtnl_rule_get_table(r), 0};
         uint8_t proto = 0;
         x.ours = rtnl_rule_get_protocol(r, &proto) == 0 && proto == kProto;
-        if (rtnl_rule_get_mark(r) == 0xFFFFFFFF) x.spec.mark = 0; // libnl: "no mark"
+        if (rtnl_rule_get_mark(r) == 0xFFFFFFFF) x.spec.mark = x.spec.mask = 0; // libnl: no mark
+        if (rtnl_rule_get_action(r) == FR_ACT_GOTO) {
+            x.spec.goto_prio = rtnl_rule_get_goto(r);
+            x.spec.table = 0;
+        }
         out.push_back(x);
     }
     return out;
@@ -130,16 +161,9 @@ Status Rtnl::ensure_rule(const RuleSpec& want) {
     if (!have) return err(have.error());
     for (const Rule& r : *have)
         if (r.spec == want) return Ok{}; // ours from an earlier run, or identical: adopt
-    RulePtr r(rtnl_rule_alloc());
-    rtnl_rule_set_family(r.get(), AF_INET);
-    rtnl_rule_set_prio(r.get(), want.prio);
-    rtnl_rule_set_mark(r.get(), want.mark);
-    rtnl_rule_set_mask(r.get(), want.mask);
-    rtnl_rule_set_table(r.get(), want.table);
-    rtnl_rule_set_action(r.get(), FR_ACT_TO_TBL);
-    rtnl_rule_set_protocol(r.get(), kProto);
+    RulePtr r = rule_object(want);
     if (int e = rtnl_rule_add(sk_, r.get(), NLM_F_CREATE | NLM_F_EXCL); e < 0)
-        return err(describe(want) + ": " + nlerr(e));
+        return err("ip rule " + rule_text(want) + ": " + nlerr(e));
     return Ok{};
 }
 
@@ -148,16 +172,9 @@ Status Rtnl::remove_rule(const RuleSpec& want) {
     if (!have) return err(have.error());
     for (const Rule& r : *have) {
         if (!(r.spec == want) || !r.ours) continue;
-        RulePtr x(rtnl_rule_alloc());
-        rtnl_rule_set_family(x.get(), AF_INET);
-        rtnl_rule_set_prio(x.get(), want.prio);
-        rtnl_rule_set_mark(x.get(), want.mark);
-        rtnl_rule_set_mask(x.get(), want.mask);
-        rtnl_rule_set_table(x.get(), want.table);
-        rtnl_rule_set_action(x.get(), FR_ACT_TO_TBL);
-        rtnl_rule_set_protocol(x.get(), kProto);
+        RulePtr x = rule_object(want);
         if (int e = rtnl_rule_delete(sk_, x.get(), 0); e < 0)
-            return err(describe(want) + ": " + nlerr(e));
+            return err("ip rule " + rule_text(want) + ": " + nlerr(e));
     }
     return Ok{};
 }
@@ -189,25 +206,18 @@ Result<std::vector<Rtnl::Route>> Rtnl::routes(uint32_t table) {
             char name[IF_NAMESIZE] = {};
             if (if_indextoname(unsigned(rtnl_route_nh_get_ifindex(nh)), name) != nullptr)
                 x.spec.dev = name;
+            x.spec.onlink = (rtnl_route_nh_get_flags(nh) & RTNH_F_ONLINK) != 0;
         }
+        x.spec.src = ip_of(rtnl_route_get_pref_src(r));
         x.ours = rtnl_route_get_protocol(r) == kProto;
         out.push_back(x);
     }
     return out;
 }
 
-Status Rtnl::ensure_route(const RouteSpec& want) {
-    auto have = routes(want.table);
-    if (!have) return err(have.error());
-    for (const Route& r : *have)
-        if (r.spec.dst == want.dst && r.spec.dst_len == want.dst_len) {
-            if (r.spec.gateway == want.gateway && r.spec.dev == want.dev) return Ok{};
-            return err(describe(want) + ": table " + std::to_string(want.table) +
-                       " already routes " + format_prefix(want.dst, want.dst_len) + " elsewhere (" +
-                       describe(r.spec) + "); left alone");
-        }
+Status Rtnl::add_route(const RouteSpec& want) {
     const auto idx = ifindex(want.dev);
-    if (!idx) return err(describe(want) + ": no link named " + want.dev);
+    if (!idx) return err(route_text(want) + ": no link named " + want.dev);
     RoutePtr r(rtnl_route_alloc());
     rtnl_route_set_family(r.get(), AF_INET);
     rtnl_route_set_table(r.get(), want.table);
@@ -221,9 +231,12 @@ Status Rtnl::ensure_route(const RouteSpec& want) {
         Addr gw = ipv4(want.gateway, 32);
         rtnl_route_nh_set_gateway(nh, gw.get());
     }
+    if (want.onlink) rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
+    Addr src = ipv4(want.src, 32);
+    if (want.src != Ip4{}) rtnl_route_set_pref_src(r.get(), src.get());
     rtnl_route_add_nexthop(r.get(), nh); // the route owns nh now
     if (int e = rtnl_route_add(sk_, r.get(), NLM_F_CREATE | NLM_F_EXCL); e < 0)
-        return err(describe(want) + ": " + nlerr(e));
+        return err(route_text(want) + ": " + nlerr(e));
     return Ok{};
 }
 
@@ -240,7 +253,7 @@ Status Rtnl::remove_route(const RouteSpec& want) {
         rtnl_route_set_protocol(x.get(), kProto);
         rtnl_route_set_scope(x.get(), RT_SCOPE_NOWHERE);
         if (int e = rtnl_route_delete(sk_, x.get(), 0); e < 0)
-            return err(describe(want) + ": " + nlerr(e));
+            return err(route_text(want) + ": " + nlerr(e));
     }
     return Ok{};
 }

@@ -18,10 +18,14 @@ namespace ztg {
 
 constexpr uint8_t kProto = 250; // RTPROT value marking ztgeneve's rules and routes
 
+// `ip rule add priority P [fwmark M/K] (lookup T | goto G)`; mask 0: no fwmark match.
 struct RuleSpec {
     uint32_t prio = 0, mark = 0, mask = 0, table = 0;
+    uint32_t goto_prio = 0; // non-zero: `goto goto_prio` instead of a lookup
     bool operator==(const RuleSpec&) const = default;
 };
+// As `ip rule` prints it, e.g. "100: from all fwmark 0x200/0x200 goto 32766".
+std::string rule_text(const RuleSpec& r);
 
 struct RouteSpec {
     uint32_t table = 0;
@@ -29,7 +33,13 @@ struct RouteSpec {
     uint8_t dst_len = 0;
     Ip4 gateway; // 0.0.0.0: none (on-link / scope link)
     std::string dev;
+    Ip4 src;             // preferred source (`src`); 0.0.0.0: none
+    bool onlink = false; // the gateway is on the link whatever its address (`onlink`)
+    // Same destination in the same table, and the same way there.
+    bool operator==(const RouteSpec&) const = default;
 };
+// "table 100 10.244.2.3 via 192.168.126.2 dev istioin src 10.244.2.1", as `ip route` says it.
+std::string route_text(const RouteSpec& r);
 
 struct GeneveSpec {
     std::string name;
@@ -63,7 +73,7 @@ class Rtnl {
         bool ours = false;
     };
     Result<std::vector<Route>> routes(uint32_t table);
-    Status ensure_route(const RouteSpec& r);
+    Status add_route(const RouteSpec& r);    // no check: see plan_routes (reference.hpp)
     Status remove_route(const RouteSpec& r); // only if it is ours
 
     std::optional<int> ifindex(const std::string& name);

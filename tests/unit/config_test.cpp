@@ -30,6 +30,8 @@ TEST(Config, GoodConfigAndDefaults) {
     EXPECT_EQ(format_ip(c->pods[1]), "10.244.2.2");
     EXPECT_EQ(c->tunnel.inner_ip, ip4(192, 168, 127, 1));
     EXPECT_EQ(c->kernel.istioout_peer, ip4(192, 168, 127, 2));
+    EXPECT_EQ(c->kernel.istioin, "istioin");
+    EXPECT_FALSE(c->kernel.dns_capture) << "DNS capture is off unless asked for";
     EXPECT_EQ(c->ports[0].segment, Segment::Kernel) << "the pod's kernel segments by default";
 }
 

@@ -3,19 +3,33 @@
 // would flush it), removes only its own rules and only its own chains left empty.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "config/config.hpp"
 #include "control/kernel/iptables.hpp"
-#include "control/kernel/mirror.hpp"
 
 using namespace ztg;
 
 namespace {
 
+// The outbound mark and its jump (the first slice of the reference).
 std::vector<IptRule> mangle_rules() {
-    std::vector<IptRule> out;
-    for (const IptRule& r : mirror_iptables_rules(KernelConfig{}))
-        if (r.table == "mangle") out.push_back(r);
-    return out;
+    return {{"mangle", "ztunnel-PREROUTING", "-p tcp -m set --match-set ztunnel-pods-ips src",
+             "MARK --set-xmark 0x100/0x100", false},
+            {"mangle", "PREROUTING", "", "ztunnel-PREROUTING", true}};
+}
+
+// An ordered chain whose rules repeat (as the reference's `-m mark --mark 0x200/0x200 -j
+// RETURN` does three times).
+std::vector<IptRule> ordered() {
+    return {{"mangle", "ztunnel-X", "-i a", "RETURN", false},
+            {"mangle", "ztunnel-X", "", "RETURN", false},
+            {"mangle", "ztunnel-X", "-i b", "RETURN", false},
+            {"mangle", "ztunnel-X", "", "RETURN", false}};
+}
+std::string ours(const std::string& chain, const std::string& match) {
+    return "-A " + chain + " " + (match.empty() ? "" : match + " ") +
+           "-m comment --comment ztgeneve -j RETURN";
 }
 
 const std::string kOurMark = "-A ztunnel-PREROUTING -p tcp -m set --match-set ztunnel-pods-ips "
@@ -64,16 +78,19 @@ TEST(IptablesEnsure, ARuleWithoutOurCommentIsNotOurs) {
         save({":ztunnel-PREROUTING - [0:0]", kOurJump,
               "-A ztunnel-PREROUTING -p tcp -m set --match-set ztunnel-pods-ips src -j MARK "
               "--set-xmark 0x100/0x100"}));
-    EXPECT_EQ(iptables_ensure_lines(mangle_rules(), have), kOurMark + "\n");
+    // Ours goes above the look-alike: the chain's order is ours first.
+    EXPECT_EQ(iptables_ensure_lines(mangle_rules(), have),
+              "-I ztunnel-PREROUTING 1 " +
+                  kOurMark.substr(std::string("-A ztunnel-PREROUTING ").size()) + "\n");
 }
 
 TEST(IptablesRemove, OursAndOurEmptiedChain) {
     const IptTable have =
         parse_iptables_save(save({":ztunnel-PREROUTING - [0:0]", kOurJump, kOurMark}));
     EXPECT_EQ(iptables_remove_lines(mangle_rules(), have),
+              "-D PREROUTING -m comment --comment ztgeneve -j ztunnel-PREROUTING\n"
               "-D ztunnel-PREROUTING -p tcp -m set --match-set ztunnel-pods-ips src -m comment "
               "--comment ztgeneve -j MARK --set-xmark 0x100/0x100\n"
-              "-D PREROUTING -m comment --comment ztgeneve -j ztunnel-PREROUTING\n"
               "-X ztunnel-PREROUTING\n");
 }
 
@@ -101,11 +118,58 @@ TEST(IptablesRemove, NothingWhenNothingOfOursIsThere) {
               "");
 }
 
-TEST(MirrorRules, MatchTheConfiguredIpset) {
-    KernelConfig k;
-    k.ipset = "my-pods";
-    const auto rules = mirror_iptables_rules(k);
-    ASSERT_FALSE(rules.empty());
-    EXPECT_EQ(rules[0].match, "-p tcp -m set --match-set my-pods src");
-    EXPECT_EQ(rules.size(), 6u);
+TEST(IptablesEnsure, OrderedChainWithRepeatedRulesIsInStep) {
+    const IptTable have = parse_iptables_save(
+        save({":ztunnel-X - [0:0]", ours("ztunnel-X", "-i a"), ours("ztunnel-X", ""),
+              ours("ztunnel-X", "-i b"), ours("ztunnel-X", "")}));
+    EXPECT_EQ(iptables_ensure_lines(ordered(), have), "");
+}
+
+TEST(IptablesEnsure, ARepeatedRuleMissingIsNoticedAndTheOrderRestored) {
+    // One of the two identical RETURNs is gone: a set of lines would not see it.
+    const IptTable have =
+        parse_iptables_save(save({":ztunnel-X - [0:0]", ours("ztunnel-X", "-i a"),
+                                  ours("ztunnel-X", ""), ours("ztunnel-X", "-i b")}));
+    EXPECT_EQ(iptables_ensure_lines(ordered(), have),
+              "-D ztunnel-X -i a -m comment --comment ztgeneve -j RETURN\n"
+              "-D ztunnel-X -m comment --comment ztgeneve -j RETURN\n"
+              "-D ztunnel-X -i b -m comment --comment ztgeneve -j RETURN\n"
+              "-A ztunnel-X -i a -m comment --comment ztgeneve -j RETURN\n"
+              "-A ztunnel-X -m comment --comment ztgeneve -j RETURN\n"
+              "-A ztunnel-X -i b -m comment --comment ztgeneve -j RETURN\n"
+              "-A ztunnel-X -m comment --comment ztgeneve -j RETURN\n");
+}
+
+TEST(IptablesEnsure, OursGoBackInOrderAboveSomeoneElsesRules) {
+    const IptTable have =
+        parse_iptables_save(save({":ztunnel-X - [0:0]", "-A ztunnel-X -i z -j ACCEPT",
+                                  ours("ztunnel-X", "-i b"), ours("ztunnel-X", "-i a")}));
+    const std::string lines = iptables_ensure_lines(ordered(), have);
+    EXPECT_EQ(lines, "-D ztunnel-X -i b -m comment --comment ztgeneve -j RETURN\n"
+                     "-D ztunnel-X -i a -m comment --comment ztgeneve -j RETURN\n"
+                     "-I ztunnel-X 1 -i a -m comment --comment ztgeneve -j RETURN\n"
+                     "-I ztunnel-X 2 -m comment --comment ztgeneve -j RETURN\n"
+                     "-I ztunnel-X 3 -i b -m comment --comment ztgeneve -j RETURN\n"
+                     "-I ztunnel-X 4 -m comment --comment ztgeneve -j RETURN\n");
+    EXPECT_EQ(lines.find("-i z"), std::string::npos) << "someone else's rule was touched";
+}
+
+TEST(IptablesRemove, EveryCopyOfARepeatedRule) {
+    const IptTable have = parse_iptables_save(
+        save({":ztunnel-X - [0:0]", ours("ztunnel-X", "-i a"), ours("ztunnel-X", ""),
+              ours("ztunnel-X", "-i b"), ours("ztunnel-X", "")}));
+    const std::string lines = iptables_remove_lines(ordered(), have);
+    EXPECT_EQ(std::count(lines.begin(), lines.end(), '\n'), 5) << lines;
+    EXPECT_NE(lines.find("-X ztunnel-X\n"), std::string::npos) << lines;
+}
+
+TEST(IptablesSaved, WithAndWithoutOurComment) {
+    const IptRule r{"mangle", "ztunnel-OUTPUT", "-s 10.244.2.1/32",
+                    "MARK --set-xmark 0x220/0xffffffff", false};
+    EXPECT_EQ(iptables_saved_form(r, false),
+              "-A ztunnel-OUTPUT -s 10.244.2.1/32 -j MARK --set-xmark 0x220/0xffffffff");
+    EXPECT_EQ(iptables_without_comment(iptables_saved_form(r, true)),
+              iptables_saved_form(r, false));
+    EXPECT_EQ(iptables_without_comment("-A X -m comment --comment cni -j RETURN"),
+              "-A X -m comment --comment cni -j RETURN");
 }

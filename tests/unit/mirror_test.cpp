@@ -56,14 +56,69 @@ TEST(IpsetProgram, MissingSetGetsEveryWantedPod) {
                                         "add s 10.244.2.20 comment \"ztgeneve\" -exist"}));
 }
 
+namespace {
+IpsetContent with_comments(std::vector<IpsetMember> m) {
+    return {{"hash:ip", "inet", true}, std::move(m)};
+}
+} // namespace
+
 TEST(IpsetCleanup, DeletesOursAndDestroysAnEmptiedSet) {
-    EXPECT_EQ(ipset_cleanup_commands("s", {{kA, "ztgeneve"}, {kB, "ztgeneve"}}),
+    EXPECT_EQ(ipset_cleanup_commands("s", with_comments({{kA, "ztgeneve"}, {kB, "ztgeneve"}}), {}),
               (std::vector<std::string>{"del s 10.244.2.3 -exist", "del s 10.244.2.20 -exist",
                                         "destroy s"}));
-    EXPECT_EQ(ipset_cleanup_commands("s", {}), std::vector<std::string>{"destroy s"});
+    EXPECT_EQ(ipset_cleanup_commands("s", with_comments({}), {}),
+              std::vector<std::string>{"destroy s"});
 }
 
 TEST(IpsetCleanup, KeepsTheSetWhileSomeoneElsesMemberIsInIt) {
-    EXPECT_EQ(ipset_cleanup_commands("s", {{kA, "ztgeneve"}, {kC, "cni"}}),
+    EXPECT_EQ(ipset_cleanup_commands("s", with_comments({{kA, "ztgeneve"}, {kC, "cni"}}), {}),
               std::vector<std::string>{"del s 10.244.2.3 -exist"});
+}
+
+TEST(IpsetCleanup, ASetWithoutCommentsLosesTheConfigsPodsAndStays) {
+    const IpsetContent set{{"hash:ip", "inet", false}, {{kA, ""}, {kC, ""}}};
+    EXPECT_EQ(ipset_cleanup_commands("s", set, {kA, kB}),
+              std::vector<std::string>{"del s 10.244.2.3 -exist"});
+}
+
+// The bug of issue 13: `ipset create NAME hash:ip` (no comment support) made by someone
+// else. Adopted: ztgeneve's pods go in without comment; only pods it had go out.
+TEST(IpsetProgram, ASetWithoutCommentsIsFilledWithoutComments) {
+    EXPECT_EQ(ipset_program_commands("s", {{kC, ""}}, {kA, kC}, false, {}),
+              (std::vector<std::string>{"add s 10.244.2.3 -exist"}))
+        << "a foreign member we also want is not re-added";
+    // Later: kA no longer wanted (we had it), kC never ours, kB new.
+    EXPECT_EQ(ipset_program_commands("s", {{kA, ""}, {kC, ""}}, {kB}, false, {kA}),
+              (std::vector<std::string>{"del s 10.244.2.3 -exist", "add s 10.244.2.20 -exist"}));
+}
+
+TEST(IpsetAdopt, HashIpInetWithOrWithoutComments) {
+    EXPECT_TRUE(ipset_adoptable("s", {"hash:ip", "inet", true}).ok());
+    EXPECT_TRUE(ipset_adoptable("s", {"hash:ip", "inet", false}).ok());
+}
+
+TEST(IpsetAdopt, AnotherTypeOrFamilyIsRefusedNamingTheSet) {
+    const Status net = ipset_adoptable("ztunnel-pods-ips", {"hash:net", "inet", false});
+    ASSERT_FALSE(net.ok());
+    EXPECT_EQ(net.error(), "ipset ztunnel-pods-ips exists as hash:net family inet, not hash:ip "
+                           "family inet: ztgeneve cannot keep its pods in it (the kernel rule "
+                           "matches the pods' source addresses); destroy it or set kernel.ipset "
+                           "to another name");
+    EXPECT_FALSE(ipset_adoptable("s", {"hash:ip", "inet6", true}).ok());
+}
+
+TEST(IpsetSave, HeaderAndMembers) {
+    const IpsetContent c = parse_ipset_save(
+        "s", "create s hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12 "
+             "initval 0x4f80622e\nadd s 10.244.2.3 comment \"ztgeneve\"\nadd s 10.244.2.20\n"
+             "create t hash:net family inet6\nadd t 10.0.0.0/8\n");
+    EXPECT_EQ(c.header.type, "hash:ip");
+    EXPECT_EQ(c.header.family, "inet");
+    EXPECT_TRUE(c.header.comment);
+    ASSERT_EQ(c.members.size(), 2u);
+    EXPECT_EQ(c.members[0].ip, kA);
+    EXPECT_EQ(c.members[0].comment, "ztgeneve");
+    EXPECT_EQ(c.members[1].comment, "");
+    EXPECT_FALSE(
+        parse_ipset_save("s", "create s hash:ip family inet hashsize 1024\n").header.comment);
 }
