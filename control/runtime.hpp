@@ -73,7 +73,8 @@ class Runtime : public PodSink {
 
     // Control loop body: drains worker events, republishes the snapshot if needed.
     void poll_events(); // and the kernel mirror
-    void stop();        // stops workers, drains and closes ports
+    void expire_flows();
+    void stop(); // stops workers, drains and closes ports
 
     // Counters summed over workers, as JSON: {"ports": {...}, "workers": [...], ...}.
     std::string counters_json() const;
@@ -109,6 +110,8 @@ class Runtime : public PodSink {
     bool eal_up_ = false;
     std::unique_ptr<Rcu> rcu_;
     std::unique_ptr<PodTable> pods_;
+    std::unique_ptr<FlowTable> flows_; // inbound: ztunnel's proxied connections
+    uint64_t next_expiry_tsc_ = 0;
     rte_mempool* pool_ = nullptr;
     Topology topo_;
     std::vector<DeviceInfo> info_;

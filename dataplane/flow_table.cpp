@@ -39,7 +39,7 @@ void FlowTable::update(uint32_t s, uint32_t now, uint32_t to) {
     do {
         const uint32_t st = state_of(m);
         if (st != Live && st != Closing) return; // control removed it
-        const uint64_t want = meta_of(uint32_t(m), to, now);
+        const uint64_t want = meta_of(m, to, now);
         if (want == m) return;
         // Release: nothing else is published here; relaxed would do, release documents
         // that the word readers acquire is only ever written whole.
@@ -49,7 +49,8 @@ void FlowTable::update(uint32_t s, uint32_t now, uint32_t to) {
     } while (true);
 }
 
-FlowTable::Learn FlowTable::learn(const FlowKey& k, uint32_t now, bool syn, bool fin_rst) {
+FlowTable::Learn FlowTable::learn(const FlowKey& k, uint32_t now, bool syn, bool fin_rst,
+                                  FlowKind kind) {
     if (const uint32_t s = find(k); s != kNone) {
         if (syn && !fin_rst)
             update(s, now, Live); // a new connection on a closing tuple, or a retransmit
@@ -75,7 +76,8 @@ FlowTable::Learn FlowTable::learn(const FlowKey& k, uint32_t now, bool syn, bool
         b.addrs[w].store(k.addrs(), std::memory_order_release);
         const State st = fin_rst ? Closing : Live;
         // Release: the addresses are visible before the slot is Live.
-        b.meta[w].store(meta_of(k.ports(), st, now), std::memory_order_release);
+        const uint64_t host = kind == FlowKind::Host ? uint64_t(1) << 35 : 0;
+        b.meta[w].store(meta_of(k.ports() | host, st, now), std::memory_order_release);
         return Learn::Inserted;
     }
     live_.fetch_sub(1, std::memory_order_relaxed); // the bucket is full
@@ -92,8 +94,8 @@ uint32_t FlowTable::expire(uint32_t now, uint32_t idle, uint32_t closing) {
         const uint32_t age = (now - tick_of(m)) & kTickMask;
         if (age < (st == Live ? idle : closing)) continue;
         // The CAS fails if a worker refreshed it since the load: it stays.
-        if (!meta.compare_exchange_strong(m, meta_of(uint32_t(m), Dead, 0),
-                                          std::memory_order_relaxed, std::memory_order_relaxed))
+        if (!meta.compare_exchange_strong(m, meta_of(m, Dead, 0), std::memory_order_relaxed,
+                                          std::memory_order_relaxed))
             continue;
         dead_.push_back(s);
         removed++;

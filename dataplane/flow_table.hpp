@@ -45,6 +45,10 @@ struct FlowKey {
     uint32_t ports() const { return uint32_t(pport.raw) << 16 | cport.raw; }
 };
 
+// What a connection in the table is: opened by ztunnel for a client (0x210), or by the
+// node's own address (a kubelet probe: 0x220, both directions skipped).
+enum class FlowKind : uint8_t { None, Proxied, Host };
+
 class FlowTable {
   public:
     static constexpr uint32_t kWays = 8;
@@ -71,14 +75,15 @@ class FlowTable {
     // ztunnel's packet of a connection: found (refreshed), inserted, or no room.
     // syn: a SYN without ACK (revives a closing entry: the tuple is reused); fin_rst: the
     // connection is closing.
-    Learn learn(const FlowKey& k, uint32_t now, bool syn, bool fin_rst);
+    Learn learn(const FlowKey& k, uint32_t now, bool syn, bool fin_rst,
+                FlowKind kind = FlowKind::Proxied);
     // Any other packet of a connection (either side maps to the same key): true if it is
-    // a proxied one; refreshed, and marked closing on FIN/RST.
-    bool touch(const FlowKey& k, uint32_t now, bool fin_rst) {
+    // in the table (its kind; None: not); refreshed, and marked closing on FIN/RST.
+    FlowKind touch(const FlowKey& k, uint32_t now, bool fin_rst) {
         const uint32_t s = find(k);
-        if (s == kNone) return false;
-        refresh(s, now, fin_rst);
-        return true;
+        if (s == kNone) return FlowKind::None;
+        const uint64_t m = refresh(s, now, fin_rst);
+        return (m >> 35) & 1 ? FlowKind::Host : FlowKind::Proxied;
     }
     bool contains(const FlowKey& k) const { return find(k) != kNone; }
     void prefetch(const FlowKey& k) const {
@@ -100,13 +105,15 @@ class FlowTable {
     static constexpr uint32_t kNone = 0xFFFFFFFF;
     static constexpr uint32_t kSeed = 0x0F10A7ABu;
     struct alignas(128) Bucket {
-        std::atomic<uint64_t> addrs[kWays];            // FlowKey::addrs
-        alignas(64) std::atomic<uint64_t> meta[kWays]; // ports | state << 32 | tick << 36
+        std::atomic<uint64_t> addrs[kWays]; // FlowKey::addrs
+        // ports | state << 32 (3 bits) | host kind << 35 | tick << 36
+        alignas(64) std::atomic<uint64_t> meta[kWays];
     };
-    static uint64_t meta_of(uint32_t ports, uint32_t st, uint32_t tick) {
-        return uint64_t(ports) | uint64_t(st) << 32 | uint64_t(tick & kTickMask) << 36;
+    static constexpr uint64_t kKeep = 0xFFFFFFFFull | uint64_t(1) << 35; // ports, kind
+    static uint64_t meta_of(uint64_t keep, uint32_t st, uint32_t tick) {
+        return (keep & kKeep) | uint64_t(st) << 32 | uint64_t(tick & kTickMask) << 36;
     }
-    static uint32_t state_of(uint64_t m) { return uint32_t(m >> 32) & 0xF; }
+    static uint32_t state_of(uint64_t m) { return uint32_t(m >> 32) & 7; }
     static uint32_t tick_of(uint64_t m) { return uint32_t(m >> 36); }
     static_assert(sizeof(Bucket) == 128);
 
@@ -127,10 +134,11 @@ class FlowTable {
         }
         return kNone;
     }
-    void refresh(uint32_t s, uint32_t now, bool fin_rst) {
+    uint64_t refresh(uint32_t s, uint32_t now, bool fin_rst) {
         const uint64_t m = b_[s / kWays].meta[s % kWays].load(std::memory_order_relaxed);
         if (tick_of(m) != (now & kTickMask) || fin_rst) [[unlikely]]
             update(s, now, fin_rst ? Closing : state_of(m));
+        return m;
     }
     // The slot's tick and state (Live or Closing), unless control removed it meanwhile.
     void update(uint32_t s, uint32_t now, uint32_t to);

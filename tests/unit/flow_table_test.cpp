@@ -28,8 +28,11 @@ TEST(FlowTable, LearnFindAndCounts) {
     EXPECT_EQ(t.learn(key(1), 10, true, false), FlowTable::Learn::Inserted);
     EXPECT_EQ(t.learn(key(1), 11, false, false), FlowTable::Learn::Hit);
     EXPECT_EQ(t.size(), 1u);
-    EXPECT_TRUE(t.touch(key(1), 12, false));
-    EXPECT_FALSE(t.touch(key(2), 12, false));
+    EXPECT_EQ(t.touch(key(1), 12, false), FlowKind::Proxied);
+    EXPECT_EQ(t.touch(key(2), 12, false), FlowKind::None);
+    EXPECT_EQ(t.learn(key(5), 12, true, false, FlowKind::Host), FlowTable::Learn::Inserted);
+    EXPECT_EQ(t.touch(key(5), 13, true), FlowKind::Host) << "the kind survives a state change";
+    EXPECT_EQ(t.touch(key(5), 14, false), FlowKind::Host);
     FlowKey other_port = key(1);
     other_port.pport = Be16::from_host(8081);
     EXPECT_FALSE(t.contains(other_port)) << "the ports are part of the key";
@@ -46,8 +49,8 @@ TEST(FlowTable, IdleExpiryAndClosing) {
     t.learn(key(1), 100, true, false);
     t.learn(key(2), 100, true, false);
     t.learn(key(3), 100, true, false);
-    EXPECT_TRUE(t.touch(key(2), 150, false)) << "refreshed at 150";
-    EXPECT_TRUE(t.touch(key(3), 150, true)) << "FIN/RST: closing";
+    EXPECT_EQ(t.touch(key(2), 150, false), FlowKind::Proxied) << "refreshed at 150";
+    EXPECT_EQ(t.touch(key(3), 150, true), FlowKind::Proxied) << "FIN/RST: closing";
     EXPECT_EQ(t.expire(159, 60, 5), 1u) << "key 1 idle 59 ticks: stays; key 3 closing 9: goes";
     EXPECT_FALSE(t.contains(key(3)));
     EXPECT_EQ(t.expire(160, 60, 5), 1u) << "key 1 idle 60";
