@@ -104,7 +104,7 @@ def config_for(case, spec, d, out, feeds):
     cfg = {"role": spec["role"],
            "dpdk": {"workers": 1, "memory_mb": 128, "file_prefix": f"ztg-pcap-{case}", "idle_sleep_us": 100},
            "ports": ports, "tunnel": spec["tunnel"]}
-    for k in ("redirect", "pods"):
+    for k in ("redirect", "pods", "inbound"):
         if k in spec:
             cfg[k] = spec[k]
     return cfg
