@@ -44,6 +44,9 @@ struct ControlStatus {
     double kernel_sync_age_s = 0;
     uint64_t kernel_sync_errors = 0;
     uint32_t pods_located = 0;
+    bool flow_table = false; // inbound on
+    uint32_t flows = 0, flows_capacity = 0;
+    uint64_t flows_expired = 0;
 };
 
 class Runtime : public PodSink {
