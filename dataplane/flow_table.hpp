@@ -86,6 +86,8 @@ class FlowTable {
         return (m >> 35) & 1 ? FlowKind::Host : FlowKind::Proxied;
     }
     bool contains(const FlowKey& k) const { return find(k) != kNone; }
+    // The bucket k hashes to (of buckets() with kWays slots each): for tests' models.
+    uint32_t bucket_index(const FlowKey& k) const { return bucket_of(k); }
     void prefetch(const FlowKey& k) const {
         const Bucket& b = b_[bucket_of(k)];
         rte_prefetch0(&b.addrs);

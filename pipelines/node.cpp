@@ -272,7 +272,8 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
                                                const Snapshot& s, BurstTally& t) {
     if (pod) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
     // The proxy-return rule comes before the mark rule, as in the kernel's chain.
-    if (s.inbound && p.proto == IPPROTO_TCP && p.ipv4 && !ctx.shared->flows->empty()) {
+    if (s.inbound && p.ipv4 && p.proto == IPPROTO_TCP && !p.fragment &&
+        !ctx.shared->flows->empty()) {
         Verdict v;
         if (connection_of_pod(ctx, dev, m, p, s, t, v)) return v;
     }
