@@ -228,3 +228,64 @@ TEST(InboundOff, KernelTrafficPassesAndZtunnelSpoofIsNotLearned) {
 }
 
 } // namespace
+
+namespace {
+
+// 10,000 concurrent proxied connections through the stages: each one's SYN learned on the
+// ztunnel port, each reply returned to ztunnel; after their FINs and the closing timeout the
+// table is empty again (no growth), and their next packets are classified as new.
+TEST(InboundScale, TenThousandConnectionsComeAndGo) {
+    constexpr uint32_t kConns = 10000;
+    Harness h;
+    FlowTable flows("tflows_scale", 16384, *h.rcu);
+    h.shared.flows = &flows;
+    Config c = lab_config();
+    c.inbound.enabled = true;
+    c.inbound.inner_src_mac = {0x02, 0, 0, 0, 0x7e, 0x01};
+    c.inbound.inner_dst_mac = {0x02, 0, 0, 0, 0x7e, 0x02};
+    Topology t = h.topo;
+    t.devs[t.link].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
+    h.set_snapshot(*build_snapshot(c, t, kZtMac, 0));
+    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
+    ASSERT_TRUE(
+        h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
+    auto client = [](uint32_t i) { return kClient + (i >> 14); };
+    auto port = [](uint32_t i) { return uint16_t(1024 + (i & 0x3fff)); };
+    auto drain = [&](uint16_t dev) {
+        size_t n = 0;
+        for (rte_mbuf* m : h.take(dev)) {
+            rte_pktmbuf_free(m);
+            n++;
+        }
+        return n;
+    };
+    auto burst = [&](uint16_t dev, Stage stage, auto make) {
+        for (uint32_t i = 0; i < kConns; i += kBurst) {
+            rte_mbuf* pkts[kBurst];
+            const uint16_t n = uint16_t(std::min<uint32_t>(kBurst, kConns - i));
+            for (uint16_t k = 0; k < n; k++) pkts[k] = h.frame(make(i + k));
+            stage(h.ctx, dev, pkts, n);
+            drain(Harness::kPods);
+            drain(Harness::kZt);
+            drain(Harness::kPodsTwin);
+            drain(Harness::kZtTwin);
+        }
+    };
+    burst(Harness::kZt, node_from_ztunnel,
+          [&](uint32_t i) { return make_frame(tcp(client(i), kPod, port(i))); });
+    EXPECT_EQ(h.counter(Harness::kZt, Ctr::proxied), kConns);
+    EXPECT_EQ(h.counter(Harness::kZt, Ctr::drop_flow_full), 0u);
+    EXPECT_EQ(flows.size(), kConns);
+    burst(Harness::kPods, node_from_pods,
+          [&](uint32_t i) { return with_flags(tcp(kPod, client(i), 9080, port(i)), 0x11); });
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::proxy_return), kConns) << "every reply to ztunnel";
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::redirect), 0u);
+    const uint32_t now = flows.tick(rte_rdtsc());
+    EXPECT_EQ(flows.expire(now + 100, 1u << 20, 50), kConns) << "closed: expired";
+    EXPECT_EQ(flows.size(), 0u);
+    burst(Harness::kPods, node_from_pods,
+          [&](uint32_t i) { return with_flags(tcp(kPod, client(i), 9080, port(i)), 0x10); });
+    EXPECT_EQ(h.counter(Harness::kPods, Ctr::redirect), kConns) << "forgotten: classified anew";
+}
+
+} // namespace
