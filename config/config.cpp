@@ -340,6 +340,46 @@ uint8_t protocol(const YAML::Node& n, const std::string& key) {
     fail(key, "'" + s + "' is not a protocol (tcp, udp, icmp, sctp or a number 0-255)");
 }
 
+void parse_inbound(Map m, Config& c) {
+    InboundConfig& in = c.inbound;
+    in.enabled = true;
+    if (auto n = m.get("vni"); n)
+        in.vni = uint32_t(unsigned_in(n, m.path("vni"), 0, (1u << 24) - 1));
+    if (in.vni == c.tunnel.vni)
+        fail(m.path("vni"), "must differ from tunnel.vni " + std::to_string(c.tunnel.vni));
+    auto isrc = m.get("inner_src_mac");
+    if (!isrc) fail(m.path("inner_src_mac"), "required (the MAC of istioin)");
+    in.inner_src_mac = unicast_mac(isrc, m.path("inner_src_mac"));
+    auto idst = m.get("inner_dst_mac");
+    if (!idst) fail(m.path("inner_dst_mac"), "required (the MAC of pistioin)");
+    in.inner_dst_mac = unicast_mac(idst, m.path("inner_dst_mac"));
+    if (auto n = m.get("inner_ip"); n) in.inner_ip = unicast_ipv4(n, m.path("inner_ip"));
+    if (in.inner_ip == c.tunnel.inner_ip)
+        fail(m.path("inner_ip"), "must differ from tunnel.inner_ip (istioout's address)");
+    if (auto p = m.get("protocols"); p) {
+        in.protocols.clear();
+        each(p, m.path("protocols"), [&](const YAML::Node& e, const std::string& k, size_t) {
+            const uint8_t v = protocol(e, k);
+            if (v == 17)
+                fail(k, "UDP is never redirected inbound (the kernel's `-p udp` skip, mark 0x220)");
+            if (std::find(in.protocols.begin(), in.protocols.end(), v) != in.protocols.end())
+                fail(k, "protocol listed twice");
+            in.protocols.push_back(v);
+        });
+    }
+    if (auto f = m.get("flows"); f) {
+        Map fm(f, m.path("flows"));
+        if (auto n = fm.get("max"); n)
+            in.max_flows = uint32_t(unsigned_in(n, fm.path("max"), 8, 1u << 24));
+        if (auto n = fm.get("idle_timeout_s"); n)
+            in.idle_timeout_s = uint32_t(unsigned_in(n, fm.path("idle_timeout_s"), 1, 432000));
+        if (auto n = fm.get("closing_timeout_s"); n)
+            in.closing_timeout_s = uint32_t(unsigned_in(n, fm.path("closing_timeout_s"), 1, 3600));
+        fm.check_unknown();
+    }
+    m.check_unknown();
+}
+
 Config parse(const YAML::Node& root, const std::string& source) {
     Config c;
     c.source = source;
@@ -453,6 +493,10 @@ Config parse(const YAML::Node& root, const std::string& source) {
         if (kc.mode == KernelMode::Observe && !c.pods.empty())
             fail("pods", "with kernel.mode observe the pods come from the ipset " + kc.ipset +
                              "; remove this list");
+    }
+    if (auto n = top.get("inbound"); n) {
+        if (c.role != Role::Node) fail("inbound", "only for role node");
+        parse_inbound(Map(n, "inbound"), c);
     }
     if (auto n = top.get("metrics"); n) {
         Map m(n, "metrics");

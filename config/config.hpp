@@ -82,6 +82,21 @@ struct KernelConfig {
     bool operator==(const KernelConfig&) const = default;
 };
 
+// inbound: the kernel's rule 103 / table 100 (`istioin`, VNI 1000), the skips and
+// ztunnel's proxied connections (node role; off unless the section is there).
+struct InboundConfig {
+    bool enabled = false;
+    uint32_t vni = 1000;
+    Mac inner_src_mac{};                  // istioin
+    Mac inner_dst_mac{};                  // pistioin
+    Ip4 inner_ip = ip4(192, 168, 126, 1); // istioin's address
+    std::vector<uint8_t> protocols{6};    // redirected into istioin (never UDP)
+    uint32_t max_flows = 65536;           // the proxied-connection table's size limit
+    uint32_t idle_timeout_s = 7200;       // an idle proxied connection is forgotten
+    uint32_t closing_timeout_s = 120;     // after its FIN or RST
+    bool operator==(const InboundConfig&) const = default;
+};
+
 // The HTTP endpoint for Prometheus (/metrics) and probes (/healthz, /readyz); off unless
 // metrics.listen is set.
 constexpr uint16_t kDefaultMetricsPort = 16081;
@@ -103,6 +118,7 @@ struct Config {
     std::string log_level = "info";
     KernelConfig kernel;
     MetricsConfig metrics;
+    InboundConfig inbound;
 };
 
 Result<Config> load_config(const std::string& path);

@@ -119,6 +119,18 @@ std::string render_metrics(Runtime& rt, const MetricsStatic& fixed) {
         o.family("ztgeneve_pod_table_located_pods", "gauge",
                  "Pods whose port and MAC were learned from their own traffic");
         o.sample("", uint64_t(st->pods_located));
+        if (st->flow_table) {
+            o.family("ztgeneve_flow_table_flows", "gauge",
+                     "Connections in the flow table (proxied, and the node address's)");
+            o.sample("", uint64_t(st->flows));
+            o.family("ztgeneve_flow_table_capacity", "gauge",
+                     "Connections the flow table can hold (inbound.flows.max)");
+            o.sample("", uint64_t(st->flows_capacity));
+            o.family(
+                "ztgeneve_flow_table_expired_total", "counter",
+                "Connections removed from the flow table: idle, or closed (FIN/RST) long enough");
+            o.sample("", st->flows_expired);
+        }
         o.family("ztgeneve_link_up", "gauge", "1 if the device's link is up");
         for (size_t d = 0; d < st->link_up.size() && d < devs.size(); d++)
             o.sample(dev_label(d), uint64_t(st->link_up[d] ? 1 : 0));

@@ -1,5 +1,6 @@
 #include "control/runtime.hpp"
 
+#include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
@@ -69,11 +70,18 @@ Status Runtime::start_workers() {
         if (!pods_->add(cfg_.pods[i]))
             return err("pods[" + std::to_string(i) + "]: cannot add " + format_ip(cfg_.pods[i]) +
                        " to the pod table");
+    if (cfg_.inbound.enabled) {
+        flows_ = std::make_unique<FlowTable>("ztg_flows", cfg_.inbound.max_flows, *rcu_);
+        if (!flows_->ok())
+            return err("inbound.flows.max: cannot create a flow table of " +
+                       std::to_string(cfg_.inbound.max_flows) + "; raise dpdk.memory_mb");
+    }
     if (cfg_.tunnel.next_hop_mac) nexthop_ = to_ether(*cfg_.tunnel.next_hop_mac);
     publish();
 
     shared_.topo = &topo_;
     shared_.pods = pods_.get();
+    shared_.flows = flows_.get();
     shared_.rcu = rcu_.get();
     shared_.pool = pool_;
     shared_.idle_sleep_us = cfg_.dpdk.idle_sleep_us;
@@ -134,6 +142,7 @@ void Runtime::poll_events() {
         drop_watch_.check(info_, [this](size_t d, Ctr c) { return counter(d, c); });
         watch_taps();
     }
+    expire_flows();
     bool changed = false;
     for (auto& q : events_) {
         Event e;
@@ -153,6 +162,18 @@ void Runtime::poll_events() {
         }
     }
     if (changed) publish();
+}
+
+// Four times a second: what was idle longer than inbound.flows.idle_timeout_s (closing:
+// closing_timeout_s) leaves the flow table; its slots are free after a grace period.
+void Runtime::expire_flows() {
+    if (!flows_ || !workers_running_) return;
+    const uint64_t now = rte_get_tsc_cycles();
+    if (now < next_expiry_tsc_) return;
+    next_expiry_tsc_ = now + rte_get_tsc_hz() / 4;
+    const InboundConfig& in = cfg_.inbound;
+    flows_->expire(flows_->tick(now), flows_->ticks_of_ms(uint64_t(in.idle_timeout_s) * 1000),
+                   flows_->ticks_of_ms(uint64_t(in.closing_timeout_s) * 1000));
 }
 
 void Runtime::stop() {
@@ -176,6 +197,7 @@ void Runtime::stop() {
     delete shared_.snapshot.exchange(nullptr, std::memory_order_acq_rel);
     if (pods_) final_pods_ = pods_->size();
     pods_.reset();
+    flows_.reset();
     rcu_.reset();
     if (pool_ != nullptr) {
         final_mbufs_ = rte_mempool_in_use_count(pool_);

@@ -46,6 +46,9 @@ struct ControlStatus {
     bool kernel_observe = false; // observe: the reference objects at the last read
     size_t kernel_present = 0, kernel_missing = 0, kernel_different = 0;
     uint32_t pods_located = 0;
+    bool flow_table = false; // inbound on
+    uint32_t flows = 0, flows_capacity = 0;
+    uint64_t flows_expired = 0;
 };
 
 class Runtime : public PodSink {
@@ -75,7 +78,8 @@ class Runtime : public PodSink {
 
     // Control loop body: drains worker events, republishes the snapshot if needed.
     void poll_events(); // and the kernel mirror
-    void stop();        // stops workers, drains and closes ports
+    void expire_flows();
+    void stop(); // stops workers, drains and closes ports
 
     // Counters summed over workers, as JSON: {"ports": {...}, "workers": [...], ...}.
     std::string counters_json() const;
@@ -111,6 +115,8 @@ class Runtime : public PodSink {
     bool eal_up_ = false;
     std::unique_ptr<Rcu> rcu_;
     std::unique_ptr<PodTable> pods_;
+    std::unique_ptr<FlowTable> flows_; // inbound: ztunnel's proxied connections
+    uint64_t next_expiry_tsc_ = 0;
     rte_mempool* pool_ = nullptr;
     Topology topo_;
     std::vector<DeviceInfo> info_;

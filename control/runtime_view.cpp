@@ -94,6 +94,12 @@ ControlStatus Runtime::control_status() const {
     }
     if (pods_)
         pods_->for_each([&](Ip4, PodLocation loc) { s.pods_located += loc.known() ? 1 : 0; });
+    if (flows_) {
+        s.flow_table = true;
+        s.flows = flows_->size();
+        s.flows_capacity = flows_->capacity();
+        s.flows_expired = flows_->expired();
+    }
     return s;
 }
 

@@ -36,6 +36,17 @@ std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo
     // inner frames are the kernel's own (no inner Ethernet header of ours).
     if (cfg.role == Role::Node) {
         s->add_tunnel({t.vni, kNoDev, make_template(tp), tp.inner_src, tp.inner_dst, t.inner_ip});
+        if (const InboundConfig& in = cfg.inbound; in.enabled) {
+            // istioin: the same outer headers, VNI 1000, istioin -> pistioin inside.
+            TunnelParams ip = tp;
+            ip.vni = in.vni;
+            ip.inner_src = to_ether(in.inner_src_mac);
+            ip.inner_dst = to_ether(in.inner_dst_mac);
+            s->add_tunnel(
+                {in.vni, kNoDev, make_template(ip), ip.inner_src, ip.inner_dst, in.inner_ip});
+            s->inbound = true;
+            for (uint8_t p : in.protocols) s->inbound_protocols[p >> 6] |= uint64_t(1) << (p & 63);
+        }
     } else {
         for (size_t d = 0; d < topo.devs.size(); d++)
             if (port_kind(topo.devs[d].kind).carries_vni) {

@@ -42,7 +42,19 @@ namespace ztg {
     X(tunnel_arp_reply, "ARP for istioout's address asked inside the tunnel, answered")            \
     X(arp_sent, "ARP requests sent to resolve the tunnel peer's MAC")                              \
     X(events_lost, "worker-to-control events lost because the queue was full")                     \
-    X(csum_completed, "TCP/UDP checksum the sender left to offload (partial), completed")
+    X(csum_completed, "TCP/UDP checksum the sender left to offload (partial), completed")          \
+    X(inbound,                                                                                     \
+      "to a meshed pod, not from ztunnel nor skipped: Geneve VNI 1000 to ztunnel (istioin)")       \
+    X(skip_ztunnel, "to a meshed pod from the ztunnel IP: not redirected (mark 0x220)")            \
+    X(skip_udp, "UDP to a meshed pod: not redirected (mark 0x220)")                                \
+    X(skip_host, "a connection of the node's own address (tunnel.local_ip): not redirected")       \
+    X(skip_proxied, "to a pod on a connection ztunnel opened for a client: not redirected")        \
+    X(proxied, "ztunnel's packet with a client's source to a located pod: delivered direct")       \
+    X(proxied_kernel, "ztunnel's packet with a client's source, pod not located: to the kernel")   \
+    X(proxy_return, "a pod's packet on a connection ztunnel opened: to ztunnel, unencapsulated")   \
+    X(drop_flow_full, "a new proxied or node connection while the flow table is full: dropped")    \
+    X(flow_insert, "connections inserted into the flow table (not a verdict)")                     \
+    X(flow_hit, "packets whose connection was found in the flow table (not a verdict)")
 
 enum class Ctr : uint8_t {
 #define ZTG_ENUM(name, help) name,

@@ -42,12 +42,20 @@ struct Snapshot {
     rte_ether_addr nexthop_mac{}; // the peer's MAC (outer/direct destination)
     rte_ether_addr link_mac{};    // our MAC on the tunnel link (outer source)
     uint64_t generation = 0;
+    // Node, inbound configured: tunnels[1] is istioin (VNI 1000); the protocols sent into it.
+    bool inbound = false;
+    std::array<uint64_t, 4> inbound_protocols{};
 
     bool redirects(uint8_t proto) const { return (protocols[proto >> 6] >> (proto & 63)) & 1; }
     void set_redirect(uint8_t proto) { protocols[proto >> 6] |= uint64_t(1) << (proto & 63); }
+    bool redirects_inbound(uint8_t proto) const {
+        return (inbound_protocols[proto >> 6] >> (proto & 63)) & 1;
+    }
 
     // Node: where a meshed pod's redirected packets go.
     const TunnelEntry& outbound() const { return tunnels[0]; }
+    // Node, inbound: where traffic to a meshed pod goes (istioin).
+    const TunnelEntry& inbound_tunnel() const { return tunnels[1]; }
     // The tunnel of a VNI, or of an endpoint's tap; nullptr if none.
     const TunnelEntry* by_vni(uint32_t vni) const {
         for (uint8_t i = 0; i < ntunnels; i++)

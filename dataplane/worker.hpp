@@ -15,6 +15,7 @@
 #include <rte_mempool.h>
 
 #include "dataplane/counters.hpp"
+#include "dataplane/flow_table.hpp"
 #include "dataplane/pod_table.hpp"
 #include "dataplane/port_kind.hpp"
 #include "dataplane/rcu.hpp"
@@ -74,6 +75,7 @@ struct Shared {
     const Topology* topo = nullptr;
     std::atomic<const Snapshot*> snapshot{nullptr};
     PodTable* pods = nullptr;
+    FlowTable* flows = nullptr; // inbound only: ztunnel's proxied connections
     Rcu* rcu = nullptr;
     rte_mempool* pool = nullptr;
     std::atomic<bool> stop{false};

@@ -24,6 +24,7 @@
 #include <rte_memcpy.h>
 #include <rte_tcp.h>
 
+#include "dataplane/flow_table.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/offload.hpp"
 #include "dataplane/parse.hpp"
@@ -334,6 +335,87 @@ void BM_complete_csum(benchmark::State& state) {
     report(state, cycles);
 }
 
+// FlowTable (dataplane/flow_table.hpp): bursts of 32 lookups of present flows (hit) or of
+// absent ones (miss: what every TCP packet of a pod pays once proxied flows exist), and of
+// inserts into an emptied table, at `flows` flows out of a capacity of twice as many.
+struct FlowWorld {
+    Rcu rcu{1};
+    FlowTable t;
+    std::vector<FlowKey> present, absent;
+    explicit FlowWorld(uint32_t flows) : t("bench_flows_" + std::to_string(flows), 2 * flows, rcu) {
+        std::mt19937 rng(7);
+        for (uint32_t i = 0; i < flows; i++) {
+            const FlowKey k{Ip4{uint32_t(rng())}, Ip4{uint32_t(rng())}, Be16{uint16_t(rng())},
+                            Be16{uint16_t(rng())}};
+            if (t.learn(k, 1, true, false) == FlowTable::Learn::Inserted) present.push_back(k);
+            FlowKey a = k;
+            a.cport.raw ^= 0x5a5a; // same addresses, another port
+            absent.push_back(a);
+        }
+    }
+};
+
+FlowWorld& flow_world(int64_t flows) {
+    static std::map<int64_t, std::unique_ptr<FlowWorld>> w;
+    auto& p = w[flows];
+    if (!p) {
+        test::eal_once();
+        p = std::make_unique<FlowWorld>(uint32_t(flows));
+    }
+    return *p;
+}
+
+void flow_lookup(benchmark::State& state, bool hit) {
+    FlowWorld& w = flow_world(state.range(0));
+    const std::vector<FlowKey>& keys = hit ? w.present : w.absent;
+    uint64_t cycles = 0, found = 0;
+    size_t off = 0;
+    for (auto _ : state) {
+        if (off + kBurst > keys.size()) off = 0;
+        const FlowKey* k = &keys[off];
+        off += kBurst;
+        uint32_t n = 0;
+        timed(state, cycles, [&] {
+            for (uint16_t i = 0; i < kBurst; i++) w.t.prefetch(k[i]);
+            for (uint16_t i = 0; i < kBurst; i++) n += w.t.touch(k[i], 1, false) != FlowKind::None;
+        });
+        found += n;
+    }
+    report(state, cycles);
+    state.counters["hit"] = double(found) / (double(state.iterations()) * kBurst);
+    state.counters["bytes/flow"] = double(w.t.memory_bytes()) / w.t.capacity();
+}
+void BM_flow_lookup_hit(benchmark::State& state) {
+    flow_lookup(state, true);
+}
+void BM_flow_lookup_miss(benchmark::State& state) {
+    flow_lookup(state, false);
+}
+
+void BM_flow_insert(benchmark::State& state) {
+    FlowWorld& w = flow_world(state.range(0));
+    uint64_t cycles = 0, inserted = 0;
+    size_t off = 0;
+    for (auto _ : state) {
+        if (off + kBurst > w.present.size()) {
+            state.PauseTiming();
+            w.t.expire(1000, 1, 1); // empties the table (one grace period, untimed)
+            state.ResumeTiming();
+            off = 0;
+        }
+        const FlowKey* k = &w.present[off];
+        off += kBurst;
+        uint32_t n = 0;
+        timed(state, cycles, [&] {
+            for (uint16_t i = 0; i < kBurst; i++)
+                n += w.t.learn(k[i], 1, true, false) == FlowTable::Learn::Inserted;
+        });
+        inserted += n;
+    }
+    report(state, cycles);
+    state.counters["inserted"] = double(inserted) / (double(state.iterations()) * kBurst);
+}
+
 } // namespace
 
 BENCHMARK(BM_rdtsc_only)->UseManualTime();
@@ -345,6 +427,9 @@ BENCHMARK(BM_complete_csum)
     ->ArgNames({"bytes", "partial"})
     ->ArgsProduct({{64, 1500}, {0, 1}})
     ->UseManualTime();
+BENCHMARK(BM_flow_lookup_hit)->ArgName("flows")->Arg(1000)->Arg(100000)->UseManualTime();
+BENCHMARK(BM_flow_lookup_miss)->ArgName("flows")->Arg(1000)->Arg(100000)->UseManualTime();
+BENCHMARK(BM_flow_insert)->ArgName("flows")->Arg(100000)->UseManualTime();
 BENCHMARK(BM_classify_encap_churn)->ArgName("pods")->Arg(10000)->UseManualTime()->MinTime(2.0);
 
 int main(int argc, char** argv) {

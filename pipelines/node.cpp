@@ -7,6 +7,7 @@
 #include <rte_icmp.h>
 #include <rte_ip.h>
 #include <rte_prefetch.h>
+#include <rte_tcp.h>
 
 #include "dataplane/cksum.hpp"
 #include "dataplane/decap.hpp"
@@ -25,17 +26,34 @@ constexpr uint16_t kPrefetchAhead = 4;
 // The `ZT_IP dev veth scope link` route of table 101: a routed hop, so the MACs are
 // rewritten and the TTL decremented (RFC 1624 incremental checksum). Returns false if the
 // TTL would expire: the kernel twin then answers with ICMP time exceeded.
-bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
+bool route_one_hop(rte_mbuf* m, const Parsed& p, const rte_ether_addr& dst,
+                   const rte_ether_addr& src) {
     auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, p.l3_off);
     if (ip->time_to_live <= 1) return false;
     ipv4_decrement_ttl(ip);
     rte_pktmbuf_adj(m, uint16_t(p.l3_off - sizeof(rte_ether_hdr))); // drop a VLAN tag
     truncate(m, sizeof(rte_ether_hdr) + p.ip_len); // and any padding, as the kernel routes
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-    eth->dst_addr = s.nexthop_mac;
-    eth->src_addr = s.link_mac;
+    eth->dst_addr = dst;
+    eth->src_addr = src;
     eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
     return true;
+}
+bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
+    return route_one_hop(m, p, s.nexthop_mac, s.link_mac);
+}
+
+// The TCP flags of an unfragmented TCP packet whose header is in the first segment, else 0.
+uint8_t tcp_flags(const rte_mbuf* m, const Parsed& p) {
+    if (p.proto != IPPROTO_TCP || p.fragment) return 0;
+    const auto* ip = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off);
+    const uint32_t off = (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4u + 13;
+    if (off >= p.ip_len || p.l3_off + off >= m->data_len) return 0;
+    return rte_pktmbuf_mtod_offset(m, const uint8_t*, p.l3_off + off)[0];
+}
+constexpr uint8_t kFinRst = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
+bool is_syn(uint8_t f) {
+    return (f & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG;
 }
 
 // ICMP "fragmentation needed" (type 3 code 4, RFC 1191) to the pod whose DF packet does
@@ -92,10 +110,13 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
 // split into fragments that each fit (tunnel.too_big: fragment) or dropped (drop). The
 // fragments are new frames, sent and counted here (t); m itself is freed by its verdict.
 // Fragments share the packet's flow hash, so they take the same path.
+// Inbound (tn is istioin, icmp false): no ICMP, as the sender is behind the kernel, whose
+// own address ztgeneve cannot send from into it; a DF packet is dropped and counted.
 [[gnu::noinline]] Verdict too_big(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
-                                  const Snapshot& s, BurstTally& t) {
+                                  const Snapshot& s, const TunnelEntry& tn, bool icmp,
+                                  BurstTally& t) {
     static_assert(RTE_PKTMBUF_HEADROOM >= EncapTemplate::kSize, "fragments need the headroom");
-    if (p.df) t.inc(send_frag_needed(ctx, dev, m, p, s));
+    if (p.df && icmp) t.inc(send_frag_needed(ctx, dev, m, p, s));
     if (p.df || !s.fragment) return dropped(Ctr::drop_too_big);
     rte_mbuf* frags[kMaxFragments];
     const Fragments f = fragment_ipv4(m, p, s.max_inner_len, ctx.shared->pool, frags);
@@ -105,8 +126,7 @@ Ctr send_frag_needed(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m, const Pars
                                       : Ctr::drop_too_big);
     const uint16_t sport = flow_source_port(p);
     for (uint16_t k = 0; k < f.n; k++) {
-        push_tunnel_headers(frags[k], s.outbound().tmpl, EncapTemplate::kSize,
-                            p.tos & RTE_IPV4_HDR_ECN_MASK,
+        push_tunnel_headers(frags[k], tn.tmpl, EncapTemplate::kSize, p.tos & RTE_IPV4_HDR_ECN_MASK,
                             sport); // a fresh mbuf: the headroom is there
         ctx.send(ctx.shared->topo->link, frags[k]);
     }
@@ -221,6 +241,29 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
         note_pod(ctx, sip, known, dev, arp->arp_data.arp_sha);
 }
 
+// Inbound: a pod's TCP on a connection in the flow table, looked up the other way round
+// (the pod is the key's destination). Proxied (connmark 0x210 -> mark 0x040, table 102
+// `default via ZT_IP dev <veth> onlink`): to ztunnel unencapsulated, one routed hop. The
+// node's own connection (0x220): to the kernel. Else nullopt: classified as before.
+[[gnu::noinline]] bool connection_of_pod(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                                         const Snapshot& s, BurstTally& t, Verdict& v) {
+    FlowTable& ft = *ctx.shared->flows;
+    const FlowKind k = ft.touch({p.dst, p.src, p.dport, p.sport}, ft.tick(rte_rdtsc()),
+                                (tcp_flags(m, p) & kFinRst) != 0);
+    if (k == FlowKind::None) return false;
+    t.inc(Ctr::flow_hit);
+    if (k == FlowKind::Host) {
+        v = to_twin(ctx, dev);
+        if (v.out != kNoDev) v.ctr = Ctr::skip_host;
+    } else if (!s.nexthop_known) {
+        v = dropped(Ctr::drop_no_nexthop);
+    } else {
+        v = forward_direct(m, p, s) ? Verdict{Ctr::proxy_return, ctx.shared->topo->link}
+                                    : to_twin(ctx, dev); // TTL: the kernel answers
+    }
+    return true;
+}
+
 // A frame from a pod, parsed (p) and looked up (pod: its source is a meshed pod, whose
 // location tag is `tag`): the kernel's mark rule
 // `-p <proto> -m set --match-set ztunnel-pods-ips src` decides redirect or pass.
@@ -228,6 +271,12 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
                                                const Parsed& p, bool pod, uint32_t tag,
                                                const Snapshot& s, BurstTally& t) {
     if (pod) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+    // The proxy-return rule comes before the mark rule, as in the kernel's chain.
+    if (s.inbound && p.ipv4 && p.proto == IPPROTO_TCP && !p.fragment &&
+        !ctx.shared->flows->empty()) {
+        Verdict v;
+        if (connection_of_pod(ctx, dev, m, p, s, t, v)) return v;
+    }
     if (!pod || !s.redirects(p.proto)) {
         if (!p.ipv4) learn_from_arp(ctx, dev, m);
         return to_twin(ctx, dev);
@@ -237,7 +286,7 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     if (p.dst == s.remote_ip) // table 101: ZT_IP dev <veth> scope link
         return forward_direct(m, p, s) ? Verdict{Ctr::direct, zt} : to_twin(ctx, dev);
     if (p.ip_len > s.max_inner_len) [[unlikely]]
-        return too_big(ctx, dev, m, p, s, t);
+        return too_big(ctx, dev, m, p, s, s.outbound(), true, t);
     if (!encapsulate(m, p, s.outbound().tmpl)) return dropped(Ctr::drop_no_headroom);
     return {Ctr::redirect, zt};
 }
@@ -270,6 +319,27 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     t.flush_to(ctx.ctr(dev));
 }
 
+// Inbound: ztunnel's unencapsulated TCP with a source not its own is a connection it
+// opens for a client (`! -s ZT_IP -i <veth>` -> connmark 0x210): remembered in the flow
+// table before it is sent on, and delivered to the pod as the kernel routes it (one hop,
+// TTL - 1), or to the kernel if the pod is not located. No room in the table: dropped, as
+// the kernel drops a new connection when conntrack is full (its reply would otherwise go
+// to the client, or into the outbound tunnel).
+Verdict proxied_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                             BurstTally& t) {
+    const uint8_t f = tcp_flags(m, p);
+    FlowTable& ft = *ctx.shared->flows;
+    const auto r = ft.learn({p.src, p.dst, p.sport, p.dport}, ft.tick(rte_rdtsc()), is_syn(f),
+                            (f & kFinRst) != 0);
+    if (r == FlowTable::Learn::Full) return dropped(Ctr::drop_flow_full);
+    t.inc(r == FlowTable::Learn::Inserted ? Ctr::flow_insert : Ctr::flow_hit);
+    const PodLocation loc = ctx.shared->pods->location(p.dst);
+    if (loc.known() && route_one_hop(m, p, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac))
+        return {Ctr::proxied, loc.dev()};
+    const Verdict v = to_twin(ctx, dev);
+    return v.out == kNoDev ? v : Verdict{Ctr::proxied_kernel, v.out};
+}
+
 void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
     BurstTally t;
@@ -282,11 +352,75 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
         const GeneveView g = inspect_geneve(m, p, s.decap);
         if (g.verdict == Tunnel::NotOurs && complete_partial_l4_checksum(m, p))
             t.inc(Ctr::csum_completed); // ztunnel's own traffic, left to its veth's offload
-        const Verdict v = g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev) // ztunnel's own, ARP
-                          : g.verdict == Tunnel::Drop  ? dropped(g.reason)
-                                                       : deliver_to_pod(ctx, m, g, s);
+        const bool proxied = g.verdict == Tunnel::NotOurs && s.inbound && p.ipv4 &&
+                             p.proto == IPPROTO_TCP && !p.fragment && p.src != s.remote_ip;
+        const Verdict v = proxied                        ? proxied_from_ztunnel(ctx, dev, m, p, t)
+                          : g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev) // its own, ARP
+                          : g.verdict == Tunnel::Drop    ? dropped(g.reason)
+                                                         : deliver_to_pod(ctx, m, g, s);
         ctx.dispose(t, m, v);
     }
+    t.flush_to(ctx.ctr(dev));
+}
+
+namespace {
+
+// Inbound: what the kernel sends toward a pod (out of that pod port's twin), whose
+// destination is a meshed pod (`pod`): rule 103 / table 100 sends it into istioin unless a
+// skip says otherwise, in the order of the kernel's chain.
+Verdict to_pod_from_kernel(WorkerCtx& ctx, uint16_t port, rte_mbuf* m, const Parsed& p, bool pod,
+                           const Snapshot& s, BurstTally& t) {
+    if (!p.ipv4 || !pod) return {Ctr::pass, port};
+    if (p.src == s.remote_ip) return {Ctr::skip_ztunnel, port}; // ztunnel's own connection
+    if (p.proto == IPPROTO_UDP) return {Ctr::skip_udp, port};   // -p udp: 0x220 (Geneve too)
+    FlowTable& ft = *ctx.shared->flows;
+    const bool tcp = p.proto == IPPROTO_TCP && !p.fragment;
+    if (p.src == s.local_ip) { // ztunnel-OUTPUT -s HOST_IP: 0x220, saved on the connection
+        if (!tcp) return {Ctr::skip_host, port};
+        const uint8_t f = tcp_flags(m, p);
+        const auto r = ft.learn({p.src, p.dst, p.sport, p.dport}, ft.tick(rte_rdtsc()), is_syn(f),
+                                (f & kFinRst) != 0, FlowKind::Host);
+        if (r == FlowTable::Learn::Full) return dropped(Ctr::drop_flow_full);
+        t.inc(r == FlowTable::Learn::Inserted ? Ctr::flow_insert : Ctr::flow_hit);
+        return {Ctr::skip_host, port};
+    }
+    if (tcp && !ft.empty() &&
+        ft.touch({p.src, p.dst, p.sport, p.dport}, ft.tick(rte_rdtsc()),
+                 (tcp_flags(m, p) & kFinRst) != 0) != FlowKind::None) {
+        t.inc(Ctr::flow_hit);
+        return {Ctr::skip_proxied, port}; // ztunnel's packet for a client, via the kernel
+    }
+    if (!s.redirects_inbound(p.proto)) return {Ctr::pass, port};
+    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
+    if (complete_partial_l4_checksum(m, p)) t.inc(Ctr::csum_completed);
+    if (p.ip_len > s.max_inner_len) [[unlikely]]
+        return too_big(ctx, port, m, p, s, s.inbound_tunnel(), false, t);
+    if (!encapsulate(m, p, s.inbound_tunnel().tmpl)) return dropped(Ctr::drop_no_headroom);
+    return {Ctr::inbound, ctx.shared->topo->link};
+}
+
+} // namespace
+
+// A twin's stage in the node role: a pods port's twin with inbound on classifies what the
+// kernel sends toward the pods; every other twin passes it out of its port unchanged.
+void node_from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+    const Snapshot& s = *ctx.snap;
+    const Topology& topo = *ctx.shared->topo;
+    const uint16_t port = topo.devs[dev].peer;
+    if (!s.inbound || topo.devs[port].kind != DevKind::Pods) return from_twin(ctx, dev, pkts, n);
+    Parsed p[kBurst];
+    Ip4 dst[kBurst];
+    for (uint16_t i = 0; i < n; i++) {
+        if (i + kPrefetchAhead < n)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        p[i] = parse_frame(pkts[i]);
+        dst[i] = p[i].dst; // 0.0.0.0 for non-IPv4: never a pod
+    }
+    const uint64_t is_pod = ctx.shared->pods->lookup_bulk(dst, n);
+    BurstTally t;
+    for (uint16_t i = 0; i < n; i++)
+        ctx.dispose(t, pkts[i],
+                    to_pod_from_kernel(ctx, port, pkts[i], p[i], (is_pod >> i) & 1, s, t));
     t.flush_to(ctx.ctr(dev));
 }
 
@@ -299,7 +433,7 @@ const Pipeline& node_pipeline() {
         Pipeline q;
         q.stage[size_t(DevKind::Pods)] = node_from_pods;
         q.stage[size_t(DevKind::Ztunnel)] = node_from_ztunnel;
-        q.stage[size_t(DevKind::Twin)] = from_twin;
+        q.stage[size_t(DevKind::Twin)] = node_from_twin;
         q.tick = node_tick;
         return q;
     }();

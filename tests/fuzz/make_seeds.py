@@ -201,6 +201,39 @@ def endpoint_tap_frames():
     return f
 
 
+def inbound_frames():
+    """fuzz_inbound: frames that, as given, are ztunnel's (the ztunnel port) and the kernel's
+    toward a pod (the twin), and mirrored, the pod's replies."""
+    client, legacy = "192.168.50.2", "10.244.2.20"
+
+    def tcp(src, dst, sport=45000, dport=9080, flags="S", ttl=64, **ip):
+        return Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src=src, dst=dst, ttl=ttl, flags="DF", **ip) / TCP(
+            sport=sport, dport=dport, flags=flags, seq=1)
+    f = {
+        "client_syn": b(tcp(client, POD)),
+        "client_ack": b(tcp(client, POD, flags="A") / Raw(b"x" * 40)),
+        "client_fin": b(tcp(client, POD, flags="FA")),
+        "client_rst": b(tcp(client, POD, flags="R")),
+        "client_ttl1": b(tcp(client, POD, sport=45001, ttl=1)),
+        "legacy_syn_other_pod": b(tcp(legacy, "10.244.2.2", sport=45002)),
+        "client_to_nonmeshed": b(tcp(client, legacy, sport=45003)),
+        "ztunnel_own": b(tcp(ZT, POD, sport=46000, dport=15008)),
+        "host_probe": b(tcp(NODE, POD, sport=33000, dport=8080)),
+        "host_icmp": b(Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src=NODE, dst=POD) / Raw(b"\x08\0\0\0\0\0\0\0")),
+        "client_udp": b(Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src=client, dst=POD) / UDP(sport=5353, dport=53)),
+        "client_geneve": b(Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src=client, dst=POD) / UDP(sport=50000, dport=6081)
+                           / Raw(b"\0\0\x65\x58\0\x03\xe9\0")),
+        "client_big_df": b(tcp(client, POD, sport=45004, flags="A") / Raw(b"y" * 1460)),
+        "client_frag": b(Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src=client, dst=POD, flags="MF") / TCP(sport=45005)),
+        "client_vlan": b(Ether(src=ZT_MAC, dst=NODE_MAC) / Dot1Q(vlan=7) / IP(src=client, dst=POD) /
+                         TCP(sport=45006, dport=9080, flags="S")),
+        "client_partial": partial(tcp(client, POD, sport=45007, flags="PA") / Raw(b"z" * 33)),
+        "client_trunc": b(tcp(client, POD, sport=45008))[:40],
+        "arp": b(Ether(src=ZT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=ZT, pdst=NODE)),
+    }
+    return f
+
+
 # --- files ----------------------------------------------------------------------------------
 def burst(mode, frames, shapes=None):
     out = bytes([mode])
@@ -214,7 +247,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "corpus"))
     out = pathlib.Path(ap.parse_args().out)
-    corpus = {"fuzz_parse": {}, "fuzz_node_pods": {}, "fuzz_decap": {}, "fuzz_endpoint": {}}
+    corpus = {"fuzz_parse": {}, "fuzz_node_pods": {}, "fuzz_decap": {}, "fuzz_endpoint": {},
+              "fuzz_inbound": {}}
 
     pods, dec = pod_frames(), decap_frames()
     up, tap = endpoint_uplink_frames(), endpoint_tap_frames()
@@ -276,6 +310,19 @@ def main():
     c["tap_mix_udp_csum"] = burst(33, tmix)
     c["tap_mix_chained_udp_csum"] = burst(33, tmix, [0x80 | 20, 0x80 | 30, 0, 0x80 | 61, 0x80 | 18,
                                                      0x80 | 100, 0])
+
+    c = corpus["fuzz_inbound"]
+    inb = inbound_frames()
+    for name, fr in inb.items():
+        c[name] = burst(0, [fr])
+    imix = list(inb.values())
+    c["mix"] = burst(0, imix)
+    c["mix_chained"] = burst(0, imix, [0x80 | (13 * i % 90 + 1) for i in range(len(imix))])
+    c["mix_no_nexthop"] = burst(8 | 7, imix)
+    c["mix_twin_only"] = burst(4, imix)
+    c["mix_ztunnel_then_twin"] = burst(5, imix)
+    c["many_flows"] = burst(7, [bytes(Ether(src=ZT_MAC, dst=NODE_MAC) / IP(src="192.168.50.2", dst=POD) /
+                                      TCP(sport=40000 + i, dport=9080, flags="S")) for i in range(32)])
 
     for target, files in corpus.items():
         d = out / target

@@ -342,3 +342,101 @@ def pods_verdict(raw, t, pods, protocols, gw_mac):
         frags = fragments(f, t)
         return "fragmented", [("link", b) for b in frags], seen, {"fragments": len(frags)}
     return "redirect", [("link", encapsulate(f.ip, t))], seen, {}
+
+
+# --- inbound (rule 103 / table 100, the skips, ztunnel's proxied connections) ---------------
+
+def _tcp(f):
+    """(sport, dport, flags) of an unfragmented TCP packet of frame f, else None."""
+    ip = f.ip
+    if ip is None or ip[9] != 6 or int.from_bytes(ip[6:8], "big") & 0x3FFF:
+        return None
+    ihl = (ip[0] & 15) * 4
+    if len(ip) < ihl + 14:
+        return None
+    return int.from_bytes(ip[ihl:ihl + 2], "big"), int.from_bytes(ip[ihl + 2:ihl + 4], "big"), ip[ihl + 13]
+
+
+class Flows:
+    """The connections the node remembers (the kernel's connmarks 0x210 and 0x220): the key
+    as the connection's opener sent it, (src, sport, dst, dport) -> "proxied" or "host".
+    capacity: the table's size limit."""
+
+    def __init__(self, capacity):
+        self.capacity, self.kinds = capacity, {}
+
+    def learn(self, key, kind):
+        """'hit', 'insert' or 'full'."""
+        if key in self.kinds:
+            return "hit"
+        if len(self.kinds) >= self.capacity:
+            return "full"
+        self.kinds[key] = kind
+        return "insert"
+
+
+def inbound_tunnel(t, inb):
+    """istioin: the tunnel row of VNI 1000, the same outer headers as istioout's."""
+    return dict(t, vni=inb["vni"], inner_src_mac=inb["inner_src_mac"], inner_dst_mac=inb["inner_dst_mac"])
+
+
+def kernel_to_pod(raw, t, inb, pods, flows):
+    """What the kernel sends toward a pod out of a pods port's twin, inbound on, in the
+    order of the kernel's chain: (counter, outputs [(device kind, frame)], generated)."""
+    f = Frame(raw)
+    if f.ip is None or f.ip_dst not in pods:
+        return "pass", [("port", raw)], {}
+    if f.ip_src == t["remote_ip"]:
+        return "skip_ztunnel", [("port", raw)], {}
+    if f.ip[9] == 17:
+        return "skip_udp", [("port", raw)], {}
+    tcp = _tcp(f)
+    if f.ip_src == t["local_ip"]:
+        if tcp is None:
+            return "skip_host", [("port", raw)], {}
+        r = flows.learn((f.ip_src, tcp[0], f.ip_dst, tcp[1]), "host")
+        if r == "full":
+            return "drop_flow_full", [], {}
+        return "skip_host", [("port", raw)], {"flow_" + r: 1}
+    if tcp is not None and (f.ip_src, tcp[0], f.ip_dst, tcp[1]) in flows.kinds:
+        return "skip_proxied", [("port", raw)], {"flow_hit": 1}
+    if f.ip[9] not in inb["protocols"]:
+        return "pass", [("port", raw)], {}
+    assert len(f.ip) <= t["mtu"] - OUTER_LEN, "too big inbound: not modelled here"
+    return "inbound", [("link", encapsulate(f.ip, inbound_tunnel(t, inb)))], {}
+
+
+def ztunnel_plain(raw, t, located, ports, flows):
+    """ztunnel's unencapsulated TCP from a source not its own (a connection it opens for a
+    client): learned, then routed to the located pod (TTL - 1) or handed to the kernel.
+    None if it is not such a packet. (counter, outputs, generated)."""
+    f = Frame(raw)
+    tcp = _tcp(f)
+    if tcp is None or f.ip_src == t["remote_ip"]:
+        return None
+    r = flows.learn((f.ip_src, tcp[0], f.ip_dst, tcp[1]), "proxied")
+    if r == "full":
+        return "drop_flow_full", [], {}
+    where = located.get(f.ip_dst)
+    if where is None or f.ip[8] <= 1:
+        return "proxied_kernel", [("twin", raw)], {"flow_" + r: 1}
+    port, pod_mac = where
+    return "proxied", [(port, route(f.ip, pod_mac, ports[port]))], {"flow_" + r: 1}
+
+
+def pod_on_flow(raw, t, flows, twin_raw=None):
+    """A pod's TCP on a remembered connection (looked up the other way round): proxied ->
+    to ztunnel unencapsulated, one hop (table 102); the node's own -> to the kernel. None
+    if it is on none. (counter, outputs, generated)."""
+    f = Frame(raw)
+    tcp = _tcp(f)
+    if tcp is None:
+        return None
+    kind = flows.kinds.get((f.ip_dst, tcp[1], f.ip_src, tcp[0]))
+    if kind is None:
+        return None
+    if kind == "host":
+        return "skip_host", [("twin", raw)], {"flow_hit": 1}
+    if f.ip[8] <= 1:
+        return "pass", [("twin", raw)], {"flow_hit": 1}
+    return "proxy_return", [("link", route(f.ip, t["next_hop_mac"], t["port_mac"]))], {"flow_hit": 1}

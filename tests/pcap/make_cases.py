@@ -85,8 +85,11 @@ class Case:
     """A case being built: its ports, its inputs in order and, from the reference, what each
     device must send and count."""
 
-    def __init__(self, name, description, role, ports, tunnel, pods=(), protocols=("tcp",), known_bug=None):
+    def __init__(self, name, description, role, ports, tunnel, pods=(), protocols=("tcp",), known_bug=None,
+                 inbound=None):
         self.name, self.description, self.role, self.ports = name, description, role, ports
+        self.inbound = inbound  # the config's inbound section, or None (off)
+        self.flows = ref.Flows(inbound.get("flows", {}).get("max", 65536)) if inbound else None
         self.known_bug = known_bug
         self.t = dict(tunnel)
         self.pods, self.protocols = list(pods), list(protocols)
@@ -156,6 +159,12 @@ class Case:
         return counter, outs, generated
 
     def _pods_verdict(self, dev, raw):
+        if self.inbound:  # the proxy-return rule comes before the mark rule
+            done = ref.pod_on_flow(raw, self.t, self.flows)
+            if done:
+                self._note_seen(dev, raw)
+                counter, outs, generated = done
+                return counter, [({"link": self.link, "twin": dev + ".twin"}[d], b) for d, b in outs], generated
         counter, outs, seen, generated = ref.pods_verdict(raw, self.t, self.pods,
                                                           {PROTO.get(p, p) for p in self.protocols},
                                                           self.mac[dev])
@@ -184,8 +193,24 @@ class Case:
             return ("decap_bad_vni", [], {}), None
         return None, detail
 
+    def _note_seen(self, dev, raw):
+        """A meshed pod's IPv4 frame tells where the pod is, whatever its verdict."""
+        f = ref.Frame(raw)
+        if f.ip is not None and f.ip_src in self.pods:
+            where = (dev, ref.mac_str(f.src_mac))
+            if self.located.get(f.ip_src) != where:
+                self.located[f.ip_src] = where
+                self.inputs[-1]["located"].append({"ip": f.ip_src, "mac": where[1], "port": dev})
+
     def _ztunnel(self, dev, raw):
-        done, detail = self._from_peer(dev, raw, {self.t["vni"]})
+        if self.inbound and ref.inspect(raw, self.t)[0] == "not_ours":
+            ports = {p: self.mac[p] for p in self.devices if self.kind[p] == "pods"}
+            done = ref.ztunnel_plain(raw, self.t, self.located, ports, self.flows)
+            if done:
+                counter, outs, generated = done
+                return counter, [(dev + ".twin" if d == "twin" else d, b) for d, b in outs], generated
+        served = {self.t["vni"]} | ({self.inbound["vni"]} if self.inbound else set())
+        done, detail = self._from_peer(dev, raw, served)
         if done:
             return done
         _, inner, ecn = detail
@@ -210,7 +235,12 @@ class Case:
         return "redirect", [(self.link, ref.encapsulate_frame(raw, self.t, vni))], {}
 
     def _twin(self, dev, raw):
-        return "pass", [(dev[:-len(".twin")], raw)], {}
+        port = dev[:-len(".twin")]
+        if self.inbound and self.kind[port] == "pods":
+            inb = dict(self.inbound, protocols={PROTO.get(p, p) for p in self.inbound.get("protocols", ["tcp"])})
+            counter, outs, generated = ref.kernel_to_pod(raw, self.t, inb, self.pods, self.flows)
+            return counter, [({"port": port, "link": self.link}[d], b) for d, b in outs], generated
+        return "pass", [(port, raw)], {}
 
     def write(self):
         d = os.path.join(CASES, self.name)
@@ -224,6 +254,8 @@ class Case:
         if self.role == "node":
             spec["redirect"] = {"protocols": self.protocols}
             spec["pods"] = self.pods
+        if self.inbound:
+            spec["inbound"] = self.inbound
         spec["ports"] = self.ports
         spec["input"] = []
         for s in self.inputs:
@@ -817,11 +849,115 @@ def node_direct_padding():
     return c.write()
 
 
+
+# --- inbound (the inbound: section) -------------------------------------------------------------
+
+ISTIOIN, PISTIOIN = "02:00:00:00:7e:01", "02:00:00:00:7e:02"
+CLIENT = "192.168.50.2"  # outside the node, behind an uplink
+
+
+def inbound_cfg(**flows):
+    cfg = {"vni": 1000, "inner_src_mac": ISTIOIN, "inner_dst_mac": PISTIOIN, "inner_ip": "192.168.126.1"}
+    if flows:
+        cfg["flows"] = dict(flows)
+    return cfg
+
+
+def kernel_eth(c, pod):
+    """What the node's kernel sends toward a pod: from the pods port's twin to the pod."""
+    return Ether(src=c.mac["pods.twin"], dst=POD_MAC.get(pod, "02:00:00:00:02:99"))
+
+
+def node_inbound():
+    c = Case("node-inbound", "inbound: what the kernel sends toward a meshed pod goes to ztunnel as Geneve "
+             "VNI 1000 (istioin -> pistioin inside, the packet as the kernel routed it); the skips (from the "
+             "ztunnel IP, UDP, Geneve to the tunnel port, the host IP) and non-meshed destinations go to the "
+             "pod unchanged; a probe's replies go to the kernel, a meshed pod's own TCP is still redirected",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS, inbound=inbound_cfg())
+    t = c.t
+    m_in = lambda src, dst: m_encap(t, src, dst, vni=1000)  # noqa: E731
+    c.on("pods.twin").frames([
+        (kernel_eth(c, PRODUCTPAGE) / syn(CLIENT, PRODUCTPAGE, ttl=63), "inbound", m_in(CLIENT, PRODUCTPAGE)),
+        (kernel_eth(c, RATINGS) / syn(LEGACY, RATINGS, ttl=63), "inbound", m_in(LEGACY, RATINGS)),  # non-meshed pod
+        (kernel_eth(c, PRODUCTPAGE) / IP(src=CLIENT, dst=PRODUCTPAGE, ttl=63) / TCP(sport=40000, dport=9080, flags="A")
+         / Raw(b"x" * 100), "inbound", m_in(CLIENT, PRODUCTPAGE)),
+        (kernel_eth(c, PRODUCTPAGE) / syn(ZT, PRODUCTPAGE, dport=15008), "skip_ztunnel", m_plain(ZT, PRODUCTPAGE)),
+        (kernel_eth(c, PRODUCTPAGE) / IP(src=CLIENT, dst=PRODUCTPAGE) / UDP(sport=5353, dport=53), "skip_udp",
+         m_plain(CLIENT, PRODUCTPAGE)),
+        (kernel_eth(c, PRODUCTPAGE) / IP(src=CLIENT, dst=PRODUCTPAGE) / UDP(sport=50000, dport=6081, chksum=0) /
+         GENEVE(vni=1001, proto=0x6558) / inner_eth(synack()), "skip_udp"),  # Geneve to the tunnel port
+        (kernel_eth(c, PRODUCTPAGE) / syn(NODE, PRODUCTPAGE, sport=33000, dport=8080), "skip_host",
+         m_plain(NODE, PRODUCTPAGE)),  # a kubelet probe
+        (kernel_eth(c, PRODUCTPAGE) / IP(src=NODE, dst=PRODUCTPAGE) / ICMP(), "skip_host"),
+        (kernel_eth(c, LEGACY) / syn(CLIENT, LEGACY, ttl=63), "pass", m_plain(CLIENT, LEGACY)),  # not meshed
+        (kernel_eth(c, PRODUCTPAGE) / IP(src=CLIENT, dst=PRODUCTPAGE) / ICMP(), "pass"),  # inbound.protocols: tcp
+        (kernel_eth(c, PRODUCTPAGE) / ARP(op=2, hwsrc=c.mac["pods.twin"], psrc=NODE, pdst=PRODUCTPAGE), "pass"),
+    ])
+    c.on("pods").frames([
+        (pod_eth() / synack(src=PRODUCTPAGE, dst=NODE, sport=8080, dport=33000), "skip_host",
+         m_plain(PRODUCTPAGE, NODE)),  # the probe's reply: to the kernel, not into istioout
+        (pod_eth() / syn(PRODUCTPAGE, NODE, sport=41000, dport=10250), "redirect", m_encap(t, PRODUCTPAGE, NODE)),
+        (pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(t, PRODUCTPAGE, VIP)),
+    ])
+    return c.write()
+
+
+def node_inbound_proxied():
+    c = Case("node-inbound-proxied", "inbound: ztunnel's connection to a pod with the client's address as "
+             "source is remembered and handed to the kernel (the pod is not located yet); the pod's replies "
+             "on it go to ztunnel unencapsulated (table 102), never to the client nor into istioout; the "
+             "kernel's delivery of it is not redirected; a new client port is; ztunnel's own traffic passes",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS, inbound=inbound_cfg())
+    t = c.t
+    zt = lambda ip: Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / ip  # noqa: E731
+    c.on("ztunnel").frames([
+        (zt(syn(CLIENT, PRODUCTPAGE, sport=45000)), "proxied_kernel", m_plain(CLIENT, PRODUCTPAGE)),
+        (zt(IP(src=CLIENT, dst=PRODUCTPAGE) / TCP(sport=45000, dport=9080, flags="A")), "proxied_kernel",
+         m_plain(CLIENT, PRODUCTPAGE)),
+        (zt(syn(ZT, PRODUCTPAGE, sport=46000)), "pass", m_plain(ZT, PRODUCTPAGE)),  # its own: never learned
+        (zt(IP(src=CLIENT, dst=PRODUCTPAGE) / UDP(sport=45000, dport=9080)), "pass"),
+    ])
+    c.on("pods").frames([
+        (pod_eth() / synack(src=PRODUCTPAGE, dst=CLIENT, sport=9080, dport=45000), "proxy_return",
+         m_routed(PRODUCTPAGE, CLIENT, 63, ZT_MAC)),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=CLIENT) / TCP(sport=9080, dport=45000, flags="FA"), "proxy_return",
+         m_routed(PRODUCTPAGE, CLIENT, 63, ZT_MAC)),
+        (pod_eth() / synack(src=PRODUCTPAGE, dst=CLIENT, sport=9080, dport=45001), "redirect",
+         m_encap(t, PRODUCTPAGE, CLIENT)),  # not a proxied connection: a meshed pod's TCP
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=ZT) / TCP(sport=15008, dport=46000, flags="SA"), "direct",
+         m_routed(PRODUCTPAGE, ZT, 63, ZT_MAC)),
+    ])
+    c.on("pods.twin").frames([
+        (kernel_eth(c, PRODUCTPAGE) / syn(CLIENT, PRODUCTPAGE, sport=45000, ttl=63), "skip_proxied",
+         m_plain(CLIENT, PRODUCTPAGE)),
+        (kernel_eth(c, PRODUCTPAGE) / syn(CLIENT, PRODUCTPAGE, sport=45001, ttl=63), "inbound",
+         m_encap(t, CLIENT, PRODUCTPAGE, vni=1000)),
+    ])
+    return c.write()
+
+
+def node_inbound_flow_full():
+    c = Case("node-inbound-flow-full", "inbound: ztunnel's proxied connections to a located pod are delivered "
+             "direct (TTL - 1); with the flow table full (inbound.flows.max 8) a new one is dropped, as the "
+             "kernel drops a new connection when conntrack is full, and known ones still go through",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS, inbound=inbound_cfg(max=8))
+    pp = POD_MAC[PRODUCTPAGE]
+    zt = lambda ip: Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / ip  # noqa: E731
+    c.on("pods").frames([(pod_eth() / syn(PRODUCTPAGE), "redirect", m_encap(c.t, PRODUCTPAGE, VIP))])
+    c.on("ztunnel").frames(
+        [(zt(syn(CLIENT, PRODUCTPAGE, sport=45000 + i)), "proxied", m_routed(CLIENT, PRODUCTPAGE, 63, pp))
+         for i in range(8)] +
+        [(zt(syn(CLIENT, PRODUCTPAGE, sport=46000)), "drop_flow_full"),
+         (zt(IP(src=CLIENT, dst=PRODUCTPAGE) / TCP(sport=45003, dport=9080, flags="A")), "proxied",
+          m_routed(CLIENT, PRODUCTPAGE, 63, pp))])
+    return c.write()
+
 ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
        node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
        node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins,
        endpoint_uplink_decap, endpoint_tunnel_encap, endpoint_vni1000_udpcsum,
-       node_static_next_hop, node_direct_padding, node_partial_checksums]
+       node_static_next_hop, node_direct_padding, node_partial_checksums,
+       node_inbound, node_inbound_proxied, node_inbound_flow_full]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]

@@ -104,7 +104,7 @@ def config_for(case, spec, d, out, feeds):
     cfg = {"role": spec["role"],
            "dpdk": {"workers": 1, "memory_mb": 128, "file_prefix": f"ztg-pcap-{case}", "idle_sleep_us": 100},
            "ports": ports, "tunnel": spec["tunnel"]}
-    for k in ("redirect", "pods"):
+    for k in ("redirect", "pods", "inbound"):
         if k in spec:
             cfg[k] = spec[k]
     return cfg
@@ -128,9 +128,12 @@ def describe_diff(got, want):
 
 def accounted(name, c):
     """The README's identity: every frame received is under exactly one verdict."""
-    if name.endswith(".twin"):
-        return c["rx"] == c["pass"]
-    verdicts = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply")
+    inbound = ("inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied", "proxied",
+               "proxied_kernel", "proxy_return")
+    if name.endswith(".twin"):  # a pods port's twin with inbound on classifies, any other passes
+        return c["rx"] == c["pass"] + sum(c[k] for k in inbound) + sum(
+            v for k, v in c.items() if k.startswith("drop_") and k not in ("drop_tx_full", "drop_kernel_ring"))
+    verdicts = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply") + inbound
     return c["rx"] == sum(c[k] for k in verdicts) + sum(
         v for k, v in c.items() if (k.startswith("decap_") or k.startswith("drop_"))
         and k not in ("drop_tx_full", "drop_kernel_ring"))

@@ -175,6 +175,45 @@ TEST(Config, TooBigDrop) {
     EXPECT_FALSE(c->tunnel.fragment);
 }
 
+TEST(Config, InboundOffByDefaultAndItsDefaults) {
+    auto c = parse_config(kGood, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_FALSE(c->inbound.enabled);
+    const std::string y = kGood + R"(inbound:
+  inner_src_mac: "02:00:00:00:7e:01"
+  inner_dst_mac: "02:00:00:00:7e:02"
+  flows: {max: 1000, idle_timeout_s: 30}
+)";
+    c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_TRUE(c->inbound.enabled);
+    EXPECT_EQ(c->inbound.vni, 1000u);
+    EXPECT_EQ(c->inbound.inner_ip, ip4(192, 168, 126, 1));
+    EXPECT_EQ(c->inbound.protocols, std::vector<uint8_t>{6});
+    EXPECT_EQ(c->inbound.max_flows, 1000u);
+    EXPECT_EQ(c->inbound.idle_timeout_s, 30u);
+    EXPECT_EQ(c->inbound.closing_timeout_s, 120u);
+}
+
+TEST(Config, InboundRefusals) {
+    const std::string macs = "  inner_src_mac: \"02:00:00:00:7e:01\"\n"
+                             "  inner_dst_mac: \"02:00:00:00:7e:02\"\n";
+    auto err = [&](const std::string& extra) {
+        return parse_config(kGood + "inbound:\n" + macs + extra, "bad.yaml").error();
+    };
+    EXPECT_EQ(err("  vni: 1001\n"), "inbound.vni: must differ from tunnel.vni 1001");
+    EXPECT_EQ(err("  protocols: [tcp, udp]\n"),
+              "inbound.protocols[1]: UDP is never redirected inbound (the kernel's `-p udp` skip, "
+              "mark 0x220)");
+    EXPECT_EQ(err("  inner_ip: 192.168.127.1\n"),
+              "inbound.inner_ip: must differ from tunnel.inner_ip (istioout's address)");
+    EXPECT_EQ(err("  flows: {max: 4}\n"), "inbound.flows.max: 4 is out of range 8..16777216");
+    EXPECT_EQ(err("  flows: {idle: 4}\n"), "inbound.flows.idle: unknown key");
+    EXPECT_EQ(parse_config(kGood + "inbound: {inner_dst_mac: \"02:00:00:00:7e:02\"}\n", "bad.yaml")
+                  .error(),
+              "inbound.inner_src_mac: required (the MAC of istioin)");
+}
+
 TEST(Config, MissingFileNamesTheFile) {
     auto c = load_config("/nonexistent/ztg.yaml");
     ASSERT_FALSE(c.ok());

@@ -1,0 +1,160 @@
+// The proxied-connection table: the TCP connections ztunnel opened to a pod with the
+// original client's address as source (the kernel's `! -s ZT_IP -i ZT_VETH` mark 0x210,
+// saved on the connection). The pod's replies on them go back to ztunnel (mark 0x040,
+// table 102), and the kernel's packets on them are never redirected into the inbound
+// tunnel. Keyed by the 5-tuple as ztunnel sent it (client -> pod; the protocol is TCP).
+//
+// Who writes: the worker that receives ztunnel's packet inserts it itself, with atomics,
+// before the packet is sent on. The pod's SYN-ACK can only follow the SYN, so whichever
+// worker receives it finds the entry; a control-thread insert would leave a window (the
+// event queue, the control loop's round) in which the first reply is redirected outbound
+// as a meshed pod's new connection. Inserting costs one CAS and a fetch_add per
+// connection, not per packet; every packet pays a lookup only.
+//
+// Layout: buckets of 8 slots, two cache lines each (the address words, then the words of
+// ports, state and "last seen" tick), sized so that at `capacity` flows a bucket is half
+// full on average (a full bucket counts as a full table: about 1 % of inserts at
+// capacity, none at half). A lookup reads one bucket: no probe chains, so a miss costs
+// the same as a hit. The tick is refreshed with a CAS only when it changed (at most 16
+// times a second per flow), so the lines readers share are rarely written.
+//
+// Slot life: Empty -> Busy (a worker's CAS claims it) -> Live (ports + state stored with
+// release, after the addresses) -> Closing (FIN or RST seen) -> Dead (control's sweep:
+// idle or closed too long) -> Empty again only after a QSBR grace period, so a reader
+// that matched the old addresses never pairs them with a new connection's ports.
+// Control is the only thread that removes.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <rte_hash_crc.h>
+#include <rte_prefetch.h>
+
+#include "dataplane/net.hpp"
+#include "dataplane/rcu.hpp"
+
+namespace ztg {
+
+struct FlowKey {
+    Ip4 client, pod;   // source and destination of ztunnel's packet
+    Be16 cport, pport; // the same for the ports
+    uint64_t addrs() const { return uint64_t(pod.raw) << 32 | client.raw; }
+    uint32_t ports() const { return uint32_t(pport.raw) << 16 | cport.raw; }
+};
+
+// What a connection in the table is: opened by ztunnel for a client (0x210), or by the
+// node's own address (a kubelet probe: 0x220, both directions skipped).
+enum class FlowKind : uint8_t { None, Proxied, Host };
+
+class FlowTable {
+  public:
+    static constexpr uint32_t kWays = 8;
+    enum State : uint32_t { Empty = 0, Busy = 1, Live = 2, Closing = 3, Dead = 4 };
+    static constexpr uint32_t kTickMask = (1u << 28) - 1; // ticks wrap at 2^28 (194 days)
+    enum class Learn : uint8_t { Hit, Inserted, Full };
+
+    // capacity: the most flows held at once (the size limit).
+    FlowTable(const std::string& name, uint32_t capacity, Rcu& rcu);
+    ~FlowTable();
+    FlowTable(const FlowTable&) = delete;
+    FlowTable& operator=(const FlowTable&) = delete;
+
+    bool ok() const { return b_ != nullptr; }
+    uint32_t capacity() const { return capacity_; }
+    uint32_t slots() const { return (mask_ + 1) * kWays; }
+    // Bytes the table holds (buckets and ticks), and so per flow of capacity.
+    size_t memory_bytes() const { return size_t(mask_ + 1) * sizeof(Bucket); }
+    uint32_t size() const { return live_.load(std::memory_order_relaxed); }
+    bool empty() const { return size() == 0; }
+    uint64_t expired() const { return expired_.load(std::memory_order_relaxed); }
+
+    // Readers and inserters (workers). `now` is in ticks (tick()).
+    // ztunnel's packet of a connection: found (refreshed), inserted, or no room.
+    // syn: a SYN without ACK (revives a closing entry: the tuple is reused); fin_rst: the
+    // connection is closing.
+    Learn learn(const FlowKey& k, uint32_t now, bool syn, bool fin_rst,
+                FlowKind kind = FlowKind::Proxied);
+    // Any other packet of a connection (either side maps to the same key): true if it is
+    // in the table (its kind; None: not); refreshed, and marked closing on FIN/RST.
+    FlowKind touch(const FlowKey& k, uint32_t now, bool fin_rst) {
+        const uint32_t s = find(k);
+        if (s == kNone) return FlowKind::None;
+        const uint64_t m = refresh(s, now, fin_rst);
+        return (m >> 35) & 1 ? FlowKind::Host : FlowKind::Proxied;
+    }
+    bool contains(const FlowKey& k) const { return find(k) != kNone; }
+    // The bucket k hashes to (of buckets() with kWays slots each): for tests' models.
+    uint32_t bucket_index(const FlowKey& k) const { return bucket_of(k); }
+    void prefetch(const FlowKey& k) const {
+        const Bucket& b = b_[bucket_of(k)];
+        rte_prefetch0(&b.addrs);
+        rte_prefetch0(&b.meta);
+    }
+
+    // Clock: ticks of about 1/16 s from the TSC (tsc_hz given at construction).
+    uint32_t tick(uint64_t tsc) const { return uint32_t(tsc >> shift_) & kTickMask; }
+    uint32_t ticks_of_ms(uint64_t ms) const;
+    void set_clock(uint64_t tsc_hz); // the constructor uses rte_get_tsc_hz()
+
+    // Writer (control thread): removes what was idle `idle` ticks (closing: `closing`
+    // ticks), then, after a grace period, makes its slots free. Returns how many it removed.
+    uint32_t expire(uint32_t now, uint32_t idle, uint32_t closing);
+
+  private:
+    static constexpr uint32_t kNone = 0xFFFFFFFF;
+    static constexpr uint32_t kSeed = 0x0F10A7ABu;
+    struct alignas(128) Bucket {
+        std::atomic<uint64_t> addrs[kWays]; // FlowKey::addrs
+        // ports | state << 32 (3 bits) | host kind << 35 | tick << 36
+        alignas(64) std::atomic<uint64_t> meta[kWays];
+    };
+    static constexpr uint64_t kKeep = 0xFFFFFFFFull | uint64_t(1) << 35; // ports, kind
+    static uint64_t meta_of(uint64_t keep, uint32_t st, uint32_t tick) {
+        return (keep & kKeep) | uint64_t(st) << 32 | uint64_t(tick & kTickMask) << 36;
+    }
+    static uint32_t state_of(uint64_t m) { return uint32_t(m >> 32) & 7; }
+    static uint32_t tick_of(uint64_t m) { return uint32_t(m >> 36); }
+    static_assert(sizeof(Bucket) == 128);
+
+    uint32_t bucket_of(const FlowKey& k) const {
+        const uint32_t h = rte_hash_crc_4byte(k.ports(), rte_hash_crc_8byte(k.addrs(), kSeed));
+        return h & mask_;
+    }
+    // The slot (bucket * kWays + way) holding k, or kNone.
+    uint32_t find(const FlowKey& k) const {
+        const uint32_t bi = bucket_of(k);
+        const Bucket& b = b_[bi];
+        const uint64_t a = k.addrs();
+        for (uint32_t w = 0; w < kWays; w++) {
+            if (b.addrs[w].load(std::memory_order_acquire) != a) continue;
+            const uint64_t m = b.meta[w].load(std::memory_order_acquire);
+            const uint32_t st = state_of(m);
+            if (uint32_t(m) == k.ports() && (st == Live || st == Closing)) return bi * kWays + w;
+        }
+        return kNone;
+    }
+    uint64_t refresh(uint32_t s, uint32_t now, bool fin_rst) {
+        const uint64_t m = b_[s / kWays].meta[s % kWays].load(std::memory_order_relaxed);
+        if (tick_of(m) != (now & kTickMask) || fin_rst) [[unlikely]]
+            update(s, now, fin_rst ? Closing : state_of(m));
+        return m;
+    }
+    // The slot's tick and state (Live or Closing), unless control removed it meanwhile.
+    void update(uint32_t s, uint32_t now, uint32_t to);
+
+    Rcu& rcu_;
+    std::string name_;
+    uint32_t capacity_;
+    uint32_t mask_ = 0; // buckets - 1
+    uint32_t shift_ = 26;
+    uint64_t tsc_hz_ = 1;
+    Bucket* b_ = nullptr;
+    alignas(64) std::atomic<uint32_t> live_{0}; // slots Busy..Closing (the size limit)
+    std::atomic<uint64_t> expired_{0};          // control only
+    std::vector<uint32_t> dead_;                // control only: awaiting a grace period
+};
+
+} // namespace ztg
