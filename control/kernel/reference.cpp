@@ -116,8 +116,10 @@ std::vector<RouteSpec> reference_routes(const Config& c, const Ip4Set& pods) {
 std::vector<GeneveSpec> reference_links(const Config& c) {
     GeneveSpec in, out;
     in.name = c.kernel.istioin;
-    in.vni = kIstioinVni;
-    in.address = kIstioinAddr;
+    // The inbound section's VNI and address when the dataplane does inbound too, so that
+    // the kernel's istioin and ztgeneve's tunnel row agree; Istio's constants otherwise.
+    in.vni = c.inbound.enabled ? c.inbound.vni : kIstioinVni;
+    in.address = c.inbound.enabled ? c.inbound.inner_ip : kIstioinAddr;
     out.name = c.kernel.istioout;
     out.vni = c.tunnel.vni;
     out.address = c.tunnel.inner_ip;
