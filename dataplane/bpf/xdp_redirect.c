@@ -82,12 +82,18 @@ static __always_inline int to_kernel(struct ztg_link* l) {
     return XDP_PASS;
 }
 
+// The settings and the link's entry (NULL for a link control did not add: pass).
+static __always_inline struct ztg_link* link_of(struct xdp_md* ctx, const struct ztg_cfg** c) {
+    __u32 key = 0, ifindex = ctx->ingress_ifindex;
+    *c = bpf_map_lookup_elem(&ztg_config, &key);
+    return *c ? bpf_map_lookup_elem(&ztg_links, &ifindex) : 0;
+}
+
 SEC("xdp")
 int ztg_xdp_pods(struct xdp_md* ctx) {
-    __u32 key = 0, ifindex = ctx->ingress_ifindex;
-    const struct ztg_cfg* c = bpf_map_lookup_elem(&ztg_config, &key);
-    struct ztg_link* l = bpf_map_lookup_elem(&ztg_links, &ifindex);
-    if (!c || !l) return XDP_PASS;
+    const struct ztg_cfg* c;
+    struct ztg_link* l = link_of(ctx, &c);
+    if (!l) return XDP_PASS;
     struct iphdr* ip = ipv4_of((void*)(long)ctx->data, (void*)(long)ctx->data_end);
     if (!ip || ip->daddr == c->zt_ip || !(c->protocols[ip->protocol >> 3] & (1 << (ip->protocol & 7))))
         return to_kernel(l);
@@ -98,10 +104,9 @@ int ztg_xdp_pods(struct xdp_md* ctx) {
 
 SEC("xdp")
 int ztg_xdp_ztunnel(struct xdp_md* ctx) {
-    __u32 key = 0, ifindex = ctx->ingress_ifindex;
-    const struct ztg_cfg* c = bpf_map_lookup_elem(&ztg_config, &key);
-    struct ztg_link* l = bpf_map_lookup_elem(&ztg_links, &ifindex);
-    if (!c || !l) return XDP_PASS;
+    const struct ztg_cfg* c;
+    struct ztg_link* l = link_of(ctx, &c);
+    if (!l) return XDP_PASS;
     void* end = (void*)(long)ctx->data_end;
     struct iphdr* ip = ipv4_of((void*)(long)ctx->data, end);
     // A later fragment carries no UDP header: the kernel's (it has no Geneve; neither
