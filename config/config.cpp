@@ -215,6 +215,39 @@ void parse_dpdk(Map m, DpdkConfig& d) {
     m.check_unknown();
 }
 
+// A link name as the kernel takes it (IFNAMSIZ).
+bool link_name(const std::string& s) {
+    return !s.empty() && s.size() <= 15 && s.find_first_of(" /:") == std::string::npos;
+}
+
+// A port with attach: xdp (port number i): its links; what a device port sets by hand
+// (devargs, twin, segment) follows from the aggregation pair ztgeneve makes for it.
+void parse_xdp_port(Map& m, size_t i, uint32_t workers, PortConfig& p) {
+    for (const char* k : {"devargs", "twin", "segment"})
+        if (m.get(k))
+            fail(m.path(k), "not with attach: xdp (ztgeneve opens its own aggregation device)");
+    auto links = m.get("links");
+    if (!links)
+        fail(m.path("links"),
+             "required with attach: xdp (the kernel's links, e.g. [veth1234abcd])");
+    std::set<std::string> seen;
+    each(links, m.path("links"), [&](const YAML::Node& e, const std::string& k, size_t) {
+        const std::string l = text(e, k);
+        if (!link_name(l))
+            fail(k, "'" + l + "' is not a link name (1 to 15 characters, no space, / or :)");
+        if (!seen.insert(l).second) fail(k, "link '" + l + "' listed twice");
+        p.links.push_back(l);
+    });
+    if (p.links.empty()) fail(m.path("links"), "at least one link");
+    if (port_kind(p.kind).link && p.links.size() != 1)
+        fail(m.path("links"), "the ztunnel port has exactly one link (ztunnel's veth), got " +
+                                  std::to_string(p.links.size()));
+    p.agg = "ztg" + std::to_string(i) + "k";
+    p.agg_xsk = "ztg" + std::to_string(i) + "x";
+    p.devargs = "net_af_xdp" + std::to_string(i) + ",iface=" + p.agg_xsk +
+                ",start_queue=0,queue_count=" + std::to_string(workers);
+}
+
 void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
     std::map<std::string, std::string> devices; // device name -> key that used it
     std::map<std::string, std::string> names;
@@ -231,14 +264,23 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         const bool node = c.role == Role::Node;
         std::string roles;
         for (const PortKind& pk : kPortKinds)
-            if (pk.role == c.role) roles += (roles.empty() ? "" : " or ") + std::string(pk.word);
+            if (pk.role == c.role && pk.attach == Attach::Device)
+                roles += (roles.empty() ? "" : " or ") + std::string(pk.word);
         auto role = m.get("role");
         if (!role) fail(m.path("role"), "required (" + roles + ")");
         const std::string r = scalar(role, m.path("role"));
-        const auto kind = port_kind_of(r, c.role);
-        if (!kind)
+        Attach attach = Attach::Device;
+        if (auto a = m.get("attach"); a) {
+            const std::string v = scalar(a, m.path("attach"));
+            if (v != "device" && v != "xdp")
+                fail(m.path("attach"), "expected device or xdp, got '" + v + "'");
+            attach = v == "xdp" ? Attach::Xdp : Attach::Device;
+        }
+        if (!port_kind_of(r, c.role))
             fail(m.path("role"), "'" + r + "' is not a port role of " +
                                      (node ? "a node" : "an endpoint") + " (" + roles + ")");
+        const auto kind = port_kind_of(r, c.role, attach);
+        if (!kind) fail(m.path("attach"), "xdp is not an attach kind of role " + r);
         p.kind = *kind;
         if (auto v = m.get("vni"); v) {
             if (!port_kind(p.kind).carries_vni)
@@ -252,6 +294,14 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
             if (auto [it, fresh] = devices.emplace(dev, dk); !fresh)
                 fail(dk, "duplicate device '" + dev + "' (also " + it->second + ")");
         };
+        if (attach == Attach::Xdp) {
+            parse_xdp_port(m, c.ports.size(), c.dpdk.workers, p);
+            use_device(p.devargs, m.path("attach"));
+            m.check_unknown();
+            c.ports.push_back(std::move(p));
+            return;
+        }
+        if (m.get("links")) fail(m.path("links"), "only with attach: xdp");
         auto dev = m.get("devargs");
         if (!dev)
             fail(m.path("devargs"), "required (DPDK devargs, e.g. net_af_packet0,iface=veth0)");
@@ -274,6 +324,12 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
         m.check_unknown();
         c.ports.push_back(std::move(p));
     });
+    std::map<std::string, size_t> owner; // attach: xdp link -> port
+    for (size_t i = 0; i < c.ports.size(); i++)
+        for (const std::string& l : c.ports[i].links)
+            if (auto [it, fresh] = owner.emplace(l, i); !fresh)
+                fail(idx(key, i) + ".links",
+                     "link '" + l + "' is ports[" + std::to_string(it->second) + "]'s already");
     const bool node = c.role == Role::Node;
     const char* link = node ? "ztunnel" : "uplink";
     if (auto found = std::count_if(c.ports.begin(), c.ports.end(),
@@ -402,6 +458,15 @@ Config parse(const YAML::Node& root, const std::string& source) {
     auto tunnel = top.get("tunnel");
     if (!tunnel) fail("tunnel", "required (local_ip, remote_ip, inner MACs)");
     parse_tunnel(Map(tunnel, "tunnel"), c.tunnel, c.role == Role::Node);
+    for (const PortConfig& p : c.ports)
+        if (p.kind == DevKind::XdpZtunnel) {
+            // The kernel's neighbour table gives ztunnel's MAC: the program that sends the
+            // tunnel's frames out of ztunnel's link fills in both addresses (bpf_redirect_neigh).
+            if (c.tunnel.next_hop_mac)
+                fail("tunnel.next_hop_mac", "not with a ztunnel port attach: xdp (the kernel "
+                                            "resolves ztunnel's MAC)");
+            c.tunnel.next_hop_mac = Mac{};
+        }
     for (size_t i = 0; i < c.ports.size(); i++)
         if (port_kind(c.ports[i].kind).carries_vni) {
             if (!c.ports[i].vni) c.ports[i].vni = c.tunnel.vni;

@@ -41,6 +41,8 @@ Status Runtime::claim_interfaces() {
 }
 
 Status Runtime::init_eal(const std::string& argv0, const std::string& prefix_override) {
+    // net_af_xdp probes the aggregation devices: they must exist first.
+    if (auto s = xdp_.make_devices(cfg_); !s) return s;
     if (auto s = ztg::init_eal(cfg_, argv0, prefix_override); !s) return s;
     eal_up_ = true;
     return Ok{};
@@ -112,7 +114,9 @@ Status Runtime::start_workers() {
     }
     workers_running_ = true;
     if (i != w) return err("dpdk.workers: only " + std::to_string(i) + " worker lcores available");
-    return Ok{};
+    // The sockets are polled now: the links' programs may hand frames over.
+    return xdp_.attach(cfg_,
+                       cfg_.kernel.mode == KernelMode::Program ? std::vector<Ip4>{} : cfg_.pods);
 }
 
 Status Runtime::start_kernel() {
@@ -125,10 +129,15 @@ Status Runtime::start_kernel() {
     return s;
 }
 
+// The kernel's meshed set follows the table: a pod is in the table before the kernel hands
+// its frames over, and out of the kernel's set before it leaves the table.
 bool Runtime::add_pod(Ip4 ip) {
-    return pods_->add(ip);
+    const bool ok = pods_->add(ip);
+    if (ok) xdp_.mesh(ip, true);
+    return ok;
 }
 bool Runtime::del_pod(Ip4 ip) {
+    xdp_.mesh(ip, false);
     return pods_->del(ip);
 }
 void Runtime::pods_committed() {
@@ -177,6 +186,7 @@ void Runtime::expire_flows() {
 }
 
 void Runtime::stop() {
+    xdp_.detach(); // the kernel carries every link's frames from here on
     mirror_.reset();
     if (workers_running_) {
         shared_.stop.store(true, std::memory_order_release);
@@ -194,6 +204,7 @@ void Runtime::stop() {
     for (size_t d = 0; d < topo_.devs.size(); d++) // net_tap removes its tap
         if (d >= present_.size() || present_[d]) rte_eth_dev_close(topo_.devs[d].port_id);
     topo_.devs.clear();
+    xdp_.remove_devices(); // net_af_xdp has taken its program off them
     delete shared_.snapshot.exchange(nullptr, std::memory_order_acq_rel);
     if (pods_) final_pods_ = pods_->size();
     pods_.reset();

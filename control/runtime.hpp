@@ -21,6 +21,7 @@
 #include "control/kernel/mirror.hpp"
 #include "control/locks.hpp"
 #include "control/ring_stats.hpp"
+#include "control/xdp_attach.hpp"
 #include "control/xdp_segment.hpp"
 #include "dataplane/worker.hpp"
 
@@ -100,6 +101,8 @@ class Runtime : public PodSink {
         return workers_[w]->rounds.load(std::memory_order_relaxed);
     }
     uint64_t ring_drops(size_t dev) const { return ring_stats_.drops(dev); }
+    // The in-kernel counters of attach: xdp links (BPF map reads: any thread).
+    std::vector<XdpLinkCounters> xdp_counters() const { return xdp_.counters(); }
     unsigned mbufs_total() const;
     // Control thread only: ask through inbox().
     std::vector<PodRow> pod_rows() const;
@@ -136,6 +139,7 @@ class Runtime : public PodSink {
     RingStats ring_stats_; // drop_kernel_ring
     DropWatch drop_watch_;
     XdpSegment segment_; // the XDP pass program on net_af_packet ports' veths
+    XdpAttach xdp_;      // ports with attach: xdp: their programs and aggregation devices
     // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
     // under us is taken out of service, removed and probed again with its devargs, MAC and
     // MTU, checked once a second. Frames for it meanwhile count as drop_tx_full.

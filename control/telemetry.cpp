@@ -144,6 +144,25 @@ int pods_cb(const char*, const char* params, rte_tel_data* d) {
     return 0;
 }
 
+// /ztgeneve/xdp: the in-kernel counters of each attach: xdp link, {link: {port, to_ztgeneve,
+// to_kernel, no_socket}}.
+int xdp_cb(const char*, const char*, rte_tel_data* d) {
+    std::lock_guard lk(g_mu);
+    if (g_rt == nullptr) return -1;
+    rte_tel_data_start_dict(d);
+    for (const XdpLinkCounters& x : g_rt->xdp_counters()) {
+        rte_tel_data* c = rte_tel_data_alloc();
+        if (c == nullptr) return -ENOMEM;
+        rte_tel_data_start_dict(c);
+        rte_tel_data_add_dict_string(c, "port", x.port.c_str());
+        rte_tel_data_add_dict_u64(c, "to_ztgeneve", x.to_ztgeneve);
+        rte_tel_data_add_dict_u64(c, "to_kernel", x.to_kernel);
+        rte_tel_data_add_dict_u64(c, "no_socket", x.no_socket);
+        rte_tel_data_add_dict_container(d, x.link.c_str(), c, 0);
+    }
+    return 0;
+}
+
 } // namespace
 
 void telemetry_attach(Runtime* rt) {
@@ -161,6 +180,9 @@ void telemetry_attach(Runtime* rt) {
         "/ztgeneve/counters", counters_cb,
         "Counters of one device, summed over workers. Parameters: device name "
         "(none: the sum over all devices)");
+    rte_telemetry_register_cmd("/ztgeneve/xdp", xdp_cb,
+                               "In-kernel counters of each attach: xdp link (to_ztgeneve, "
+                               "to_kernel, no_socket)");
     rte_telemetry_register_cmd("/ztgeneve/info", info_cb,
                                "Version, config file, role, workers, pods, mbufs, next hop");
     rte_telemetry_register_cmd(

@@ -52,7 +52,6 @@ bool gro_on(const std::string& iface) {
     return ethtool(iface, &v) && v.data != 0;
 }
 
-// libbpf's messages (warnings about the object, the kernel's verifier log) at debug level.
 int libbpf_log(libbpf_print_level level, const char* fmt, va_list ap) {
     if (level == LIBBPF_DEBUG) return 0;
     char buf[512];
@@ -65,6 +64,10 @@ int libbpf_log(libbpf_print_level level, const char* fmt, va_list ap) {
 
 } // namespace
 
+void route_libbpf_log() {
+    libbpf_set_print(libbpf_log);
+}
+
 SegmentAction segment_action(const PortConfig& port, const std::optional<std::string>& driver) {
     if (!is_af_packet(port)) return SegmentAction::NotPacket;
     if (port.segment == Segment::Off) return SegmentAction::Off;
@@ -75,7 +78,7 @@ SegmentAction segment_action(const PortConfig& port, const std::optional<std::st
 bool XdpSegment::load() {
     if (obj_ != nullptr) return true;
     if (load_failed_) return false;
-    libbpf_set_print(libbpf_log);
+    route_libbpf_log();
     bpf_object_open_opts opts{};
     opts.sz = sizeof opts;
     opts.object_name = "ztg_xdp_pass";

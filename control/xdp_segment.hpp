@@ -19,6 +19,10 @@ struct bpf_object;
 
 namespace ztg {
 
+// libbpf's messages (warnings about an object, the kernel's verifier log) to the log at
+// debug level; for every user of libbpf in ztgeneve.
+void route_libbpf_log();
+
 // What XdpSegment does with a port, and why (a pure function of the config and the driver).
 enum class SegmentAction {
     Attach,    // net_af_packet on a veth, segment: kernel

@@ -1,6 +1,7 @@
-// The kinds of port, one row each: the word the config uses, the role that has it and how
-// its device is set up. A new kind of port is one row here plus its stage in the role's
-// pipeline (pipelines/node.cpp, pipelines/endpoint.cpp). No DPDK here: config/ uses it.
+// The kinds of port, one row each: the word the config uses, how the port is attached
+// (ports[].attach), the role that has it and how its device is set up. A new kind of port is one
+// row here plus its stage in the role's pipeline (pipelines/node.cpp, pipelines/endpoint.cpp). No
+// DPDK here: config/ uses it.
 #pragma once
 
 #include <array>
@@ -15,12 +16,19 @@ enum class Role : uint8_t { Node, Endpoint };
 // No device (an index into the workers' device list).
 constexpr uint16_t kNoDev = 0xFFFF;
 
-// Twin is no config word: it is the kernel twin (a net_tap) of any port.
-enum class DevKind : uint8_t { Pods, Ztunnel, Uplink, Tunnel, Twin, count };
+// Twin is no config word: it is the kernel twin (a net_tap) of any port. XdpPods and
+// XdpZtunnel are the node's ports with `attach: xdp` (control/xdp_attach): ztgeneve's eBPF
+// programs on the kernel's own links hand it only its traffic through an aggregation device.
+enum class DevKind : uint8_t { Pods, Ztunnel, Uplink, Tunnel, Twin, XdpPods, XdpZtunnel, count };
+
+// ports[].attach. Device: ztgeneve opens ports[].devargs and the kernel sees the link through
+// a twin; Xdp: the links stay the kernel's, eBPF decides what ztgeneve receives.
+enum class Attach : uint8_t { Device, Xdp };
 
 struct PortKind {
     DevKind kind;
     std::string_view word;    // ports[].role in the config; empty: not configured as a port
+    Attach attach;            // ports[].attach
     std::optional<Role> role; // the role that has it; none: every role
     bool link;                // the device toward the tunnel peer: exactly one per config
     bool promiscuous;         // receives frames for its twin's MAC, not only its own
@@ -28,21 +36,25 @@ struct PortKind {
 };
 
 inline constexpr std::array<PortKind, size_t(DevKind::count)> kPortKinds = {{
-    {DevKind::Pods, "pods", Role::Node, false, true, false},
-    {DevKind::Ztunnel, "ztunnel", Role::Node, true, true, false},
-    {DevKind::Uplink, "uplink", Role::Endpoint, true, true, false},
-    {DevKind::Tunnel, "tunnel", Role::Endpoint, false, false, true},
-    {DevKind::Twin, "", std::nullopt, false, false, false},
+    {DevKind::Pods, "pods", Attach::Device, Role::Node, false, true, false},
+    {DevKind::Ztunnel, "ztunnel", Attach::Device, Role::Node, true, true, false},
+    {DevKind::Uplink, "uplink", Attach::Device, Role::Endpoint, true, true, false},
+    {DevKind::Tunnel, "tunnel", Attach::Device, Role::Endpoint, false, false, true},
+    {DevKind::Twin, "", Attach::Device, std::nullopt, false, false, false},
+    {DevKind::XdpPods, "pods", Attach::Xdp, Role::Node, false, false, false},
+    {DevKind::XdpZtunnel, "ztunnel", Attach::Xdp, Role::Node, true, false, false},
 }};
 
 constexpr const PortKind& port_kind(DevKind k) {
     return kPortKinds[size_t(k)];
 }
 
-// The kind a config word names in a role, if any.
-constexpr std::optional<DevKind> port_kind_of(std::string_view word, Role role) {
+// The kind a config word names in a role with an attach kind, if any.
+constexpr std::optional<DevKind> port_kind_of(std::string_view word, Role role,
+                                              Attach attach = Attach::Device) {
     for (const PortKind& k : kPortKinds)
-        if (!k.word.empty() && k.word == word && k.role == role) return k.kind;
+        if (!k.word.empty() && k.word == word && k.role == role && k.attach == attach)
+            return k.kind;
     return std::nullopt;
 }
 

@@ -264,13 +264,13 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     return true;
 }
 
-// A frame from a pod, parsed (p) and looked up (pod: its source is a meshed pod, whose
-// location tag is `tag`): the kernel's mark rule
-// `-p <proto> -m set --match-set ztunnel-pods-ips src` decides redirect or pass.
+// A frame from a pod, parsed (p) and looked up (known: its source is in the pod table, with
+// the location tag `tag`); pod: it is to be redirected, as the kernel's mark rule
+// `-p <proto> -m set --match-set ztunnel-pods-ips src` decides, or redirect or pass.
 [[gnu::always_inline]] inline Verdict from_pod(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m,
-                                               const Parsed& p, bool pod, uint32_t tag,
+                                               const Parsed& p, bool pod, bool known, uint32_t tag,
                                                const Snapshot& s, BurstTally& t) {
-    if (pod) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+    if (known) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
     // The proxy-return rule comes before the mark rule, as in the kernel's chain.
     if (s.inbound && p.ipv4 && p.proto == IPPROTO_TCP && !p.fragment &&
         !ctx.shared->flows->empty()) {
@@ -291,9 +291,12 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     return {Ctr::redirect, zt};
 }
 
-} // namespace
-
-void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+// Classified: the kernel's program has chosen the frames already (attach: xdp, pods of its
+// meshed set, redirected protocols): each IPv4 frame is redirected, even in the moment a
+// pod is leaving the table after the kernel's set. Else the table decides, as the mark
+// rule does.
+template <bool Classified>
+void from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
     Parsed p[kBurst];
     Ip4 src[kBurst];
@@ -313,10 +316,21 @@ void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
         // A pod's kernel leaves TCP/UDP checksums to the veth's offload: complete them
         // before the frame goes anywhere (tunnel, ztunnel, kernel twin).
         if (complete_partial_l4_checksum(pkts[i], p[i])) t.inc(Ctr::csum_completed);
-        const bool pod = p[i].ipv4 && ((is_pod >> i) & 1);
-        ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, tag[i], s, t));
+        const bool known = p[i].ipv4 && ((is_pod >> i) & 1);
+        const bool pod = Classified ? p[i].ipv4 && s.redirects(p[i].proto) : known;
+        ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, known, tag[i], s, t));
     }
     t.flush_to(ctx.ctr(dev));
+}
+
+} // namespace
+
+void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+    from_pods<false>(ctx, dev, pkts, n);
+}
+
+void node_from_xdp_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+    from_pods<true>(ctx, dev, pkts, n);
 }
 
 // Inbound: ztunnel's unencapsulated TCP with a source not its own is a connection it
@@ -433,6 +447,8 @@ const Pipeline& node_pipeline() {
         Pipeline q;
         q.stage[size_t(DevKind::Pods)] = node_from_pods;
         q.stage[size_t(DevKind::Ztunnel)] = node_from_ztunnel;
+        q.stage[size_t(DevKind::XdpPods)] = node_from_xdp_pods;
+        q.stage[size_t(DevKind::XdpZtunnel)] = node_from_ztunnel; // the kernel passes only Geneve
         q.stage[size_t(DevKind::Twin)] = node_from_twin;
         q.tick = node_tick;
         return q;

@@ -11,6 +11,8 @@ const Pipeline& node_pipeline();
 
 // The stages, exposed for tests and benchmarks.
 void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
+// attach: xdp: the kernel has chosen the frames (dataplane/bpf/xdp_redirect.c).
+void node_from_xdp_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_tick(WorkerCtx& ctx);

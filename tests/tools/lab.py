@@ -626,6 +626,28 @@ class CniLab(PodNode):
         self.kube_proxy()
 
 
+    def xdp_config(self, meshed, kernel_mode="program", workers=1, prefix=None):
+        """A ztgeneve config (YAML text) for this node with `attach: xdp`: one pods port over
+        every pod's host veth, the ztunnel port over ztunnel's; meshed: the pods in the pod
+        list; kernel.mode program installs the kernel path the links fall back to."""
+        import yaml
+        cfg = {
+            "role": "node",
+            "dpdk": {"workers": workers, "memory_mb": 256, "idle_sleep_us": 100,
+                     **({"file_prefix": prefix} if prefix else {})},
+            "ports": [{"name": "pods", "role": "pods", "attach": "xdp",
+                       "links": [self.host_veth(p) for p in self.pods]},
+                      {"name": "ztunnel", "role": "ztunnel", "attach": "xdp",
+                       "links": [self.host_veth(self.zt_name)]}],
+            "tunnel": {"local_ip": self.gw_ip, "remote_ip": self.zt_ip, "mtu": 1500,
+                       "inner_src_mac": ISTIOOUT_MAC, "inner_dst_mac": PISTIOOUT_MAC},
+            "pods": [self.ip(p) for p in meshed],
+            "kernel": {"mode": kernel_mode, "poll_ms": 100,
+                       **({"ztunnel_dev": self.host_veth(self.zt_name)} if kernel_mode == "program" else {})},
+        }
+        return yaml.safe_dump(cfg, sort_keys=False)
+
+
 # ---------------------------------------------------------------- scripts/lab
 
 USAGE = """\

@@ -45,6 +45,20 @@ TEST(Config, SegmentOff) {
     EXPECT_EQ(c->ports[1].segment, Segment::Kernel);
 }
 
+TEST(Config, AttachXdp) {
+    std::string y = kGood;
+    const std::string zt = "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}";
+    y.replace(y.find(zt), zt.size(), "{name: zt, role: ztunnel, attach: xdp, links: [vethzt]}");
+    auto c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->ports[1].kind, DevKind::XdpZtunnel);
+    EXPECT_EQ(c->ports[1].links, std::vector<std::string>{"vethzt"});
+    EXPECT_EQ(c->ports[1].agg, "ztg1k");
+    EXPECT_EQ(c->ports[1].devargs, "net_af_xdp1,iface=ztg1x,start_queue=0,queue_count=1");
+    EXPECT_TRUE(c->tunnel.next_hop_mac.has_value()) << "the kernel resolves ztunnel's MAC";
+    EXPECT_EQ(c->ports[0].kind, DevKind::Pods) << "attach: device by default";
+}
+
 struct Bad {
     const char* what;
     std::string from, to; // replace `from` in kGood by `to`
@@ -122,6 +136,23 @@ const Bad kBad[] = {
      "devargs: \"net_pcap0,iface=v0\", segment: kernel",
      "ports[0].segment: applies to net_af_packet ports only (devargs 'net_pcap0')"},
     {"yaml syntax", "role: node", "role: [node", "bad.yaml:"},
+    {"attach neither device nor xdp", "role: pods, devargs", "role: pods, attach: afxdp, devargs",
+     "ports[0].attach: expected device or xdp, got 'afxdp'"},
+    {"attach xdp with devargs", "role: pods, devargs", "role: pods, attach: xdp, devargs",
+     "ports[0].devargs: not with attach: xdp (ztgeneve opens its own aggregation device)"},
+    {"attach xdp without links", "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
+     "{name: zt, role: ztunnel, attach: xdp}",
+     "ports[1].links: required with attach: xdp (the kernel's links, e.g. [veth1234abcd])"},
+    {"ztunnel xdp with two links",
+     "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
+     "{name: zt, role: ztunnel, attach: xdp, links: [a, b]}",
+     "ports[1].links: the ztunnel port has exactly one link (ztunnel's veth), got 2"},
+    {"xdp link name too long", "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
+     "{name: zt, role: ztunnel, attach: xdp, links: [abcdefghijklmnop]}",
+     "ports[1].links[0]: 'abcdefghijklmnop' is not a link name (1 to 15 characters, no space, / "
+     "or :)"},
+    {"links without attach xdp", "role: pods, devargs", "role: pods, links: [a], devargs",
+     "ports[0].links: only with attach: xdp"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, BadConfig, ::testing::ValuesIn(kBad), [](const auto& tpi) {
