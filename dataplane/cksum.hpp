@@ -27,6 +27,21 @@ constexpr uint16_t cksum_replace(uint16_t hc, uint16_t old_word, uint16_t new_wo
     return fold_complement(uint32_t(uint16_t(~hc)) + uint16_t(~old_word) + new_word);
 }
 
+// The folded ones' complement sum of the IPv4 pseudo header (source, destination, zero,
+// protocol, L4 length) as it lies in memory, i.e. what rte_ipv4_phdr_cksum(ip, 0) returns
+// (src, dst: network order as read; l4_len: host order). Summing the raw 32-bit words and
+// folding gives the same 16-bit sum as summing their 16-bit halves; {0, proto} read as a
+// little-endian 16-bit word is proto << 8. __builtin_bswap16, not rte_cpu_to_be_16:
+// DPDK's is an asm volatile for a variable, which the compiler cannot schedule.
+[[gnu::always_inline]] inline uint16_t ipv4_pseudo_sum(uint32_t src, uint32_t dst, uint8_t proto,
+                                                       uint16_t l4_len) {
+    uint64_t s = uint64_t(src) + dst + (uint32_t(proto) << 8) + __builtin_bswap16(l4_len);
+    s = (s & 0xffff) + ((s >> 16) & 0xffff) + (s >> 32); // s < 2^34 before, <= 0x20002 after
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return uint16_t(s);
+}
+
 // A routed hop (RFC 1812 §5.3.1): TTL - 1 with the header checksum adjusted as RFC 1141
 // does for this one change (+0x0100, end-around carry). The caller checked TTL > 1.
 inline void ipv4_decrement_ttl(rte_ipv4_hdr* ip) {

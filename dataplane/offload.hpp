@@ -14,6 +14,7 @@
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 
+#include "dataplane/cksum.hpp"
 #include "dataplane/mbuf.hpp"
 #include "dataplane/parse.hpp"
 
@@ -21,18 +22,9 @@ namespace ztg {
 
 namespace offload_detail {
 
-// The folded ones' complement sum of the IPv4 pseudo header (source, destination, zero,
-// protocol, L4 length) as it lies in memory, i.e. what rte_ipv4_phdr_cksum(ip, 0) returns,
-// from fields parse_frame already read. Summing the raw 32-bit words and folding gives the
-// same 16-bit sum as summing their 16-bit halves; {0, proto} read as a little-endian
-// 16-bit word is proto << 8.
-inline uint16_t pseudo_sum(const Parsed& p, uint32_t l4_len) {
-    uint64_t s = uint64_t(p.src.raw) + p.dst.raw + (uint32_t(p.proto) << 8) +
-                 rte_cpu_to_be_16(uint16_t(l4_len));
-    s = (s & 0xffff) + ((s >> 16) & 0xffff) + (s >> 32); // s < 2^34 before, <= 0x20002 after
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    return uint16_t(s);
+// The pseudo-header sum from the fields parse_frame read.
+[[gnu::always_inline]] inline uint16_t pseudo_sum(const Parsed& p, uint32_t l4_len) {
+    return ipv4_pseudo_sum(p.src.raw, p.dst.raw, p.proto, uint16_t(l4_len));
 }
 
 // The byte at offset off (< pkt_len) of m's data, in whichever segment holds it.
@@ -65,12 +57,45 @@ inline void write16(rte_mbuf* m, uint32_t off, uint16_t v) {
 
 } // namespace offload_detail
 
+// Where the TCP/UDP checksum field of m (p = parse_frame(m)) is, if m is an unfragmented
+// IPv4 TCP or UDP packet whose L4 header is long enough to hold it: field, the field's
+// offset in the packet, and l4_len, the L4 length the pseudo header covers. field == 0:
+// none. Inline and branch-light: it runs for every packet from a pod.
+struct L4Field {
+    uint32_t field = 0, l4_off = 0, l4_len = 0;
+};
+[[gnu::always_inline]] inline L4Field l4_checksum_field(const rte_mbuf* m, const Parsed& p) {
+    const bool tcp = p.proto == IPPROTO_TCP;
+    if (!p.ipv4 || p.fragment || !(tcp || p.proto == IPPROTO_UDP)) return {};
+    const uint32_t field = tcp ? 16 : 6, min_hdr = tcp ? 20 : 8;
+    const uint32_t end = p.l3_off + uint32_t(p.ip_len);
+    if (end < p.l4_off + min_hdr || m->pkt_len < end) return {};
+    return {p.l4_off + field, p.l4_off, end - p.l4_off};
+}
+
+// Whether that field (f = l4_checksum_field(m, p)) holds the pseudo-header sum P: the
+// cheap half of the check, a 16-bit read and the sum of fields p already holds.
+[[gnu::always_inline]] inline bool l4_checksum_is_partial(rte_mbuf* m, const Parsed& p,
+                                                          const L4Field& f) {
+    return f.field != 0 &&
+           offload_detail::read16(m, f.field) == offload_detail::pseudo_sum(p, f.l4_len);
+}
+
+// The expensive half, out of line: sums the L4 header and payload with the field as 0
+// and writes the complement (the field held P, which the sum must not include).
+[[gnu::noinline]] inline void complete_l4_checksum(rte_mbuf* m, const Parsed& p, const L4Field& f) {
+    using namespace offload_detail;
+    write16(m, f.field, 0);
+    write16(m, f.field,
+            l4_checksum(m, rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off), f.l4_off));
+}
+
 // If m (p = parse_frame(m)) is an unfragmented IPv4 TCP or UDP packet whose checksum field
 // equals the pseudo-header sum P, completes the checksum as the sender's offload would
 // have and returns true; otherwise leaves m as it is and returns false. The packet must be
 // whole in m (pkt_len covers the IPv4 total length; parse_frame vouches for it) and its L4
 // header long enough to hold the field; a chained mbuf is summed over all its segments.
-// Costs the pseudo-header sum and a compare when the checksum is not partial; no
+// Costs the pseudo-header sum and a compare, inline, when the checksum is not partial; no
 // allocation.
 //
 // Why a correct checksum is never changed: let X be the sum of the L4 header and payload
@@ -87,29 +112,11 @@ inline void write16(rte_mbuf* m, uint32_t off, uint16_t v) {
 // (skb_checksum_help): a sum of 0 is written as 0xFFFF, which UDP requires (0 there means
 // "no checksum") and which is the same value for TCP in ones' complement. A UDP field of
 // 0 is never P (P includes the nonzero protocol, so it is never 0): never touched.
-inline bool complete_partial_l4_checksum(rte_mbuf* m, const Parsed& p) {
-    using namespace offload_detail;
-    if (!p.ipv4 || p.fragment) return false;
-    uint32_t field, min_hdr;
-    if (p.proto == IPPROTO_TCP) {
-        field = 16;
-        min_hdr = 20;
-    } else if (p.proto == IPPROTO_UDP) {
-        field = 6;
-        min_hdr = 8;
-    } else {
+[[gnu::always_inline]] inline bool complete_partial_l4_checksum(rte_mbuf* m, const Parsed& p) {
+    const L4Field f = l4_checksum_field(m, p);
+    if (!l4_checksum_is_partial(m, p, f)) [[likely]]
         return false;
-    }
-    const auto* ip = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off); // 1st segment
-    const uint32_t l4_off = p.l3_off + (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4u;
-    const uint32_t end = p.l3_off + uint32_t(p.ip_len);
-    if (end < l4_off + min_hdr || m->pkt_len < end) return false;
-    const uint32_t l4_len = end - l4_off;
-    field += l4_off;
-    if (read16(m, field) != pseudo_sum(p, l4_len)) [[likely]]
-        return false;
-    write16(m, field, 0);
-    write16(m, field, l4_checksum(m, ip, l4_off)); // sums P's place as 0
+    complete_l4_checksum(m, p, f);
     return true;
 }
 

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <memory>
 
+#include <fmt/format.h>
+
 extern "C" {
 #include <netlink/addr.h>
 #include <netlink/cache.h>
@@ -118,7 +120,9 @@ std::string route_text(const RouteSpec& r) {
 }
 
 std::string format_prefix(Ip4 ip, uint8_t len) {
-    return len == 0 ? "default" : format_ip(ip) + (len == 32 ? "" : "/" + std::to_string(len));
+    if (len == 0) return "default";
+    // fmt, not "/" + std::to_string(len): GCC 12 -O3's false -Wrestrict (GCC bug 105329).
+    return len == 32 ? format_ip(ip) : fmt::format("{}/{}", format_ip(ip), len);
 }
 
 Rtnl::Rtnl() {

@@ -134,7 +134,11 @@ std::vector<rte_mbuf*> Harness::take(uint16_t dev) {
 
 std::vector<uint8_t> make_frame(const FrameSpec& f) {
     std::vector<uint8_t> b;
-    auto put = [&](std::initializer_list<uint8_t> l) { b.insert(b.end(), l); };
+    // push_back, not b.insert(b.end(), l): GCC 12 -O3 raises a false -Wstringop-overflow on
+    // the insert of an initializer_list into a growing vector (the range it derives is bogus).
+    auto put = [&](std::initializer_list<uint8_t> l) {
+        for (const uint8_t x : l) b.push_back(x);
+    };
     auto put16 = [&](uint16_t v) { put({uint8_t(v >> 8), uint8_t(v)}); };
     auto put32 = [&](uint32_t v) {
         put16(uint16_t(v >> 16));

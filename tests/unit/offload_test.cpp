@@ -107,7 +107,16 @@ struct OffloadTest : ::testing::Test {
     // Runs the completion over b (segmented at cuts); returns its verdict, b as it left.
     bool run(std::vector<uint8_t>& b, std::vector<size_t> cuts = {}) {
         rte_mbuf* m = mbuf(b, std::move(cuts));
-        const bool done = complete_partial_l4_checksum(m, parse_frame(m));
+        const Parsed p = parse_frame(m);
+        // The stage completes only what parse flagged: the flag must never miss a partial.
+        if (!p.csum_maybe_partial) {
+            EXPECT_FALSE(l4_checksum_is_partial(m, p, l4_checksum_field(m, p)))
+                << "parse said not partial";
+        }
+        const bool done = complete_partial_l4_checksum(m, p);
+        if (done) {
+            EXPECT_TRUE(p.csum_maybe_partial);
+        }
         b = bytes(m);
         rte_pktmbuf_free(m);
         return done;
