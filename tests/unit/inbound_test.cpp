@@ -38,23 +38,29 @@ std::vector<uint8_t> with_flags(const FrameSpec& f, uint8_t flags) {
     return b;
 }
 
+// The lab's node with the inbound section on, `flows` as its flow table and kPod located on
+// the pods port.
+void inbound_lab(Harness& h, FlowTable& flows) {
+    h.shared.flows = &flows;
+    Config c = lab_config();
+    c.inbound.enabled = true;
+    c.inbound.inner_src_mac = {0x02, 0, 0, 0, 0x7e, 0x01};
+    c.inbound.inner_dst_mac = {0x02, 0, 0, 0, 0x7e, 0x02};
+    Topology t = h.topo;
+    t.devs[t.link].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
+    h.set_snapshot(*build_snapshot(c, t, kZtMac, 0));
+    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
+    ASSERT_TRUE(
+        h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
+}
+
 class Inbound : public ::testing::Test {
   protected:
     Harness h;
     std::unique_ptr<FlowTable> flows;
     void SetUp() override {
         flows = std::make_unique<FlowTable>("tflows" + std::to_string(n_++), 8, *h.rcu);
-        h.shared.flows = flows.get();
-        Config c = lab_config();
-        c.inbound.enabled = true;
-        c.inbound.inner_src_mac = {0x02, 0, 0, 0, 0x7e, 0x01};
-        c.inbound.inner_dst_mac = {0x02, 0, 0, 0, 0x7e, 0x02};
-        Topology t = h.topo;
-        t.devs[t.link].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
-        h.set_snapshot(*build_snapshot(c, t, kZtMac, 0));
-        ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
-        ASSERT_TRUE(
-            h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
+        inbound_lab(h, *flows);
     }
     void from_kernel(const std::vector<uint8_t>& b) {
         rte_mbuf* m = h.frame(b);
@@ -238,17 +244,8 @@ TEST(InboundScale, TenThousandConnectionsComeAndGo) {
     constexpr uint32_t kConns = 10000;
     Harness h;
     FlowTable flows("tflows_scale", 16384, *h.rcu);
-    h.shared.flows = &flows;
-    Config c = lab_config();
-    c.inbound.enabled = true;
-    c.inbound.inner_src_mac = {0x02, 0, 0, 0, 0x7e, 0x01};
-    c.inbound.inner_dst_mac = {0x02, 0, 0, 0, 0x7e, 0x02};
-    Topology t = h.topo;
-    t.devs[t.link].mac = {{0x02, 0, 0, 0, 0x01, 0x0a}};
-    h.set_snapshot(*build_snapshot(c, t, kZtMac, 0));
-    ASSERT_TRUE(h.pods->add(Ip4::from_host(kPod)));
-    ASSERT_TRUE(
-        h.pods->set_location(Ip4::from_host(kPod), PodLocation::of(Harness::kPods, kPodMac)));
+    inbound_lab(h, flows);
+    if (HasFatalFailure()) return;
     auto client = [](uint32_t i) { return kClient + (i >> 14); };
     auto port = [](uint32_t i) { return uint16_t(1024 + (i & 0x3fff)); };
     auto drain = [&](uint16_t dev) {
