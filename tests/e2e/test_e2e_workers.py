@@ -4,6 +4,7 @@ spreads each veth's frames over its two packet sockets by a flow hash. What a us
 the load is shared (every worker redirects and decapsulates), a connection's segments stay in
 order on the wire (a flow stays on one worker), the timed ARP for the tunnel peer comes from
 worker 0 alone, and the counters are per worker (/metrics) and summed (telemetry, exit line)."""
+import json
 import subprocess
 
 import pytest
@@ -37,7 +38,6 @@ def test_connections_are_shared_by_the_workers_and_stay_in_order(lab):
         assert proc.returncode == 0, err
     finally:
         cap.stop()
-    import json
     conns = json.loads(out)["conns"]
     assert len(conns) == CONNS and all(c["ok"] and c["sha_sent"] == c["sha_received"] for c in conns), conns
     after = lab.metrics()
