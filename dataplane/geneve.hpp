@@ -107,8 +107,10 @@ inline bool push_tunnel_headers(rte_mbuf* m, const EncapTemplate& t, uint16_t hd
 // Encapsulates the IPv4 packet described by p (parsed from m) as istioout does: the pod's
 // Ethernet header (and VLAN tag, and any padding) is replaced by the template's inner one.
 // The caller has checked that p.ip_len fits the tunnel MTU. Returns false (m to be
-// dropped) if the mbuf lacks headroom.
-inline bool encapsulate(rte_mbuf* m, const Parsed& p, const EncapTemplate& t) {
+// dropped) if the mbuf lacks headroom. Always inline: GCC 12 at -O2 had made it a call
+// from the pods stage (callgrind: 18 of the stage's 376 instructions a packet).
+[[gnu::always_inline]] inline bool encapsulate(rte_mbuf* m, const Parsed& p,
+                                               const EncapTemplate& t) {
     // RFC 6040 normal mode: the outer ECN field is a copy of the inner one; DSCP stays 0.
     const uint8_t ecn = p.tos & RTE_IPV4_HDR_ECN_MASK;
     const uint32_t l3 = uint32_t(m->data_off) + p.l3_off; // the IPv4 header in the buffer
