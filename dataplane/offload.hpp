@@ -95,8 +95,7 @@ struct L4Field {
 // have and returns true; otherwise leaves m as it is and returns false. The packet must be
 // whole in m (pkt_len covers the IPv4 total length; parse_frame vouches for it) and its L4
 // header long enough to hold the field; a chained mbuf is summed over all its segments.
-// Costs the pseudo-header sum and a compare, inline, when the checksum is not partial; no
-// allocation.
+// Costs a test of the parse's flag when the checksum is certainly not partial; no allocation.
 //
 // Why a correct checksum is never changed: let X be the sum of the L4 header and payload
 // with the checksum field taken as zero. A correct field holds C = ~(P + X). Completion
@@ -112,7 +111,12 @@ struct L4Field {
 // (skb_checksum_help): a sum of 0 is written as 0xFFFF, which UDP requires (0 there means
 // "no checksum") and which is the same value for TCP in ones' complement. A UDP field of
 // 0 is never P (P includes the nonzero protocol, so it is never 0): never touched.
+//
+// p must come from parse_frame of m: its csum_maybe_partial flag (set by the parse, never
+// false for a partial checksum) answers most packets before the field is looked at.
 [[gnu::always_inline]] inline bool complete_partial_l4_checksum(rte_mbuf* m, const Parsed& p) {
+    if (!p.csum_maybe_partial) [[likely]]
+        return false;
     const L4Field f = l4_checksum_field(m, p);
     if (!l4_checksum_is_partial(m, p, f)) [[likely]]
         return false;

@@ -315,8 +315,8 @@ void from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     for (uint16_t i = 0; i < n; i++) {
         // A pod's kernel leaves TCP/UDP checksums to the veth's offload: complete them
         // before the frame goes anywhere (tunnel, ztunnel, kernel twin).
-        if (p[i].csum_maybe_partial) [[unlikely]]
-            if (complete_partial_l4_checksum(pkts[i], p[i])) t.inc(Ctr::csum_completed);
+        if (complete_partial_l4_checksum(pkts[i], p[i])) [[unlikely]]
+            t.inc(Ctr::csum_completed);
         const bool known = p[i].ipv4 && ((is_pod >> i) & 1);
         const bool pod = Classified ? p[i].ipv4 && s.redirects(p[i].proto) : known;
         ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, known, tag[i], s, t));
