@@ -4,7 +4,7 @@ of the tunnel.
 The session fixture `lab` brings the namespaces up (as `scripts/lab up` does), starts
 build/ztgeneve twice: role node in ztg-node (config/lab-node.yaml) and role endpoint in
 ztg-ztunnel (config/lab-endpoint.yaml; it owns ztunnel's link `ztlink` and makes the taps
-eth0 and pistioout), addresses the kernel twins on both sides, starts ztunnel's stand-in
+eth0, pistioout and pistioin), addresses the kernel twins on both sides, starts ztunnel's stand-in
 (the transparent listener on 127.0.0.1:15001 behind TPROXY), and tears everything down with
 finalizers, also when a test fails or the run is interrupted.
 
@@ -171,7 +171,7 @@ def lab(request):
     z = Ztgeneve(binary, node_config(config, log_dir), ns=NODE_NS, log_dir=os.path.join(log_dir, "node"),
                  taps=[f"t-{p}" for p in PODS])
     ep = Ztgeneve(binary, ep_config, ns=ZT_NS, log_dir=os.path.join(log_dir, "endpoint"),
-                  taps=["eth0", "pistioout"])
+                  taps=["eth0", "pistioout", "pistioin"])
     os.makedirs(z.log_dir, exist_ok=True)
     os.makedirs(ep.log_dir, exist_ok=True)
     lab = Lab(z=z, ep=ep, log_dir=log_dir)

@@ -8,7 +8,7 @@ namespace prefixes of their own).
     ...                              # ztgeneve (role node) runs in lab.node_ns
     lab.address_twins(wait_s=20)     # its kernel twins get the gateway address and pod routes
     ...                              # ztgeneve (role endpoint) runs in lab.zt_ns
-    lab.address_endpoint_taps()      # its taps eth0 and pistioout get ztunnel's addresses
+    lab.address_endpoint_taps()      # its taps eth0, pistioout (and pistioin) get ztunnel's addresses
     lab.down()                       # kills what runs in <prefix>* namespaces, deletes them
 
 Namespaces, for a prefix P, pods {name: last octet} in the subnet S (10.244.2) and ztunnel's
@@ -22,10 +22,14 @@ pod named Z ("ztunnel" in scripts/lab):
           default route; with dnat_to, kube-proxy's DNAT of the VIP;
   PZ      ztunnel's pod (S.10), whose link is v-ztunnel on the node's side and
             endpoint=True:  the veth end ztlink, owned by a ztgeneve role endpoint which makes
-                            the taps eth0 (S.10) and pistioout (192.168.127.2/30) that
-                            address_endpoint_taps addresses; TCP arriving on pistioout is
-                            TPROXYed to the transparent listener on 127.0.0.1:15001;
-            endpoint=False: a plain kernel eth0 like any pod's (the node resolves it by ARP).
+                            the taps eth0 (S.10), pistioout (192.168.127.2/30) and, with
+                            inbound, pistioin (192.168.126.2/30) that address_endpoint_taps
+                            addresses; TCP arriving on pistioout is TPROXYed to the
+                            transparent listener on 127.0.0.1:15001, on pistioin to 15006
+                            (15008 to 15008);
+            endpoint=False: a plain kernel eth0 like any pod's (the node resolves it by ARP);
+  Pclient (client_up, for inbound) a client outside the node: eth0 10.10.1.2/24, default via
+          10.10.1.1 on the node's v-client, a link of the node's kernel (not ztgeneve's).
 
 The cni lab (CniLab, `scripts/lab up --topology cni`): the same node as kindnet's ptp CNI
 plumbs it, the kernel alone carrying everything (ztgeneve attaches to it in a later step):
@@ -77,6 +81,21 @@ PISTIOOUT_IP = "192.168.127.2"
 ISTIOOUT_MAC = "02:00:00:00:7f:01"   # the tunnel's inner MACs (ztgeneve's configs)
 PISTIOOUT_MAC = "02:00:00:00:7f:02"
 LISTENER_PORT = 15001
+# Inbound (istioin, VNI 1000): the tunnel's addresses and inner MACs, ztunnel's ports (TPROXY
+# keeps HBONE's 15008, takes other TCP to 15006) and the marks of its pod's policy routing.
+ISTIOIN_IP = "192.168.126.1"
+PISTIOIN_IP = "192.168.126.2"
+ISTIOIN_MAC = "02:00:00:00:7e:01"
+PISTIOIN_MAC = "02:00:00:00:7e:02"
+INBOUND_PORT = 15006
+HBONE_PORT = 15008
+INBOUND_MARK = 0x402   # the inbound listener's sockets: rule 20002 -> table 102 -> pistioin
+RETURN_MARK = 0x4d3    # the replies to ztunnel's connections from a client's address: table 100
+# A client outside the node (PodNode.client_up): a namespace behind a link of the node's
+# kernel, addresses outside the pod CIDR.
+CLIENT_NET = "10.10.1"
+CLIENT_IP = f"{CLIENT_NET}.2"
+CLIENT_GW = f"{CLIENT_NET}.1"
 TUNNEL_MTU = 1450                    # link MTU 1500 - 50 bytes of Geneve, as Istio sets it
 ZT_LINK = "ztlink"                   # ztunnel's end of its veth when an endpoint owns it
 
@@ -414,6 +433,7 @@ class PodNode(Namespaces):
         self.zt_mac = pod_mac(ZT_OCTET)
         self.node_ns = f"{prefix}node"
         self.zt_ns = f"{prefix}{zt_name}"
+        self.client_ns = f"{prefix}client"  # client_up
         self.zt_link = ZT_LINK if endpoint else "eth0"
 
     # ------------------------------------------------------------ names
@@ -437,19 +457,51 @@ class PodNode(Namespaces):
     def ztunnel_rules(self):
         """The ztunnel pod's rules (kernel-path.md, point 7): TCP from pistioout goes to the
         transparent listener on 127.0.0.1:15001; its sockets (mark 0x401) answer through
-        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists)."""
+        pistioout (table 101, whose route address_endpoint_taps adds once the tap exists).
+        Inbound: TCP from pistioin to port 15008 (HBONE) stays 15008, any other to 15006; the
+        inbound listener's sockets (INBOUND_MARK) answer through pistioin (table 102); TCP
+        arriving on eth0 for an address not the pod's own is the reply to a connection ztunnel
+        opened from a client's address (IP_TRANSPARENT): RETURN_MARK, table 100's local
+        route, so the kernel delivers it to that socket instead of forwarding it."""
         zt = self.zt_ns
         ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
                  "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioin", "-p", "tcp", "--dport", HBONE_PORT,
+                 "-j", "TPROXY", "--on-port", HBONE_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark",
+                 "0x400/0xfff")
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioin", "-p", "tcp", "-j", "TPROXY",
+                 "--on-port", INBOUND_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
+        ipt_once(zt, "mangle", "PREROUTING", "-i", "eth0", "-p", "tcp", "!", "-d", f"{self.zt_ip}/32",
+                 "-j", "MARK", "--set-xmark", f"{RETURN_MARK:#x}/0xfff")
         rule_once(zt, 20000, "fwmark", "0x400/0xfff", "lookup", "100")
         run("ip", "-n", zt, "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
         rule_once(zt, 20001, "fwmark", "0x401/0xfff", "lookup", "101")
+        rule_once(zt, 20002, "fwmark", f"{INBOUND_MARK:#x}/0xfff", "lookup", "102")
+        rule_once(zt, 20003, "fwmark", f"{RETURN_MARK:#x}/0xfff", "lookup", "100")
+
+    def client_up(self):
+        """A client outside the node, for inbound: the namespace <prefix>client, its eth0
+        CLIENT_IP/24 (MAC 02:00:00:00:0a:02) with the default route via CLIENT_GW, and the
+        node's end v-client holding CLIENT_GW/24: a link of the node's kernel, not
+        ztgeneve's, as a node's uplink would be; the node routes between it and the pods (no
+        NAT). The pods reach CLIENT_NET by their default route. Returns the namespace."""
+        node, ns = self.node_ns, self.client_ns
+        self.add_ns(ns)
+        self.veth(node, "v-client", ns, "eth0")
+        self.end(ns, "eth0", "02:00:00:00:0a:02")
+        self.end(node, "v-client", "02:00:00:00:0a:01")
+        script(ns, [f"ip addr replace {CLIENT_IP}/24 dev eth0", "ip link set eth0 up",
+                    f"ip route replace default via {CLIENT_GW} dev eth0"])
+        script(node, ["sysctl -qw net.ipv4.conf.v-client.rp_filter=0",
+                      f"ip addr replace {CLIENT_GW}/24 dev v-client", "ip link set v-client up"])
+        return ns
 
     def address_endpoint_taps(self, wait_s=0):
         """Once ztgeneve (role endpoint) runs in ztunnel's pod: its taps eth0 (the pod's link
         as its kernel sees it: the pod's address and routes) and pistioout (the tunnel's end:
         192.168.127.2/30, MTU 1450, table 101's route via istioout; no static neighbour, the
-        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them."""
+        node answers ARP for istioout inside the tunnel), waiting up to wait_s for them; and
+        pistioin if the endpoint has it (192.168.126.2/30, table 102's route via istioin)."""
         zt = self.zt_ns
         self.wait_links(zt, ["eth0", "pistioout"], wait_s, "endpoint-twins",
                         "is the endpoint ztgeneve running there?")
@@ -467,6 +519,12 @@ class PodNode(Namespaces):
         self.ztunnel_rules()
         run("ip", "-n", zt, "route", "replace", "default", "via", ISTIOOUT_IP, "dev", "pistioout",
             "table", "101")
+        if "pistioin" in links(zt):  # an endpoint configured with the inbound tunnel too
+            script(zt, ["sysctl -qw net.ipv6.conf.pistioin.disable_ipv6=1 >/dev/null 2>&1 || true",
+                        "sysctl -qw net.ipv4.conf.pistioin.rp_filter=0",
+                        f"ip link set pistioin mtu {TUNNEL_MTU}",
+                        f"ip addr replace {PISTIOIN_IP}/30 dev pistioin", "ip link set pistioin up",
+                        f"ip route replace default via {ISTIOIN_IP} dev pistioin table 102"])
 
 
 class NodeLab(PodNode):
@@ -665,8 +723,9 @@ usage: {prog} COMMAND
                  namespaces only: down first)
   twins          after ztgeneve runs in ztg-node: address and route its kernel twins
   endpoint-twins after ztgeneve (role endpoint) runs in ztg-ztunnel: address its taps eth0
-                 (10.244.2.10, ztunnel's link as its kernel sees it) and pistioout
-                 (192.168.127.2/30) and add table 101's route via istioout
+                 (10.244.2.10, ztunnel's link as its kernel sees it), pistioout
+                 (192.168.127.2/30) and, if the endpoint has it, pistioin (192.168.126.2/30),
+                 and add table 101's route via istioout (102's via istioin)
   down           kill what runs in the namespaces and delete them, either topology (idempotent)
   status         list namespaces, links and addresses
   exec NS CMD... run CMD in namespace ztg-NS (or NS)
@@ -728,8 +787,9 @@ def main(argv):
             if not ns_exists(lab.zt_ns):
                 raise LabError(f"{lab.zt_ns} does not exist (run: {prog} up)")
             lab.address_endpoint_taps(wait_s=float(os.environ.get("ZTG_TWIN_WAIT_S", "20")))
-            log(f"endpoint-twins: eth0 {lab.zt_ip}/32, pistioout {PISTIOOUT_IP}/30 (mtu {TUNNEL_MTU}), "
-                f"TPROXY to 127.0.0.1:{LISTENER_PORT}")
+            pin = f", pistioin {PISTIOIN_IP}/30" if "pistioin" in links(lab.zt_ns) else ""
+            log(f"endpoint-twins: eth0 {lab.zt_ip}/32, pistioout {PISTIOOUT_IP}/30{pin} (mtu {TUNNEL_MTU}), "
+                f"TPROXY to 127.0.0.1:{LISTENER_PORT} (pistioin: {INBOUND_PORT}, {HBONE_PORT})")
         elif cmd == "down":
             lab.down()
         elif cmd == "status":

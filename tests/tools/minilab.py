@@ -11,15 +11,18 @@ kills, link faults, floods) without touching the session lab (ztg-*).
 ztunnel's pod is <prefix>zt (lab.ns("zt")); no kube-proxy DNAT. endpoint=False: its link is a
 plain kernel eth0 (Geneve frames arriving there are only counted by the kernel); endpoint=True:
 the veth end ztlink, owned by a ztgeneve role endpoint (start_endpoint) whose taps eth0 and
-pistioout lead to the transparent listener (start_listener), as in scripts/lab.
+pistioout lead to the transparent listener (start_listener), as in scripts/lab. Inbound:
+node_config(inbound=True) and endpoint_config(inbound=True) add istioin and the tap pistioin,
+start_listener(inbound=True) the relaying listener on 15006, client_up() a client outside the
+node.
 """
 import os
 import subprocess
 
 import netns
 # (GW_IP, VIP, ZT_MAC, links, sh, wait: the tests use them as minilab's)
-from lab import (GW_IP, ISTIOOUT_IP, ISTIOOUT_MAC, LISTENER_PORT, PISTIOOUT_MAC, TUNNEL_MTU, VIP,  # noqa: F401
-                 ZT_IP, ZT_MAC, ZT_OCTET, pod_mac,
+from lab import (GW_IP, INBOUND_MARK, INBOUND_PORT, ISTIOIN_MAC, ISTIOOUT_IP, ISTIOOUT_MAC,  # noqa: F401
+                 LISTENER_PORT, PISTIOIN_MAC, PISTIOOUT_MAC, TUNNEL_MTU, VIP, ZT_IP, ZT_MAC, ZT_OCTET, pod_mac,
                  NodeLab, links, sh, twin_mac, wait)
 from tproxy_listener import ListenerProcess
 from ztgeneve import Ztgeneve
@@ -38,15 +41,18 @@ class MiniLab(NodeLab):
         self.z = None
         self.ep = None
         self.listener = None
+        self.inbound_listener = None
         self.servers = []
         self.node_ports = list(self.pods)    # the pod ports of the last node_config
+        self.ep_taps = ["eth0", "pistioout"]  # the taps of the last endpoint_config
 
     # ------------------------------------------------------------ topology
     def down(self):
         """Stops what this lab started, then kills whatever else runs in its namespaces
         (SIGTERM, then SIGKILL) and deletes them."""
-        if self.listener:
-            self.listener.stop()
+        for lp in (self.listener, self.inbound_listener):
+            if lp:
+                lp.stop()
         for s in self.servers:
             if s.poll() is None:
                 s.terminate()
@@ -66,8 +72,9 @@ class MiniLab(NodeLab):
 
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
-                    idle_sleep_us=100, ports=None, protocols=None, too_big=None):
-        """Writes a node config to path; ports: the pod ports (default all pods)."""
+                    idle_sleep_us=100, ports=None, protocols=None, too_big=None, inbound=False):
+        """Writes a node config to path; ports: the pod ports (default all pods); inbound: with
+        the inbound section (istioin, VNI 1000)."""
         ports = list(self.pods) if ports is None else ports
         pods = self.meshed if pods is None else pods
         lines = ["role: node",
@@ -87,21 +94,28 @@ class MiniLab(NodeLab):
         lines.append("pods: [" + ", ".join(self.ip(p) for p in pods) + "]")
         if protocols:
             lines.append("redirect: {protocols: [" + ", ".join(protocols) + "]}")
+        if inbound:
+            lines.append(f"inbound: {{inner_src_mac: \"{ISTIOIN_MAC}\", inner_dst_mac: \"{PISTIOIN_MAC}\"}}")
         lines.append("log: {level: info}")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.node_ports = list(ports)
         return path
 
-    def endpoint_config(self, path, twin_mac_=ZT_MAC):
+    def endpoint_config(self, path, twin_mac_=ZT_MAC, inbound=False):
+        """Writes an endpoint config to path: the uplink and the tap pistioout (VNI 1001), and
+        with inbound pistioin (VNI 1000) too."""
+        pin = f"""  - {{name: pistioin, role: tunnel, vni: 1000, devargs: "net_tap_pin,iface=pistioin,mac={PISTIOIN_MAC}"}}
+""" if inbound else ""
         text = f"""role: endpoint
 dpdk: {{workers: 1, memory_mb: 128, no_huge: true, file_prefix: {self.ep_prefix}, idle_sleep_us: 100}}
 ports:
   - {{name: uplink, role: uplink, devargs: "net_af_packet_up,iface=ztlink", twin: "net_tap_eth0,iface=eth0,mac={twin_mac_}"}}
   - {{name: pistioout, role: tunnel, vni: 1001, devargs: "net_tap_pout,iface=pistioout,mac={PISTIOOUT_MAC}"}}
-tunnel: {{udp_port: 6081, local_ip: {self.zt_ip}, remote_ip: {self.gw_ip}, next_hop_mac: arp, mtu: 1500}}
+{pin}tunnel: {{udp_port: 6081, local_ip: {self.zt_ip}, remote_ip: {self.gw_ip}, next_hop_mac: arp, mtu: 1500}}
 log: {{level: info}}
 """
+        self.ep_taps = ["eth0", "pistioout"] + (["pistioin"] if inbound else [])
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -127,11 +141,18 @@ log: {{level: info}}
         d = os.path.join(self.log_dir, name)
         os.makedirs(d, exist_ok=True)
         self.ep = Ztgeneve(self.binary, config, ns=self.zt_ns, log_dir=d,
-                           taps=["eth0", "pistioout"]).start(timeout=timeout)
+                           taps=self.ep_taps).start(timeout=timeout)
         self.address_endpoint_taps()
         return self.ep
 
-    def start_listener(self):
+    def start_listener(self, inbound=False):
+        """ztunnel's stand-in: the outbound listener on 15001, or with inbound the relaying
+        one on 15006 (mark INBOUND_MARK). Stopped by down()."""
+        if inbound:
+            lp = ListenerProcess(self.zt_ns, os.path.join(self.log_dir, "listener-inbound.log"),
+                                 port=INBOUND_PORT, mark=INBOUND_MARK, relay=True).start()
+            self.inbound_listener = lp
+            return lp
         self.listener = ListenerProcess(self.zt_ns, os.path.join(self.log_dir, "listener.log"),
                                         port=LISTENER_PORT).start()
         return self.listener
@@ -174,7 +195,10 @@ log: {{level: info}}
 
 # ---------------------------------------------------------------- accounting
 
-RX_VERDICTS = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply")
+RX_VERDICTS = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply",
+               "inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied", "proxied",
+               "proxied_kernel", "proxy_return")
+TWIN_VERDICTS = ("pass", "inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied")
 
 
 def rx_accounted(c):
@@ -189,12 +213,15 @@ def rx_accounted(c):
 
 def unbalanced(counters):
     """Devices whose rx is not accounted for: [(device, rx, accounted, counters)].
-    Ports: rx = redirect + direct + pass + fragmented + decap + tunnel_arp_reply + drop_* + decap_*;
-    twins (<port>.twin): rx = pass."""
+    Ports: rx = redirect + direct + pass + fragmented + decap + tunnel_arp_reply + the inbound
+    verdicts + drop_* + decap_*; twins (<port>.twin): rx = pass (a pods port's twin with
+    inbound on: pass + inbound + skip_* + drop_*)."""
     bad = []
     for dev, c in counters["ports"].items():
         rx = int(c.get("rx", 0))
-        acc = int(c.get("pass", 0)) if dev.endswith(".twin") else rx_accounted(c)
+        acc = sum(int(c.get(k, 0)) for k in TWIN_VERDICTS) + sum(
+            int(v) for k, v in c.items() if k.startswith("drop_") and k not in ("drop_tx_full", "drop_kernel_ring")) \
+            if dev.endswith(".twin") else rx_accounted(c)
         if rx != acc or (dev.endswith(".twin") and rx_accounted(c) != acc):
             bad.append((dev, rx, acc, {k: v for k, v in c.items() if v}))
     return bad

@@ -1,8 +1,9 @@
 """ztunnel's stand-in: a transparent TCP listener (run inside ztg-ztunnel).
 
-TPROXY (as in the ztunnel pod of the kernel path, DESIGN.md) hands every TCP connection that arrives on
-pistioout to 127.0.0.1:15001 without changing its destination. This listener accepts them
-(IP_TRANSPARENT), and for each connection sends one line
+Outbound (the default): TPROXY (as in the ztunnel pod of the kernel path, DESIGN.md) hands
+every TCP connection that arrives on pistioout to 127.0.0.1:15001 without changing its
+destination. This listener accepts them (IP_TRANSPARENT), and for each connection sends one
+line
 
     ORIGDST <ip>:<port> FROM <ip>:<port>\\n
 
@@ -11,11 +12,21 @@ echoes everything it receives until EOF. The listening socket carries SO_MARK 0x
 accepted sockets inherit, so replies take rule 20001 -> table 101 -> pistioout, i.e. go back
 to the node Geneve-encapsulated.
 
-  tproxy_listener.py [--addr 127.0.0.1] [--port 15001] [--mark 0x401] [--log FILE]
+Inbound (--relay, on 15006 with mark 0x402): TPROXY hands it the TCP arriving on pistioin,
+a client's connection to a meshed pod. It sends nothing of its own: as ztunnel does, it opens
+its own connection to the original destination (the pod: the accepted socket's local
+address) from the client's address (an IP_TRANSPARENT socket bound to the client's IP, port
+chosen by the kernel) and relays both ways until both sides have closed. Its replies to the
+client (mark 0x402: rule 20002 -> table 102 -> pistioin) go back to the node encapsulated;
+the pod's replies to its spoofed connection arrive on eth0 and are delivered to it by the
+pod's policy routing (lab.py, ztunnel_rules). It logs `upstream ORIGDST <pod> FROM <client>
+VIA <its own source>` once connected.
+
+  tproxy_listener.py [--addr 127.0.0.1] [--port 15001] [--mark 0x401] [--relay] [--log FILE]
 
 Prints `listening <addr>:<port>` on stdout once ready; logs one line per connection
-(`accept ...`, `close ... in=N out=N`) to --log (default stdout). SIGTERM/SIGINT: stops
-accepting, closes the listener and exits 0.
+(`accept ...`, `close ... in=N out=N`: bytes from and to the accepted peer) to --log (default
+stdout). SIGTERM/SIGINT: stops accepting, closes the listener and exits 0.
 """
 import argparse
 import os
@@ -43,14 +54,24 @@ def fmt(addr):
     return f"{addr[0]}:{addr[1]}"
 
 
-def serve(conn, log):
+def accepted(conn, log):
+    """An accepted connection's (original destination, peer), logged; None (conn closed) if
+    it is gone already."""
     try:
         orig, peer = conn.getsockname(), conn.getpeername()
     except OSError as e:
         log(f"error getsockname/getpeername: {e}")
         conn.close()
-        return
+        return None
     log(f"accept ORIGDST {fmt(orig)} FROM {fmt(peer)} mark 0x{conn.getsockopt(socket.SOL_SOCKET, SO_MARK):x}")
+    return orig, peer
+
+
+def serve(conn, log):
+    ends = accepted(conn, log)
+    if ends is None:
+        return
+    orig, peer = ends
     n_in = n_out = 0
     try:
         conn.sendall(f"ORIGDST {fmt(orig)} FROM {fmt(peer)}\n".encode())
@@ -69,11 +90,58 @@ def serve(conn, log):
     log(f"close ORIGDST {fmt(orig)} FROM {fmt(peer)} in={n_in} out={n_out}")
 
 
+def pump(src, dst, counted):
+    """Copies src to dst until EOF, then half-closes dst; adds the bytes to counted[0]."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+            counted[0] += len(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def relay(conn, log, timeout=10):
+    """Inbound: the client's connection (conn, TPROXYed) relayed through our own connection to
+    its original destination, sent from the client's address."""
+    ends = accepted(conn, log)
+    if ends is None:
+        return
+    orig, peer = ends
+    up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    n_in, n_out = [0], [0]
+    try:
+        up.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)  # a source address that is not ours
+        up.bind((peer[0], 0))
+        up.settimeout(timeout)
+        up.connect(orig)
+        up.settimeout(None)
+        log(f"upstream ORIGDST {fmt(orig)} FROM {fmt(peer)} VIA {fmt(up.getsockname())}")
+        back = threading.Thread(target=pump, args=(up, conn, n_out), daemon=True)
+        back.start()
+        pump(conn, up, n_in)
+        back.join()
+    except OSError as e:
+        log(f"error {fmt(peer)}: upstream {fmt(orig)}: {e}")
+    finally:
+        up.close()
+        conn.close()
+    log(f"close ORIGDST {fmt(orig)} FROM {fmt(peer)} in={n_in[0]} out={n_out[0]}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--addr", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=15001)
     ap.add_argument("--mark", type=lambda s: int(s, 0), default=0x401)
+    ap.add_argument("--relay", action="store_true",
+                    help="inbound: relay to the original destination from the client's address")
     ap.add_argument("--log")
     a = ap.parse_args()
     log = Log(a.log)
@@ -104,7 +172,7 @@ def main():
             if stop.is_set():
                 break
             continue
-        threading.Thread(target=serve, args=(conn, log), daemon=True).start()
+        threading.Thread(target=relay if a.relay else serve, args=(conn, log), daemon=True).start()
     ls.close()
     log("stopped")
     return 0
@@ -120,8 +188,9 @@ class ListenerProcess:
         lp.stop()
     """
 
-    def __init__(self, ns, log_path, port=15001, mark=0x401, addr="127.0.0.1"):
+    def __init__(self, ns, log_path, port=15001, mark=0x401, addr="127.0.0.1", relay=False):
         self.ns, self.log_path, self.port, self.mark, self.addr = ns, log_path, port, mark, addr
+        self.relay = relay
         self.proc = None
 
     def start(self, timeout=10):
@@ -131,7 +200,7 @@ class ListenerProcess:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.abspath(__file__),
              "--addr", self.addr, "--port", str(self.port), "--mark", hex(self.mark),
-             "--log", self.log_path],
+             "--log", self.log_path, *(["--relay"] if self.relay else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # "listening ..." or EOF if it died
@@ -153,13 +222,27 @@ class ListenerProcess:
         except OSError:
             return out
         for l in text.splitlines():
-            m = re.match(r"(accept|close) ORIGDST (\S+) FROM (\S+)(?: in=(\d+) out=(\d+))?", l)
+            m = re.match(r"(accept|close|upstream) ORIGDST (\S+) FROM (\S+)"
+                         r"(?: in=(\d+) out=(\d+)| VIA (\S+))?", l)
             if m and m.group(1) == kind:
                 d = {"orig": m.group(2), "peer": m.group(3)}
                 if kind == "close":
                     d["in"], d["out"] = int(m.group(4)), int(m.group(5))
+                if kind == "upstream":
+                    d["via"] = m.group(6)
                 out.append(d)
         return out
+
+    def upstreams(self):
+        """Relay mode: its own connections, [{"orig", "peer", "via": its source ip:port}]."""
+        return self._lines("upstream")
+
+    def errors(self):
+        try:
+            with open(self.log_path) as f:
+                return [l for l in f.read().splitlines() if l.startswith("error")]
+        except OSError:
+            return []
 
     def accepted(self):
         return self._lines("accept")
