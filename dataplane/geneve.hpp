@@ -98,10 +98,10 @@ inline void write_tunnel_headers(uint8_t* h, const EncapTemplate& t, uint16_t hd
     __m128i c = _mm_load_si128(s + 2);
     const __m128i d = _mm_load_si128(s + 3);
     const uint16_t sum = fold_complement(t.ip_sum + ecn + outer_len);
-    a = _mm_insert_epi8(a, ecn, kOuterIpOff + 1);                               // tos: byte 15
-    b = _mm_insert_epi16(b, __builtin_bswap16(outer_len), 0);                   // 16-17
-    b = _mm_insert_epi16(b, __builtin_bswap16(sum), 4);                         // 24-25
-    c = _mm_insert_epi16(c, __builtin_bswap16(sport), 1);                       // 34-35
+    a = _mm_insert_epi8(a, ecn, kOuterIpOff + 1);                            // tos: byte 15
+    b = _mm_insert_epi16(b, __builtin_bswap16(outer_len), 0);                // 16-17
+    b = _mm_insert_epi16(b, __builtin_bswap16(sum), 4);                      // 24-25
+    c = _mm_insert_epi16(c, __builtin_bswap16(sport), 1);                    // 34-35
     c = _mm_insert_epi16(c, __builtin_bswap16(uint16_t(outer_len - 20)), 3); // 38-39
 #ifdef __AVX2__
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm256_set_m128i(b, a));

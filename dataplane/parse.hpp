@@ -124,10 +124,9 @@ constexpr bool kVectorPath = false;
         // Bytes 12..27: EtherType 08 00, version/IHL 0x45, tos, length, id, flags and
         // offset (MF and the offset 0: the high byte under 0x3f, the low one), TTL, TCP.
         const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 12));
-        const __m128i mask =
-            _mm_setr_epi8(-1, -1, -1, 0, 0, 0, 0, 0, 0x3f, -1, 0, -1, 0, 0, 0, 0);
-        const __m128i want = _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 0,
-                                           IPPROTO_TCP, 0, 0, 0, 0);
+        const __m128i mask = _mm_setr_epi8(-1, -1, -1, 0, 0, 0, 0, 0, 0x3f, -1, 0, -1, 0, 0, 0, 0);
+        const __m128i want =
+            _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 0, IPPROTO_TCP, 0, 0, 0, 0);
         uint16_t len_be;
         std::memcpy(&len_be, b + 16, 2);
         const uint16_t total = __builtin_bswap16(len_be);

@@ -359,8 +359,8 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
     // What rules the usual redirect out for the whole burst: no next hop, the outer UDP
     // checksum, or proxied connections to look up first (connection_of_pod).
     const EncapTemplate& tmpl = s.outbound().tmpl;
-    const bool burst_ok = s.nexthop_known && !tmpl.udp_checksum &&
-                          !(s.inbound && !ctx.shared->flows->empty());
+    const bool burst_ok =
+        s.nexthop_known && !tmpl.udp_checksum && !(s.inbound && !ctx.shared->flows->empty());
     const uint16_t zt = ctx.shared->topo->link;
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
@@ -373,7 +373,8 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
                           q.ip_len <= s.max_inner_len && m->nb_segs == 1 &&
                           uint32_t(m->data_off) + q.l3_off >= EncapTemplate::kSize;
         if (fast) [[likely]] {
-            if (known) note_pod(ctx, q.src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
+            if (known)
+                note_pod(ctx, q.src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
             encapsulate_wide(m, q, tmpl);
             ctx.dispose(t, m, {Ctr::redirect, zt});
             continue;

@@ -164,8 +164,8 @@ TEST_F(ParseTest, FastParseAgreesWithTheReference) {
             std::memcpy(&d, b.data() + 30, 4);
             const uint16_t v = ipv4_pseudo_sum(s, d, 6, uint16_t(p.ip_len - 20));
             std::memcpy(b.data() + 50, &v, 2);
-            ASSERT_TRUE(parse_ether(b.data(), uint32_t(b.size()), uint32_t(b.size()))
-                            .csum_maybe_partial);
+            ASSERT_TRUE(
+                parse_ether(b.data(), uint32_t(b.size()), uint32_t(b.size())).csum_maybe_partial);
             check(b);
         }
         for (size_t len = 0; len < base.size(); len++)
