@@ -343,16 +343,24 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
     uint32_t tag[kBurst];
     for (uint16_t i = 0; i < n && i < 2 * kGroup; i++) rte_prefetch0(pkts[i]);
     for (uint16_t i = 0; i < n && i < kGroup; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
-    for (uint16_t g = 0; g < n; g += kGroup) {
-        const uint16_t end = std::min<uint16_t>(n, uint16_t(g + kGroup));
-        for (uint16_t i = uint16_t(g + 2 * kGroup); i < n && i < g + 3 * kGroup; i++)
-            rte_prefetch0(pkts[i]);
-        for (uint16_t i = uint16_t(g + kGroup); i < n && i < g + 2 * kGroup; i++)
-            rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
-        for (uint16_t i = g; i < end; i++) {
-            p[i] = parse_frame_fast(pkts[i]);
-            src[i] = p[i].src; // 0.0.0.0 for non-IPv4: never a pod
+    uint16_t g = 0;
+    // Whole groups with two more behind them: straight-line code, no bound per packet
+    // (the bounded loops cost some 19 instructions a packet, callgrind).
+    for (; g + 3 * kGroup <= n; g += kGroup) {
+        for (uint16_t k = 0; k < kGroup; k++) rte_prefetch0(pkts[g + 2 * kGroup + k]);
+        for (uint16_t k = 0; k < kGroup; k++)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[g + kGroup + k], void*));
+        for (uint16_t k = 0; k < kGroup; k++) {
+            parse_frame_fast(pkts[g + k], p[g + k]);
+            src[g + k] = p[g + k].src; // 0.0.0.0 for non-IPv4: never a pod
         }
+    }
+    // The last two groups (or a short burst): their headers are on their way.
+    for (uint16_t i = uint16_t(g + kGroup); i < n; i++)
+        rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+    for (uint16_t i = g; i < n; i++) {
+        parse_frame_fast(pkts[i], p[i]);
+        src[i] = p[i].src;
     }
     const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n, tag);
 
