@@ -291,6 +291,17 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     return {Ctr::redirect, zt};
 }
 
+// One frame of from_pods, parsed and looked up, to its verdict. A pod's kernel leaves
+// TCP/UDP checksums to the veth's offload: they are completed before the frame goes
+// anywhere (tunnel, ztunnel, kernel twin).
+[[gnu::always_inline]] inline void classify_one(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m,
+                                                const Parsed& p, bool pod, bool known, uint32_t tag,
+                                                const Snapshot& s, BurstTally& t) {
+    if (p.csum_maybe_partial) [[unlikely]]
+        if (complete_partial_l4_checksum(m, p)) t.inc(Ctr::csum_completed);
+    ctx.dispose(t, m, from_pod(ctx, dev, m, p, pod, known, tag, s, t));
+}
+
 // Classified: the kernel's program has chosen the frames already (attach: xdp, pods of its
 // meshed set, redirected protocols): each IPv4 frame is redirected, even in the moment a
 // pod is leaving the table after the kernel's set. Else the table decides, as the mark
@@ -313,13 +324,9 @@ void from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
 
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
-        // A pod's kernel leaves TCP/UDP checksums to the veth's offload: complete them
-        // before the frame goes anywhere (tunnel, ztunnel, kernel twin).
-        if (p[i].csum_maybe_partial) [[unlikely]]
-            if (complete_partial_l4_checksum(pkts[i], p[i])) t.inc(Ctr::csum_completed);
         const bool known = p[i].ipv4 && ((is_pod >> i) & 1);
         const bool pod = Classified ? p[i].ipv4 && s.redirects(p[i].proto) : known;
-        ctx.dispose(t, pkts[i], from_pod(ctx, dev, pkts[i], p[i], pod, known, tag[i], s, t));
+        classify_one(ctx, dev, pkts[i], p[i], pod, known, tag[i], s, t);
     }
     t.flush_to(ctx.ctr(dev));
 }
@@ -387,9 +394,7 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
             ctx.dispose(t, m, {Ctr::redirect, zt});
             continue;
         }
-        if (q.csum_maybe_partial) [[unlikely]]
-            if (complete_partial_l4_checksum(m, q)) t.inc(Ctr::csum_completed);
-        ctx.dispose(t, m, from_pod(ctx, dev, m, q, pod, known, tag[i], s, t));
+        classify_one(ctx, dev, m, q, pod, known, tag[i], s, t);
     }
     t.flush_to(ctx.ctr(dev));
 }
