@@ -105,12 +105,8 @@ struct Parsed {
 }
 
 // The vector path (issue 14) is compiled where the target has SSE4.1 (every -Dcpu: DPDK's
-// baseline, corei7, has SSE4.2). Without it the vector stage is the scalar one.
-#ifdef __SSE4_1__
-constexpr bool kVectorPath = true;
-#else
-constexpr bool kVectorPath = false;
-#endif
+// baseline, corei7, has SSE4.2). Without it the fast parse always hands over to
+// parse_ether and the node's pods stage runs its scalar path whatever dpdk.fast_path says.
 
 // The vector path's parse: the usual frame (untagged IPv4 without options, an unfragmented
 // TCP segment whose header is in the first segment, at least 40 bytes) is recognised with
