@@ -212,6 +212,12 @@ void parse_dpdk(Map m, DpdkConfig& d) {
         d.idle_sleep_us = uint32_t(unsigned_in(n, m.path("idle_sleep_us"), 0, 100000));
     if (auto n = m.get("mbufs"); n)
         d.mbufs = uint32_t(unsigned_in(n, m.path("mbufs"), 1024, 1u << 24));
+    if (auto n = m.get("fast_path"); n) {
+        const std::string v = text(n, m.path("fast_path"));
+        if (v != "vector" && v != "scalar")
+            fail(m.path("fast_path"), "'" + v + "': vector or scalar");
+        d.vector_path = v == "vector";
+    }
     m.check_unknown();
 }
 

@@ -54,6 +54,7 @@ struct DpdkConfig {
     std::vector<std::string> eal_args;
     uint32_t idle_sleep_us = 0; // 0: busy-poll
     uint32_t mbufs = 0;         // 0: sized from ports and queues
+    bool vector_path = true;    // fast_path: vector (else scalar)
     bool operator==(const DpdkConfig&) const = default;
 };
 

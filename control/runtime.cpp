@@ -96,6 +96,7 @@ Status Runtime::start_workers() {
         ctx->shared = &shared_;
         ctx->counters = &counters_[i];
         ctx->events = events_.back().get();
+        ctx->vector_path = cfg_.dpdk.vector_path;
         workers_.push_back(std::move(ctx));
     }
     const Pipeline& pipeline = cfg_.role == Role::Node ? node_pipeline() : endpoint_pipeline();

@@ -113,6 +113,9 @@ struct WorkerCtx {
     std::array<uint64_t, 256> pod_seen{};
     uint64_t icmp_tokens_tsc = 0; // ICMP rate limit: when the bucket was last refilled
     uint32_t icmp_tokens = 0;
+    // The node's pods stage takes its vector path (issue 14; dpdk.fast_path), else the
+    // scalar one, the reference: the same verdicts and bytes. Set before the worker starts.
+    bool vector_path = true;
     // Poll rounds completed: the worker adds 1 per round (relaxed load + store, single
     // writer); the health check reads it (relaxed) to see that the worker is alive. On a
     // line of its own so that its reader never shares the worker's hot fields.

@@ -223,9 +223,11 @@ void BM_parse_encap(benchmark::State& state) {
 
 // The whole node stage for a pods port, node_from_pods: parse, classify, encapsulate (or
 // pass to the kernel twin), queue into ctx.tx[]. The mbufs are taken back and restored.
+// Argument vector: 1 the vector path (dpdk.fast_path: vector, the default), 0 the scalar one.
 void BM_classify_encap(benchmark::State& state) {
     World& w = world(state.range(0));
     Harness& h = *w.h;
+    h.ctx.vector_path = state.range(1) != 0;
     Ring r(w);
     uint64_t cycles = 0, redirected = 0, events = 0;
     uint32_t b = 0;
@@ -257,6 +259,7 @@ void BM_classify_encap(benchmark::State& state) {
 void BM_classify_encap_churn(benchmark::State& state) {
     World& w = world(state.range(0));
     Harness& h = *w.h;
+    h.ctx.vector_path = true; // the default path
     Ring r(w);
     constexpr uint32_t kChurn = 2048; // 10,000 + 2,048 fit the capacity of 12,500
     const uint32_t first = uint32_t(state.range(0)) + kStream; // past the stream's non-pods
@@ -440,7 +443,10 @@ BENCHMARK(BM_rdtsc_only)->UseManualTime();
 BENCHMARK(BM_restore_only)->UseManualTime();
 BENCHMARK(BM_classify)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
 BENCHMARK(BM_parse_encap)->UseManualTime();
-BENCHMARK(BM_classify_encap)->ArgName("pods")->Arg(10)->Arg(10000)->Arg(1000000)->UseManualTime();
+BENCHMARK(BM_classify_encap)
+    ->ArgNames({"pods", "vector"})
+    ->ArgsProduct({{10, 10000, 1000000}, {0, 1}})
+    ->UseManualTime();
 BENCHMARK(BM_complete_csum)
     ->ArgNames({"bytes", "partial"})
     ->ArgsProduct({{64, 1500}, {0, 1}})

@@ -43,11 +43,16 @@ def load(case):
 
 
 def run_params():
-    """One test per case; a case that shows a known bug (`known_bug: why`) is expected to
-    fail until the bug is fixed (strict: then it must be noticed and the mark dropped)."""
+    """One test per case and fast path (dpdk.fast_path: the node's pods stage has a vector
+    path and the scalar reference, which must give the same bytes; the endpoint has one
+    path); a case that shows a known bug (`known_bug: why`) is expected to fail until the
+    bug is fixed (strict: then it must be noticed and the mark dropped)."""
     for case in CASES:
-        bug = load(case).get("known_bug")
-        yield pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=bug)) if bug else case
+        spec = load(case)
+        bug = spec.get("known_bug")
+        for path in ("vector", "scalar") if spec["role"] == "node" else ("vector",):
+            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+            yield pytest.param(case, path, marks=marks, id=f"{case}-{path}")
 
 
 def devices(spec):
@@ -76,7 +81,7 @@ def netns():
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 
 
-def config_for(case, spec, d, out, feeds):
+def config_for(case, spec, d, out, feeds, path="vector"):
     """The ztgeneve config of a case: its role, tunnel and pods; each device a net_pcap
     writing out/<device>.pcap and reading its input (the first from a file, the others
     from a veth: feeds maps a device to its veth)."""
@@ -102,7 +107,8 @@ def config_for(case, spec, d, out, feeds):
             n += 1
         ports.append(port)
     cfg = {"role": spec["role"],
-           "dpdk": {"workers": 1, "memory_mb": 128, "file_prefix": f"ztg-pcap-{case}", "idle_sleep_us": 100},
+           "dpdk": {"workers": 1, "memory_mb": 128, "file_prefix": f"ztg-pcap-{case}", "idle_sleep_us": 100,
+                    "fast_path": path},
            "ports": ports, "tunnel": spec["tunnel"]}
     for k in ("redirect", "pods", "inbound"):
         if k in spec:
@@ -139,8 +145,8 @@ def accounted(name, c):
         and k not in ("drop_tx_full", "drop_kernel_ring"))
 
 
-@pytest.mark.parametrize("case", run_params())
-def test_case(case, netns, tmp_path):
+@pytest.mark.parametrize("case,path", run_params())
+def test_case(case, path, netns, tmp_path):
     d = CASES_DIR / case
     spec = load(case)
     feeds = {}
@@ -151,7 +157,7 @@ def test_case(case, netns, tmp_path):
         for v in (f"zin{i}", f"zinj{i}"):
             ip("-n", netns, "link", "set", v, "arp", "off", "up")
     cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(config_for(case, spec, d, tmp_path, feeds)))
+    cfg_path.write_text(yaml.safe_dump(config_for(case, spec, d, tmp_path, feeds, path)))
 
     zt = Ztgeneve(BINARY, cfg_path, ns=netns, log_dir=str(tmp_path))
     zt.start(timeout=30)

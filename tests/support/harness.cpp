@@ -93,6 +93,10 @@ Harness::Harness(uint32_t pod_capacity, bool pods_twin) {
     ctx.tx.assign(topo.devs.size(), TxQueue{});
     ctx.tx_dirty.reserve(8);
     ctx.snap = &snap;
+    // ZTG_TEST_FAST_PATH=scalar: the node's pods stage on its scalar path (the unit suites
+    // that run it are registered once per path, tests/meson.build).
+    const char* path = std::getenv("ZTG_TEST_FAST_PATH");
+    ctx.vector_path = path == nullptr || std::string(path) != "scalar";
 }
 
 Harness::~Harness() {

@@ -198,6 +198,15 @@ TEST(Config, EndpointRefusesNodeKeysAndDuplicateVnis) {
               "ports[0].role: 'pods' is not a port role of an endpoint (uplink or tunnel)");
 }
 
+TEST(Config, FastPath) {
+    EXPECT_TRUE(parse_config(kGood, "good.yaml")->dpdk.vector_path) << "vector by default";
+    auto c = parse_config(kGood + "dpdk:\n  fast_path: scalar\n", "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_FALSE(c->dpdk.vector_path);
+    EXPECT_EQ(parse_config(kGood + "dpdk:\n  fast_path: avx512\n", "bad.yaml").error(),
+              "dpdk.fast_path: 'avx512': vector or scalar");
+}
+
 TEST(Config, TooBigDrop) {
     std::string y = kGood;
     y.replace(y.find("  local_ip:"), 11, "  too_big: drop\n  local_ip:");
