@@ -7,29 +7,24 @@ ztunnel's link within the bound measured here (README.md states it), the removed
 back to the kernel; a pod's link deleted and re-created (same name and ifindex; another name
 on a reused ifindex; a reused ifindex no pod routes to); after kill -9 and a restart nothing
 is doubled, after SIGTERM nothing is left."""
-import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import lab as labtopo
 import netns
 from telemetry import counters as tel_counters, query
-from test_e2e_xdp import Pinger, agg_devices, our_progs, xdp_links, xdp_on
+from test_e2e_xdp import Pinger, agg_devices, cni_lab, our_progs, start, xdp_links, xdp_on
 from tproxy_listener import ListenerProcess
-from ztgeneve import Ztgeneve
 
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "ztd-"
 FILE_PREFIX = "ztd-node"
 PODS = 60  # the article's six and 54 pod-<octet>
 ADDED = 50  # added to and removed from the ipset at run time
-POLL_MS = 100
+POLL_MS = 100  # kernel.poll_ms, CniLab.xdp_config's
 IPSET = "ztunnel-pods-ips"
 MESHED = "productpage"  # meshed from the start, pings the gateway throughout
 LEGACY = "legacy"  # never meshed: pings MESHED, runs a TCP echo to BACKEND
@@ -44,47 +39,19 @@ def sh(ns, cmd, check=True):
 
 @pytest.fixture(scope="module")
 def cni(request):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
-    if not binary.exists():
-        pytest.fail(f"{binary} not built")
-    t = labtopo.CniLab(PREFIX, pods=PODS, zt_name="zt")
-    t.down()
-    request.addfinalizer(t.down)
-    t.up()
+    t = cni_lab(request, PREFIX, PODS, lambda t: t.xdp_config(
+        [], kernel_mode="observe", prefix=FILE_PREFIX, links="auto"))
     extra = [p for p in t.pods if p.startswith("pod-")]
     t.added, t.backend = extra[:ADDED], extra[ADDED]
-    t.log_dir = tempfile.mkdtemp(prefix="ztg-e2e-xdp-discovery-")
-    t.config = os.path.join(t.log_dir, "node.yaml")
-    with open(t.config, "w") as f:
-        f.write(t.xdp_config([], kernel_mode="observe", prefix=FILE_PREFIX, links="auto")
-                .replace("poll_ms: 100", f"poll_ms: {POLL_MS}"))
     sh(t.node_ns, f"ipset create {IPSET} hash:ip")
     ipset(t, "add", START)
-    t.binary = binary
-    t.z = None
     t.veth = {p: t.host_veth(p) for p in t.pods}  # the pod's host veth now
-    request.addfinalizer(lambda: stop(t))
     return t
 
 
 def ipset(t, op, pods):
     subprocess.run(netns.ns_cmd(t.node_ns, "ipset", "restore"), check=True, timeout=30, text=True,
                    input="".join(f"{op} {IPSET} {t.ip(p)}\n" for p in pods))
-
-
-def start(t, name):
-    os.makedirs(os.path.join(t.log_dir, name), exist_ok=True)
-    t.z = Ztgeneve(t.binary, t.config, ns=t.node_ns, log_dir=os.path.join(t.log_dir, name))
-    t.z.start(timeout=60)
-    return t.z
-
-
-def stop(t, sig=signal.SIGTERM):
-    if t.z is not None and t.z.running():
-        return t.z.stop(sig=sig)
-    return None
 
 
 def log_lines(t, what):
@@ -294,7 +261,7 @@ def test_sigterm_leaves_nothing_behind(cni):
     t = cni
     ipset(t, "del", [RELINK])  # detached at run time: its counters stay in the exit line
     assert wait_xdp(t, [RELINK], False, 5) is not None
-    counters = stop(t)
+    counters = t.z.stop()
     assert counters is not None and "xdp" in counters
     assert counters["xdp"][t.veth[RELINK]]["to_ztgeneve"] > 0
     assert counters["xdp"][t.veth[MESHED]]["to_ztgeneve"] > 0
