@@ -234,17 +234,27 @@ void parse_xdp_port(Map& m, size_t i, uint32_t workers, PortConfig& p) {
             fail(m.path(k), "not with attach: xdp (ztgeneve opens its own aggregation device)");
     auto links = m.get("links");
     if (!links)
-        fail(m.path("links"),
-             "required with attach: xdp (the kernel's links, e.g. [veth1234abcd])");
+        fail(m.path("links"), "required with attach: xdp (the kernel's links, e.g. "
+                              "[veth1234abcd], or auto on a pods port)");
+    if (links.IsScalar()) {
+        const std::string v = scalar(links, m.path("links"));
+        if (v != "auto")
+            fail(m.path("links"), "expected a list of link names or auto, got '" + v + "'");
+        if (port_kind(p.kind).link)
+            fail(m.path("links"), "auto is for a pods port (the ztunnel port names ztunnel's "
+                                  "veth)");
+        p.links_auto = true;
+    }
     std::set<std::string> seen;
-    each(links, m.path("links"), [&](const YAML::Node& e, const std::string& k, size_t) {
-        const std::string l = text(e, k);
-        if (!link_name(l))
-            fail(k, "'" + l + "' is not a link name (1 to 15 characters, no space, / or :)");
-        if (!seen.insert(l).second) fail(k, "link '" + l + "' listed twice");
-        p.links.push_back(l);
-    });
-    if (p.links.empty()) fail(m.path("links"), "at least one link");
+    if (!p.links_auto)
+        each(links, m.path("links"), [&](const YAML::Node& e, const std::string& k, size_t) {
+            const std::string l = text(e, k);
+            if (!link_name(l))
+                fail(k, "'" + l + "' is not a link name (1 to 15 characters, no space, / or :)");
+            if (!seen.insert(l).second) fail(k, "link '" + l + "' listed twice");
+            p.links.push_back(l);
+        });
+    if (p.links.empty() && !p.links_auto) fail(m.path("links"), "at least one link");
     if (port_kind(p.kind).link && p.links.size() != 1)
         fail(m.path("links"), "the ztunnel port has exactly one link (ztunnel's veth), got " +
                                   std::to_string(p.links.size()));
@@ -564,6 +574,16 @@ Config parse(const YAML::Node& root, const std::string& source) {
         if (kc.mode == KernelMode::Observe && !c.pods.empty())
             fail("pods", "with kernel.mode observe the pods come from the ipset " + kc.ipset +
                              "; remove this list");
+    }
+    for (size_t i = 0, autos = 0; i < c.ports.size(); i++) {
+        if (!c.ports[i].links_auto) continue;
+        if (c.kernel.mode == KernelMode::Off)
+            fail(idx("ports", i) + ".links",
+                 "auto needs kernel.mode observe or program (the meshed pods, whose links it "
+                 "finds, come from the kernel mirror)");
+        if (++autos > 1)
+            fail(idx("ports", i) + ".links", "auto on one pods port only (a discovered link "
+                                             "would not know its port)");
     }
     if (auto n = top.get("inbound"); n) {
         if (c.role != Role::Node) fail("inbound", "only for role node");

@@ -42,6 +42,9 @@ struct PortConfig {
     // and the aggregation veth pair it makes: agg (the kernel end the links redirect into, and
     // where its replies leave) and agg_xsk (the end net_af_xdp opens; devargs names it).
     std::vector<std::string> links;
+    // links: auto (a pods port, kernel.mode observe or program): no list; each meshed pod's
+    // link is found at run time from the route to its address (control/xdp_discovery).
+    bool links_auto = false;
     std::string agg, agg_xsk;
     bool operator==(const PortConfig&) const = default;
 };

@@ -116,8 +116,11 @@ Status Runtime::start_workers() {
     workers_running_ = true;
     if (i != w) return err("dpdk.workers: only " + std::to_string(i) + " worker lcores available");
     // The sockets are polled now: the links' programs may hand frames over.
-    return xdp_.attach(cfg_,
-                       cfg_.kernel.mode == KernelMode::Program ? std::vector<Ip4>{} : cfg_.pods);
+    if (auto s = xdp_.attach(cfg_, cfg_.kernel.mode == KernelMode::Program ? std::vector<Ip4>{}
+                                                                           : cfg_.pods);
+        !s)
+        return s;
+    return discovery_.start(cfg_, xdp_); // the mirror's pods come through add_pod
 }
 
 Status Runtime::start_kernel() {
@@ -131,14 +134,19 @@ Status Runtime::start_kernel() {
 }
 
 // The kernel's meshed set follows the table: a pod is in the table before the kernel hands
-// its frames over, and out of the kernel's set before it leaves the table.
+// its frames over, and out of the kernel's set before it leaves the table. links: auto
+// attaches the pod's link after both, and detaches it after both (poll_events).
 bool Runtime::add_pod(Ip4 ip) {
     const bool ok = pods_->add(ip);
-    if (ok) xdp_.mesh(ip, true);
+    if (ok) {
+        xdp_.mesh(ip, true);
+        discovery_.pod(ip, true);
+    }
     return ok;
 }
 bool Runtime::del_pod(Ip4 ip) {
     xdp_.mesh(ip, false);
+    discovery_.pod(ip, false);
     return pods_->del(ip);
 }
 void Runtime::pods_committed() {
@@ -147,6 +155,7 @@ void Runtime::pods_committed() {
 
 void Runtime::poll_events() {
     if (mirror_) mirror_->poll();
+    discovery_.poll(xdp_); // after the mirror: the pods it changed get or lose their links
     ring_stats_.poll();
     if (workers_running_) {
         drop_watch_.check(info_, [this](size_t d, Ctr c) { return counter(d, c); });

@@ -22,6 +22,7 @@
 #include "control/locks.hpp"
 #include "control/ring_stats.hpp"
 #include "control/xdp_attach.hpp"
+#include "control/xdp_discovery.hpp"
 #include "control/xdp_segment.hpp"
 #include "dataplane/worker.hpp"
 
@@ -138,8 +139,9 @@ class Runtime : public PodSink {
     InterfaceLocks locks_; // held for the life of the process
     RingStats ring_stats_; // drop_kernel_ring
     DropWatch drop_watch_;
-    XdpSegment segment_; // the XDP pass program on net_af_packet ports' veths
-    XdpAttach xdp_;      // ports with attach: xdp: their programs and aggregation devices
+    XdpSegment segment_;     // the XDP pass program on net_af_packet ports' veths
+    XdpAttach xdp_;          // ports with attach: xdp: their programs and aggregation devices
+    XdpDiscovery discovery_; // links: auto: the pods port's links follow the meshed pods
     // net_tap devices (twins, endpoint tunnel taps): a tap whose kernel interface is deleted
     // under us is taken out of service, removed and probed again with its devargs, MAC and
     // MTU, checked once a second. Frames for it meanwhile count as drop_tx_full.

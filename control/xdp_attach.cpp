@@ -8,6 +8,7 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -140,7 +141,6 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
     for (Ip4 ip : pods) mesh(ip, true);
 
     bpf_program* tc = bpf_object__find_program_by_name(obj_, "ztg_tc_agg");
-    const int ncpu = libbpf_num_possible_cpus();
     for (uint32_t a = 0; a < ports.size(); a++) {
         const PortConfig& p = cfg.ports[ports[a]];
         const std::string key = port_key(ports[a], p);
@@ -162,36 +162,105 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
                        std::strerror(-rc));
         bpf_program* prog = bpf_object__find_program_by_name(
             obj_, p.kind == DevKind::XdpZtunnel ? "ztg_xdp_ztunnel" : "ztg_xdp_pods");
+        if (p.links_auto) {
+            auto_agg_ = int(a);
+            auto_prog_ = prog;
+            auto_port_ = p.name;
+        }
         for (size_t k = 0; k < p.links.size(); k++) {
             const std::string& name = p.links[k];
             const std::string lkey = key + ".links[" + std::to_string(k) + "] (" + name + ")";
             const unsigned ifindex = if_nametoindex(name.c_str());
             if (ifindex == 0) return err(lkey + ": no such link: " + std::strerror(errno));
-            std::vector<ztg_link> per_cpu(size_t(ncpu > 0 ? ncpu : 1));
-            for (ztg_link& v : per_cpu) v.agg = a;
-            if (bpf_map_update_elem(links_fd_, &ifindex, per_cpu.data(), BPF_ANY) != 0)
-                return err(lkey +
-                           ": cannot add it to the programs' links: " + std::strerror(errno));
-            bpf_link* l = bpf_program__attach_xdp(prog, int(ifindex));
-            if (l == nullptr) {
-                const int e = errno;
-                return err(lkey + ": cannot attach the XDP program: " + std::strerror(e) +
-                           (e == EBUSY || e == EEXIST
-                                ? " (another XDP program is attached; ztgeneve attaches only "
-                                  "where none is)"
-                                : ""));
-            }
-            bpf_links_.push_back(l);
-            links_.push_back({name, p.name, ifindex});
+            if (auto s = attach_link(a, prog, p.name, {name, ifindex}, false); !s)
+                return err(lkey + ": " + s.error());
         }
-        spdlog::info("xdp: {}: {} link(s) redirect into {} (net_af_xdp on {}), replies routed "
-                     "by the kernel's FIB from {}",
-                     key, p.links.size(), p.agg, p.agg_xsk, p.agg);
+        if (p.links_auto)
+            spdlog::info("xdp: {}: links: auto: each meshed pod's link (the route to its "
+                         "address) will redirect into {} (net_af_xdp on {})",
+                         key, p.agg, p.agg_xsk);
+        else
+            spdlog::info("xdp: {}: {} link(s) redirect into {} (net_af_xdp on {}), replies "
+                         "routed by the kernel's FIB from {}",
+                         key, p.links.size(), p.agg, p.agg_xsk, p.agg);
     }
     c.ready = 1; // the sockets are bound and polled: let the programs redirect
     if (bpf_map_update_elem(config_fd_, &zero, &c, BPF_ANY) != 0)
         return err(std::string("xdp: cannot enable the programs: ") + std::strerror(errno));
     return Ok{};
+}
+
+Status XdpAttach::attach_link(uint32_t agg, bpf_program* prog, const std::string& port,
+                              const XdpLinkId& id, bool discovered) {
+    const int ncpu = libbpf_num_possible_cpus();
+    std::vector<ztg_link> per_cpu(size_t(ncpu > 0 ? ncpu : 1)); // counters from 0
+    for (ztg_link& v : per_cpu) v.agg = agg;
+    if (bpf_map_update_elem(links_fd_, &id.ifindex, per_cpu.data(), BPF_ANY) != 0) {
+        const int e = errno;
+        return err(std::string("cannot add it to the programs' links: ") + std::strerror(e) +
+                   (e == E2BIG ? " (at most " + std::to_string(ZTG_MAX_LINKS) + " links)"
+                               : std::string()));
+    }
+    bpf_link* l = bpf_program__attach_xdp(prog, int(id.ifindex));
+    if (l == nullptr) {
+        const int e = errno;
+        bpf_map_delete_elem(links_fd_, &id.ifindex);
+        return err(std::string("cannot attach the XDP program: ") + std::strerror(e) +
+                   (e == EBUSY || e == EEXIST
+                        ? " (another XDP program is attached; ztgeneve attaches only where none "
+                          "is)"
+                        : ""));
+    }
+    std::lock_guard g(mu_);
+    links_.push_back({id.name, port, id.ifindex, l, discovered});
+    return Ok{};
+}
+
+std::vector<XdpLinkId> XdpAttach::discovered() const {
+    std::vector<XdpLinkId> out;
+    for (const Link& l : links_)
+        if (l.discovered) out.push_back({l.name, l.ifindex});
+    return out;
+}
+
+Status XdpAttach::attach_discovered(const XdpLinkId& id) {
+    if (!discovers()) return err("no port with links: auto is attached");
+    for (const Link& l : links_)
+        if (l.ifindex == id.ifindex) // never two entries for one ifindex in ztg_links
+            return err("ifindex " + std::to_string(id.ifindex) + " is " + l.name + "'s already");
+    return attach_link(uint32_t(auto_agg_), auto_prog_, auto_port_, id, true);
+}
+
+void XdpAttach::detach_discovered(const XdpLinkId& id) {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < links_.size(); i++) {
+        Link& l = links_[i];
+        if (!l.discovered || l.ifindex != id.ifindex || l.name != id.name) continue;
+        bpf_link__destroy(l.bl); // the kernel's link first: from here on it carries l
+        XdpLinkCounters c = read_link(l);
+        auto g = std::find_if(gone_.begin(), gone_.end(),
+                              [&](const XdpLinkCounters& x) { return x.link == l.name; });
+        if (g == gone_.end()) g = gone_.insert(gone_.end(), XdpLinkCounters{l.name, l.port});
+        g->to_ztgeneve += c.to_ztgeneve;
+        g->to_kernel += c.to_kernel;
+        g->no_socket += c.no_socket;
+        // A new link may get this ifindex: it must not find l's entry (nor its counters).
+        bpf_map_delete_elem(links_fd_, &l.ifindex);
+        links_.erase(links_.begin() + long(i));
+        return;
+    }
+}
+
+bool XdpAttach::attached_in_kernel(const XdpLinkId& id) const {
+    for (const Link& l : links_) {
+        if (l.ifindex != id.ifindex || l.name != id.name) continue;
+        bpf_link_info info{};
+        uint32_t len = sizeof info;
+        // The kernel clears the link's ifindex when it deletes the device under it.
+        return bpf_obj_get_info_by_fd(bpf_link__fd(l.bl), &info, &len) == 0 &&
+               info.xdp.ifindex == id.ifindex;
+    }
+    return false;
 }
 
 void XdpAttach::mesh(Ip4 ip, bool meshed) {
@@ -204,22 +273,39 @@ void XdpAttach::mesh(Ip4 ip, bool meshed) {
                       meshed ? "add" : "remove", format_ip(ip), std::strerror(errno));
 }
 
-void XdpAttach::read_counters(std::vector<XdpLinkCounters>& out) const {
+XdpLinkCounters XdpAttach::read_link(const Link& l) const {
     const int ncpu = libbpf_num_possible_cpus();
     std::vector<ztg_link> per_cpu(size_t(ncpu > 0 ? ncpu : 1));
-    for (const Link& l : links_) {
-        XdpLinkCounters c{l.name, l.port};
-        if (bpf_map_lookup_elem(links_fd_, &l.ifindex, per_cpu.data()) == 0)
-            for (const ztg_link& v : per_cpu) {
-                c.to_ztgeneve += v.to_ztgeneve;
-                c.to_kernel += v.to_kernel;
-                c.no_socket += v.no_socket;
-            }
-        out.push_back(c);
+    XdpLinkCounters c{l.name, l.port};
+    if (bpf_map_lookup_elem(links_fd_, &l.ifindex, per_cpu.data()) == 0)
+        for (const ztg_link& v : per_cpu) {
+            c.to_ztgeneve += v.to_ztgeneve;
+            c.to_kernel += v.to_kernel;
+            c.no_socket += v.no_socket;
+        }
+    return c;
+}
+
+// The attached links, each with what links of its name counted before (detached at run
+// time), then the detached ones no link of that name replaced.
+void XdpAttach::read_counters(std::vector<XdpLinkCounters>& out) const {
+    const size_t first = out.size();
+    for (const Link& l : links_) out.push_back(read_link(l));
+    for (const XdpLinkCounters& g : gone_) {
+        auto it = std::find_if(out.begin() + long(first), out.end(),
+                               [&](const XdpLinkCounters& x) { return x.link == g.link; });
+        if (it == out.end()) {
+            out.push_back(g);
+            continue;
+        }
+        it->to_ztgeneve += g.to_ztgeneve;
+        it->to_kernel += g.to_kernel;
+        it->no_socket += g.no_socket;
     }
 }
 
 std::vector<XdpLinkCounters> XdpAttach::counters() const {
+    std::lock_guard g(mu_);
     if (obj_ == nullptr) return final_;
     std::vector<XdpLinkCounters> out;
     read_counters(out);
@@ -229,11 +315,14 @@ std::vector<XdpLinkCounters> XdpAttach::counters() const {
 void XdpAttach::detach() {
     if (obj_ == nullptr) return;
     // The links first: from here on the kernel carries every frame of every link.
-    for (bpf_link* l : bpf_links_) bpf_link__destroy(l);
-    bpf_links_.clear();
+    std::lock_guard g(mu_);
+    for (Link& l : links_) bpf_link__destroy(l.bl);
     final_.clear();
     read_counters(final_);
     links_.clear();
+    gone_.clear();
+    auto_agg_ = -1;
+    auto_prog_ = nullptr;
     bpf_object__close(obj_);
     obj_ = nullptr;
     meshed_fd_ = config_fd_ = links_fd_ = -1;

@@ -35,26 +35,33 @@ def sh(ns, cmd, check=True):
     return labtopo.sh(ns, cmd, check=check)
 
 
-@pytest.fixture(scope="module")
-def cni(request):
+def cni_lab(request, prefix, pods, config):
+    """The cni lab under prefix with pods pods (removed at the end, ztgeneve stopped first);
+    t.config the file of config(t)'s YAML text."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
     binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
     if not binary.exists():
         pytest.fail(f"{binary} not built")
-    t = labtopo.CniLab(PREFIX, pods=PODS, zt_name="zt")
+    t = labtopo.CniLab(prefix, pods=pods, zt_name="zt")
     t.down()
     request.addfinalizer(t.down)
     t.up()
-    t.log_dir = tempfile.mkdtemp(prefix="ztg-e2e-xdp-")
+    t.log_dir = tempfile.mkdtemp(prefix=f"ztg-e2e-{prefix}")
     t.config = os.path.join(t.log_dir, "node.yaml")
     with open(t.config, "w") as f:
-        # meshed: the article's five; legacy and pod-<octet> are not
-        f.write(t.xdp_config([p for p in labtopo.SESSION_PODS if p != LEGACY], prefix=FILE_PREFIX))
+        f.write(config(t))
     t.binary = binary
     t.z = None
     request.addfinalizer(lambda: stop(t))
     return t
+
+
+@pytest.fixture(scope="module")
+def cni(request):
+    # meshed: the article's five; legacy and pod-<octet> are not
+    return cni_lab(request, PREFIX, PODS, lambda t: t.xdp_config(
+        [p for p in labtopo.SESSION_PODS if p != LEGACY], prefix=FILE_PREFIX))
 
 
 def start(t, name):

@@ -638,6 +638,21 @@ class CniLab(PodNode):
         return "veth" + hashlib.sha1(pod.encode()).hexdigest()[:8]
 
     # ------------------------------------------------------------ topology
+    def plug(self, pod, veth=None, index=None):
+        """(Re-)plumbs a pod's veth at run time, as ptp does for a new pod: the host end veth
+        (default host_veth(pod)), with ifindex index if given (a reused one), its /32 route,
+        proxy ARP, and the pod's end addressed. The pod's old veth must be gone."""
+        veth, o, node = veth or self.host_veth(pod), self.octet(pod), self.node_ns
+        batch(node, [f"link add {veth}{f' index {index}' if index else ''} address {node_mac(o)} "
+                     f"type veth peer name {self.pod_link(pod)} address {pod_mac(o)} netns {self.ns(pod)}",
+                     f"link set {veth} up", f"route replace {self.ip(pod)}/32 dev {veth} scope link"])
+        self._made |= {(node, veth), (self.ns(pod), self.pod_link(pod))}
+        run("ip", "netns", "exec", node, "sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=1")
+        ipv6 = os.path.isdir("/proc/sys/net/ipv6")
+        batch(self.ns(pod), ([f"link set {self.pod_link(pod)} addrgenmode none"] if ipv6 else [])
+              + self.pod_addressing(self.pod_link(pod), self.ip(pod), self.gw_ip))
+        return veth
+
     def up(self):
         """Makes the topology in fresh namespaces (LabError if one exists already: down
         first); a failure removes what it made."""
@@ -684,17 +699,18 @@ class CniLab(PodNode):
         self.kube_proxy()
 
 
-    def xdp_config(self, meshed, kernel_mode="program", workers=1, prefix=None):
+    def xdp_config(self, meshed, kernel_mode="program", workers=1, prefix=None, links=None):
         """A ztgeneve config (YAML text) for this node with `attach: xdp`: one pods port over
-        every pod's host veth, the ztunnel port over ztunnel's; meshed: the pods in the pod
-        list; kernel.mode program installs the kernel path the links fall back to."""
+        every pod's host veth (links="auto": `links: auto`, the meshed pods' veths found at
+        run time), the ztunnel port over ztunnel's; meshed: the pods in the pod list;
+        kernel.mode program installs the kernel path the links fall back to."""
         import yaml
         cfg = {
             "role": "node",
             "dpdk": {"workers": workers, "memory_mb": 256, "idle_sleep_us": 100,
                      **({"file_prefix": prefix} if prefix else {})},
             "ports": [{"name": "pods", "role": "pods", "attach": "xdp",
-                       "links": [self.host_veth(p) for p in self.pods]},
+                       "links": links or [self.host_veth(p) for p in self.pods]},
                       {"name": "ztunnel", "role": "ztunnel", "attach": "xdp",
                        "links": [self.host_veth(self.zt_name)]}],
             "tunnel": {"local_ip": self.gw_ip, "remote_ip": self.zt_ip, "mtu": 1500,

@@ -59,6 +59,27 @@ TEST(Config, AttachXdp) {
     EXPECT_EQ(c->ports[0].kind, DevKind::Pods) << "attach: device by default";
 }
 
+TEST(Config, AttachXdpLinksAuto) {
+    std::string y = kGood;
+    const std::string pods =
+        "role: pods, devargs: \"net_af_packet0,iface=v0\", twin: \"net_tap0,iface=t0\"}";
+    y.replace(y.find(pods), pods.size(), "role: pods, attach: xdp, links: auto}");
+    y += "kernel: {mode: program, ztunnel_dev: vethzt}\n";
+    auto c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->ports[0].kind, DevKind::XdpPods);
+    EXPECT_TRUE(c->ports[0].links_auto);
+    EXPECT_TRUE(c->ports[0].links.empty());
+    EXPECT_FALSE(c->ports[1].links_auto);
+    // two pods ports with auto: a discovered link would not know its port
+    y.replace(y.find("  - {name: zt,"), 0,
+              "  - {name: pods1, role: pods, attach: xdp, links: auto}\n");
+    auto two = parse_config(y, "good.yaml");
+    ASSERT_FALSE(two.ok());
+    EXPECT_NE(two.error().find("ports[1].links: auto on one pods port only"), std::string::npos)
+        << two.error();
+}
+
 struct Bad {
     const char* what;
     std::string from, to; // replace `from` in kGood by `to`
@@ -142,7 +163,22 @@ const Bad kBad[] = {
      "ports[0].devargs: not with attach: xdp (ztgeneve opens its own aggregation device)"},
     {"attach xdp without links", "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
      "{name: zt, role: ztunnel, attach: xdp}",
-     "ports[1].links: required with attach: xdp (the kernel's links, e.g. [veth1234abcd])"},
+     "ports[1].links: required with attach: xdp (the kernel's links, e.g. [veth1234abcd], or "
+     "auto on a pods port)"},
+    {"xdp links neither list nor auto",
+     "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
+     "{name: zt, role: ztunnel, attach: xdp, links: vethzt}",
+     "ports[1].links: expected a list of link names or auto, got 'vethzt'"},
+    {"xdp links auto on the ztunnel port",
+     "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
+     "{name: zt, role: ztunnel, attach: xdp, links: auto}",
+     "ports[1].links: auto is for a pods port (the ztunnel port names ztunnel's veth)"},
+    {"xdp links auto without the kernel mirror",
+     "role: pods, devargs: \"net_af_packet0,iface=v0\", "
+     "twin: \"net_tap0,iface=t0\"}",
+     "role: pods, attach: xdp, links: auto}",
+     "ports[0].links: auto needs kernel.mode observe or program (the meshed pods, whose links it "
+     "finds, come from the kernel mirror)"},
     {"ztunnel xdp with two links",
      "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}",
      "{name: zt, role: ztunnel, attach: xdp, links: [a, b]}",
