@@ -34,10 +34,13 @@ namespace {
 
 constexpr uint16_t kMaxBurst = 64;
 constexpr uint16_t kRing = 1024;
-constexpr uint32_t kBucketNs = 5;            // histogram resolution
-constexpr uint32_t kBuckets = 2'000'000 / 5; // up to 2 ms; beyond: the overflow bucket
-constexpr size_t kStampOff = 54;             // Ethernet 14 + IPv4 20 + TCP 20
-constexpr size_t kStampLen = 10;             // TSC (8) + the checksum-neutral word (2)
+// Histogram: 5 ns buckets up to 2 ms, then 1 us buckets up to 500 ms, then the maximum.
+constexpr uint64_t kFineNs = 5, kFineEnd = 2'000'000;
+constexpr uint64_t kCoarseNs = 1000, kCoarseEnd = 500'000'000;
+constexpr uint64_t kFine = kFineEnd / kFineNs,
+                   kBuckets = kFine + (kCoarseEnd - kFineEnd) / kCoarseNs;
+constexpr size_t kStampOff = 54; // Ethernet 14 + IPv4 20 + TCP 20
+constexpr size_t kStampLen = 10; // TSC (8) + the checksum-neutral word (2)
 
 std::atomic<bool> g_stop{false};
 
@@ -184,7 +187,7 @@ struct Histogram {
     std::vector<uint64_t> b = std::vector<uint64_t>(kBuckets + 1, 0);
     uint64_t n = 0, sum_ns = 0, max_ns = 0;
     void add(uint64_t ns) {
-        b[std::min<uint64_t>(ns / kBucketNs, kBuckets)]++;
+        b[ns < kFineEnd ? ns / kFineNs : std::min(kFine + (ns - kFineEnd) / kCoarseNs, kBuckets)]++;
         n++;
         sum_ns += ns;
         max_ns = std::max(max_ns, ns);
@@ -194,8 +197,10 @@ struct Histogram {
         if (n == 0) return 0;
         const uint64_t want = uint64_t(q * double(n - 1)) + 1;
         uint64_t seen = 0;
-        for (uint32_t i = 0; i < kBuckets; i++)
-            if ((seen += b[i]) >= want) return double((i + 1) * kBucketNs);
+        for (uint64_t i = 0; i < kBuckets; i++)
+            if ((seen += b[i]) >= want)
+                return double(i < kFine ? (i + 1) * kFineNs
+                                        : kFineEnd + (i - kFine + 1) * kCoarseNs);
         return double(max_ns);
     }
 };

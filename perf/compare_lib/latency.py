@@ -11,6 +11,7 @@ in every repetition by running it flat out (rate 0)."""
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 from . import env, report, sides
@@ -18,7 +19,8 @@ from .env import Proc, log
 
 LATENCY = Path(os.environ.get("ZTG_LATENCY", sides.ZTGENEVE.parent / "perf" / "ztg_latency"))
 FIELDS = ["case", "side", "idle_sleep_us", "load", "rep", "rate_pps", "offered_pps", "tx_pps", "rx_pps",
-          "tx_full", "skipped", "sent", "samples", "rx_nostamp", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "load1"]
+          "tx_full", "skipped", "sent", "samples", "rx_nostamp", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "fwd_cpu_pct", "fwd_preempt_s",
+          "load1"]
 KEY = ["case", "side", "idle_sleep_us", "load"]
 
 
@@ -74,6 +76,24 @@ def side_for(case, ns, workdir, gen, a, huge):
     return None
 
 
+def forwarder_cpu(pid):
+    """(CPU seconds, involuntary context switches) of the process's DPDK worker lcore threads
+    (`rte-worker-N` in DPDK 22.11, `lcore-worker-N` later): how much of the run the
+    forwarding thread really ran, and how often the scheduler took its CPU away."""
+    cpu, preempt = 0.0, 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (t / "comm").read_text().startswith(("rte-worker", "lcore-worker")):
+                continue
+            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+            preempt += int(next(l.split()[1] for l in (t / "status").read_text().splitlines()
+                                if l.startswith("nonvoluntary_ctxt_switches")))
+        except (OSError, StopIteration):
+            continue
+    return cpu, preempt
+
+
 def run_one(case, rate, ns, workdir, a, huge):
     gen = Generator(ns, workdir, rate, a.lat_warmup, a.lat_window, a.size, huge, loopback=case["side"] == "loopback")
     side = None
@@ -82,7 +102,12 @@ def run_one(case, rate, ns, workdir, a, huge):
         side = side_for(case, ns, workdir, gen, a, huge)
         if side:
             side.start()
-        return gen.result(a.lat_warmup + a.lat_window + 90)
+            (c0, p0), t0 = forwarder_cpu(side.proc.p.pid), time.monotonic()
+        r = gen.result(a.lat_warmup + a.lat_window + 90)
+        if side:
+            (c1, p1), dt = forwarder_cpu(side.proc.p.pid), time.monotonic() - t0
+            r.update(fwd_cpu_pct=100 * (c1 - c0) / dt, fwd_preempt_s=(p1 - p0) / dt)
+        return r
     finally:
         for p in (side, gen):
             if p:
@@ -107,7 +132,8 @@ def row(case, load, rep, rate, r):
                 rx_pps=r["rx_pps"], tx_full=r["tx_full"], skipped=r["skipped"], sent=r["w_tx"], samples=r["w_rx"],
                 rx_nostamp=r["rx_nostamp"],
                 mean_us=us("mean_ns"), p50_us=us("p50_ns"), p90_us=us("p90_ns"), p99_us=us("p99_ns"),
-                p999_us=us("p999_ns"), max_us=us("max_ns"), load1=round(os.getloadavg()[0], 2))
+                p999_us=us("p999_ns"), max_us=us("max_ns"),
+                fwd_cpu_pct=r.get("fwd_cpu_pct", ""), fwd_preempt_s=r.get("fwd_preempt_s", ""), load1=round(os.getloadavg()[0], 2))
 
 
 def run_all(ns, workdir, a, huge, failures):
@@ -153,10 +179,10 @@ def run_all(ns, workdir, a, huge, failures):
 def summarize(rows):
     out = []
     for key, rs in report.grouped(rows, KEY).items():
-        med = lambda k: statistics.median(r[k] for r in rs)
+        med = lambda k: statistics.median(r[k] for r in rs) if all(r[k] != "" for r in rs) else ""
         out.append(dict(zip(KEY, key), n=len(rs), **{k: med(k) for k in (
             "rate_pps", "offered_pps", "tx_pps", "rx_pps", "samples", "mean_us", "p50_us", "p90_us", "p99_us",
-            "p999_us", "max_us")}, p99_range=f"{min(r['p99_us'] for r in rs):.2f}–{max(r['p99_us'] for r in rs):.2f}"))
+            "p999_us", "max_us", "fwd_cpu_pct", "fwd_preempt_s", "load1")}, p99_range=f"{min(r['p99_us'] for r in rs):.2f}–{max(r['p99_us'] for r in rs):.2f}"))
     return out
 
 
@@ -165,16 +191,20 @@ def table_md(summary, low_pps):
     rs = sorted(summary, key=lambda s: (order.get(s["load"], 2), s["case"] != "loopback", s["side"] != "testpmd",
                                         str(s["idle_sleep_us"])))
     lines = ["| load | case | idle_sleep_us | offered kpps | received kpps | p50 µs | p99 µs (min–max) | p99.9 µs "
-             "| max µs | samples |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| max µs | samples | forwarder on CPU | its preemptions/s | load avg |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in rs:
+        cpu = f"{s['fwd_cpu_pct']:.0f} %" if s["fwd_cpu_pct"] != "" else "–"
+        pre = f"{s['fwd_preempt_s']:,.0f}" if s["fwd_preempt_s"] != "" else "–"
         offered = "flat out" if s["load"] == "max" else f"{s['offered_pps'] / 1e3:,.0f}"
         lines.append(f"| {s['load']} | {s['case']} | {s['idle_sleep_us']} | {offered} | {s['rx_pps'] / 1e3:,.0f} "
                      f"| {s['p50_us']:.2f} | {s['p99_us']:.2f} ({s['p99_range']}) | {s['p999_us']:.2f} "
-                     f"| {s['max_us']:.1f} | {s['samples']:,.0f} |")
+                     f"| {s['max_us']:.1f} | {s['samples']:,.0f} | {cpu} | {pre} | {s['load1']:.1f} |")
     lines += ["", f"Medians over {max((s['n'] for s in summary), default=0)} repetitions of each figure; the 'max' "
               "row is ztgeneve sent to flat out (a full memif ring queues in front of it, so its latency is a "
               f"queue's, not a packet's); low = {low_pps:,} frames/s; the 80 % rate is 0.8 × that repetition's "
               "maximum. Latency = TSC after the receiver's rx_burst − TSC before the generator's tx_burst, one "
-              "process and one lcore, 5 ns histogram buckets."]
+              "process and one lcore, histogram buckets of 5 ns up to 2 ms, 1 µs up to 500 ms. Forwarder on CPU = CPU "
+              "time of the side's forwarding thread (`rte-worker-1`) / wall time from its start to the end of the "
+              "run (a busy-poller on a CPU of its own: 100 %); preemptions/s = its involuntary context switches."]
     return lines
