@@ -10,12 +10,17 @@ KEY = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "w
 TARGETS = {"testpmd": 0.70, "ovs-pod": 4.0, "1M/10 pods": 0.90, "2/1 workers": 1.8}
 
 
-def summarize(rows):
+def grouped(rows, key):
+    """{the values of the fields `key`: the rows that have them}, in the rows' order."""
     groups = defaultdict(list)
     for r in rows:
-        groups[tuple(r[k] for k in KEY)].append(r)
+        groups[tuple(r[k] for k in key)].append(r)
+    return groups
+
+
+def summarize(rows):
     out = []
-    for key, rs in groups.items():
+    for key, rs in grouped(rows, KEY).items():
         rx = [r["rx_mpps"] for r in rs]
         med = statistics.median(rx)
         out.append(dict(zip(KEY, key), n=len(rs), rx_mpps=med,
@@ -157,9 +162,9 @@ def scaling_md(summary):
     return lines
 
 
-def update_results_md(path, block):
-    """Replace the text between the compare markers in RESULTS.md (added at the top if absent)."""
-    begin, end = "<!-- perf/compare: begin (generated) -->", "<!-- perf/compare: end -->"
+def update_results_md(path, block, name="perf/compare"):
+    """Replace the text between the markers `name` in RESULTS.md (added at the top if absent)."""
+    begin, end = f"<!-- {name}: begin (generated) -->", f"<!-- {name}: end -->"
     text = path.read_text() if path.exists() else ""
     new = f"{begin}\n" + "\n".join(block) + f"\n{end}"
     if begin in text and end in text:

@@ -43,12 +43,14 @@ class Devices:
             self.tun, self.other = "net_null0,no-rx=1", "net_null1,no-rx=1"
 
     @classmethod
-    def memif(cls, socket):
-        """The input is a memif client of `socket` (a generator process is its server)."""
+    def memif(cls, socket, out_socket=None):
+        """The input is a memif client of `socket` (a generator process is its server); so is
+        the tunnel output of `out_socket` when given (the latency receiver), else net_null."""
         d = cls.__new__(cls)
         d.check_dir, d.queues = None, 1
         d.inp = f"net_memif0,role=client,socket={socket},socket-abstract=no"
-        d.tun, d.other = "net_null0,no-rx=1", "net_null1,no-rx=1"
+        d.tun = f"net_memif1,role=client,socket={out_socket},socket-abstract=no" if out_socket else "net_null0,no-rx=1"
+        d.other = "net_null1,no-rx=1"
         return d
 
     def outputs(self, name):
@@ -137,11 +139,11 @@ class Ztgeneve(_DpdkApp):
     label = "ztgeneve"
 
     def __init__(self, ns, devs, workdir, huge_dir=None, table_pods=(), n_frames=2000, workers=1,
-                 mtu=None, protocols=None, **_):
+                 mtu=None, protocols=None, idle_sleep_us=None, **_):
         self.ns, self.devs, self.workdir, self.huge = ns, devs, Path(workdir), huge_dir
         self.prefix, self.outs = f"zperf-ztg-{os.getpid()}", [devs.tun, devs.other]
         self.pods, self.workers, self.n_frames, self.mtu = list(table_pods), workers, n_frames, mtu
-        self.protocols = protocols
+        self.protocols, self.idle_sleep_us = protocols, idle_sleep_us
 
     def config(self):
         cfg = yaml.safe_load((REPO / "perf" / "configs" / "ztgeneve-node.yaml").read_text())
@@ -149,6 +151,8 @@ class Ztgeneve(_DpdkApp):
         d = cfg["dpdk"]
         d.update(workers=self.workers, file_prefix=self.prefix, no_huge=not self.huge, mbufs=mbufs,
                  memory_mb=256 + mbufs * 9 // 2048 + len(self.pods) * 200 // (1 << 20))
+        if self.idle_sleep_us is not None:
+            d["idle_sleep_us"] = self.idle_sleep_us
         if self.huge:
             d["eal_args"] = [f"--huge-dir={self.huge}"]
         cfg["ports"][0].update(devargs=self.devs.inp, twin=self.devs.other)

@@ -1,8 +1,9 @@
-"""Smoke test of the throughput harness: `perf/compare --smoke --workers 2` (testpmd and
-ztgeneve with 1 and with 2 workers, a second each, in a private network namespace on
-net_pcap/net_null devices) must produce numbers, and ztgeneve's output of the correctness
-pass must decode with tshark as Geneve VNI 1001 carrying the pod's packet to the VIP
-untouched, with 2 workers too (each flow on one queue, in order). No timing is asserted."""
+"""Smoke test of the throughput harness: `perf/compare --smoke --workers 2 --scale workers,latency`
+(testpmd and ztgeneve with 1 and with 2 workers, a second each, in a private network namespace
+on net_pcap/net_null devices; the latency generator looped back and through ztgeneve, a second
+each, over memif) must produce numbers, and ztgeneve's output of the correctness pass must
+decode with tshark as Geneve VNI 1001 carrying the pod's packet to the VIP untouched, with 2
+workers too (each flow on one queue, in order). No timing is asserted."""
 import csv
 import os
 import shutil
@@ -13,16 +14,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
+LATENCY = BINARY.parent / "perf" / "ztg_latency"
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not BINARY.exists() or not shutil.which("dpdk-testpmd") or not shutil.which("tshark"),
-    reason="needs root, build/ztgeneve, dpdk-testpmd (dpdk-dev) and tshark")
+    os.geteuid() != 0 or not BINARY.exists() or not LATENCY.exists() or not shutil.which("dpdk-testpmd")
+    or not shutil.which("tshark"),
+    reason="needs root, build/ztgeneve, build/perf/ztg_latency, dpdk-testpmd (dpdk-dev) and tshark")
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("perf-smoke")
-    p = subprocess.run(["/usr/bin/python3", str(REPO / "perf" / "compare"), "--smoke", "--workers", "2", "--no-install",
+    p = subprocess.run(["/usr/bin/python3", str(REPO / "perf" / "compare"), "--smoke", "--workers", "2",
+                        "--scale", "workers,latency", "--no-install",
                         "--no-build", "--workdir", str(work), "--out", str(work / "results")],
                        capture_output=True, text=True, timeout=240,
                        env=dict(os.environ, ZTG_BINARY=str(BINARY)))
@@ -88,3 +92,17 @@ def test_two_workers_keep_each_flow_on_one_queue_in_order(smoke):
         flows_by_queue.append(flows)
     assert total == 1800
     assert not flows_by_queue[0] & flows_by_queue[1]
+
+
+def test_latency_every_stamped_frame_comes_back(smoke):
+    """The latency rows: every frame the generator sent in the window came back with its stamp,
+    looped back (plain TCP) and through ztgeneve (read past the Geneve headers): ztgeneve
+    redirected each one to its ztunnel port. Latencies are positive and ordered; not timed."""
+    work, p = smoke
+    rows = {r["case"]: r for r in csv.DictReader(open(work / "results" / "smoke-latency-runs.csv"))}
+    assert set(rows) == {"loopback", "ztgeneve"}, rows
+    for r in rows.values():
+        assert int(r["sent"]) > 0 and int(r["samples"]) == int(r["sent"]), r
+        assert int(r["rx_nostamp"]) == 0, r
+        assert 0 < float(r["p50_us"]) <= float(r["p99_us"]) <= float(r["max_us"]), r
+    assert "| low | ztgeneve |" in p.stdout  # the printed latency table
