@@ -1,11 +1,14 @@
 """Medians, spreads, the printed table, CSV files, the RESULTS.md block and the plots."""
 import csv
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 FIELDS = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers", "rep",
           "rx_mpps", "tx_mpps", "cycles_per_pkt", "rss_mb", "load1"]
+CPU_FIELDS = [f"cpu{i}_{k}" for i in range(os.cpu_count() or 1) for k in ("busy", "si")]  # % of the window
+FIELDS += CPU_FIELDS + ["threads"]
 KEY = ["mode", "case", "side", "table_pods", "traffic_pods", "flows", "size", "workers"]
 TARGETS = {"testpmd": 0.70, "ovs-pod": 4.0, "1M/10 pods": 0.90, "2/1 workers": 1.8}
 
@@ -27,7 +30,8 @@ def summarize(rows):
                         tx_mpps=statistics.median(r["tx_mpps"] for r in rs),
                         cycles_per_pkt=statistics.median(r["cycles_per_pkt"] for r in rs),
                         spread_pct=100 * (max(rx) - min(rx)) / med if med else 0.0, best_mpps=max(rx),
-                        rss_mb=max((r["rss_mb"] or 0) for r in rs) or ""))
+                        rss_mb=max((r["rss_mb"] or 0) for r in rs) or "",
+                        **{f: statistics.median(r[f] for r in rs) for f in CPU_FIELDS if all(f in r for r in rs)}))
     return out
 
 
@@ -162,8 +166,67 @@ def scaling_md(summary):
     return lines
 
 
+def veth_rows(summary):
+    return sorted((s for s in summary if s["case"].startswith("veth-")),
+                  key=lambda s: (s["table_pods"], s["size"]))
+
+
+def veth_md(summary, kinds, rows=()):
+    """The veth scale: per pod count and size, every kind's Mpps at ztunnel's veth, then the
+    busiest threads of each kind's last repetition."""
+    rs = veth_rows(summary)
+    if not rs:
+        return []
+    order = {k: i for i, (k, _) in enumerate(kinds)}
+    label = dict(kinds)
+    cpus = sorted({f.split("_")[0] for f in CPU_FIELDS if f in rs[0]})
+    lines = ["", "| pods | frame | what the node runs | Mpps at ztunnel's veth (spread) | offered Mpps | "
+                 "Gbit/s (L2) | " + " | ".join(f"{c.upper()} busy (softirq) %" for c in cpus) + " |",
+             "|---:|---:|---|---:|---:|---:|" + "---:|" * len(cpus)]
+    for s in sorted(rs, key=lambda s: (s["table_pods"], s["size"], order.get(s["side"], 99))):
+        cpu = [f"{s[c + '_busy']:.0f} ({s[c + '_si']:.0f})" if c + "_busy" in s else "–" for c in cpus]
+        lines.append(f"| {s['table_pods']} | {s['size']} B | {label.get(s['side'], s['side'])} | "
+                     f"**{s['rx_mpps']:.2f}** ({s['spread_pct']:.0f} %) | {s['tx_mpps']:.2f} | "
+                     f"{s['rx_mpps'] * s['size'] * 8 / 1000:.1f} | " + " | ".join(cpu) + " |")
+    last = {r["case"]: r for r in rows if r["case"].startswith("veth-")}
+    if last:
+        lines += ["", "| case | threads over 2 % of a CPU, last repetition (process/thread) |", "|---|---|"]
+        lines += [f"| {c} | {r.get('threads') or '–'} |" for c, r in sorted(last.items())]
+    return lines
+
+
+def plot_veth(summary, out_dir, kinds):
+    """perf/compare-veth.png: Mpps at ztunnel's veth per attach kind, one bar per (pods, size)."""
+    rs = veth_rows(summary)
+    if not rs:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [k for k, _ in kinds if any(s["side"] == k for s in rs)]
+    groups = sorted({(s["table_pods"], s["size"]) for s in rs})
+    fig, ax = plt.subplots(figsize=(7.4, 4))
+    w = 0.8 / len(groups)
+    for j, (pods, size) in enumerate(groups):
+        ys = [next((s["rx_mpps"] for s in rs if s["side"] == k and (s["table_pods"], s["size"]) == (pods, size)), 0)
+              for k in names]
+        ax.bar([i - 0.4 + w * (j + 0.5) for i in range(len(names))], ys, w, label=f"{pods} pods, {size} B")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_xlabel("what the node runs between the pods' veths and ztunnel's")
+    ax.set_ylabel("Mpps at ztunnel's veth (median)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("perf/compare --scale veth: attach kinds, one generator pod")
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "compare-veth.png", dpi=100)
+    plt.close(fig)
+    return ["compare-veth.png"]
+
+
 def update_results_md(path, block, name="perf/compare"):
-    """Replace the text between the markers `name` in RESULTS.md (added at the top if absent)."""
+    """Replace the text between the `name` markers in RESULTS.md (added at the top if absent)."""
     begin, end = f"<!-- {name}: begin (generated) -->", f"<!-- {name}: end -->"
     text = path.read_text() if path.exists() else ""
     new = f"{begin}\n" + "\n".join(block) + f"\n{end}"

@@ -167,10 +167,14 @@ class Ztgeneve(_DpdkApp):
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
-    def start(self):
+    def launch(self):
+        """Starts it and waits until it says it runs."""
         self.proc = Proc(self.ns, [ZTGENEVE, "--config", self.config()], self.workdir, "ztgeneve")
         env.wait_for(lambda: re.search(r"^ztgeneve: (\w+: )?running\b", self.proc.text(), re.M),
                      180, "waiting for ztgeneve to run", self.proc)
+
+    def start(self):
+        self.launch()
         if not self.devs.check_dir:
             env.wait_for(lambda: self.sample()[0] > 0, 30, "waiting for ztgeneve to forward", self.proc)
         return self
@@ -317,8 +321,8 @@ class MemifGenerator:
 class WithGenerator:
     """A side whose input is fed by a generator process: started first, stopped last."""
 
-    def __init__(self, side, gen):
-        self.side, self.gen, self.label = side, gen, f"{side.label} (memif input)"
+    def __init__(self, side, gen, label=None):
+        self.side, self.gen, self.label = side, gen, label or f"{side.label} (memif input)"
 
     @property
     def proc(self):
@@ -329,12 +333,18 @@ class WithGenerator:
         try:
             self.side.start()
         except Exception:
+            with contextlib.suppress(Exception):  # a process it started and then gave up on
+                self.side.stop()
             self.gen.stop()
             raise
         return self
 
     def sample(self):
         return self.side.sample()
+
+    def pids(self):
+        """[(name, pid)] of the generator's and the side's processes (per-thread CPU)."""
+        return [(p.proc.name, p.proc.p.pid) for p in (self.gen, self.side) if hasattr(p, "proc")]
 
     def stop(self):
         try:

@@ -106,3 +106,43 @@ def test_latency_every_stamped_frame_comes_back(smoke):
         assert int(r["rx_nostamp"]) == 0, r
         assert 0 < float(r["p50_us"]) <= float(r["p99_us"]) <= float(r["max_us"]), r
     assert "| low | ztgeneve |" in p.stdout  # the printed latency table
+
+
+@pytest.fixture(scope="module")
+def veth_smoke(tmp_path_factory):
+    work = tmp_path_factory.mktemp("perf-smoke-veth")
+    p = subprocess.run(["/usr/bin/python3", str(REPO / "perf" / "compare"), "--smoke", "--scale", "veth", "--sides",
+                        "none", "--no-install", "--no-build", "--workdir", str(work), "--out", str(work / "results")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, ZTG_BINARY=str(BINARY)))
+    assert p.returncode == 0, f"perf/compare --smoke --scale veth failed ({p.returncode}):\n{p.stderr[-4000:]}"
+    return work, p
+
+
+def test_veth_scale_measures_every_kind_at_ztunnels_veth(veth_smoke):
+    """Every kind of the veth scale (generator alone, kernel path, the three ztgeneve
+    attaches) gets frames through; the ztgeneve ones deliver to ztunnel's veth what was
+    offered to the node, not a trickle."""
+    work, p = veth_smoke
+    rows = {r["side"]: r for r in csv.DictReader(open(work / "results" / "smoke-runs.csv"))}
+    assert set(rows) == {"gen", "kernel", "ztg-afpacket", "ztg-afxdp", "ztg-xdp"}, rows
+    for side, r in rows.items():
+        assert float(r["rx_mpps"]) > 0.01, r
+    assert "Mpps at ztunnel's veth" in p.stdout
+
+
+def test_veth_scale_output_is_geneve_vni_1001_to_ztunnel(veth_smoke):
+    """Decoded by scapy: what each ztgeneve attach put on ztunnel's veth is Geneve VNI 1001
+    from the node to ztunnel carrying the generator pod's UDP to the VIP."""
+    from scapy.all import IP, UDP, rdpcap
+    from scapy.contrib.geneve import GENEVE
+
+    work, _ = veth_smoke
+    for kind in ("ztg-afpacket", "ztg-afxdp", "ztg-xdp"):
+        pkts = rdpcap(str(work / f"veth-check-{kind}-1p-64.pcap"))
+        assert len(pkts) == 64, kind
+        for pkt in pkts:
+            assert pkt.haslayer(GENEVE) and pkt[GENEVE].vni == 1001, (kind, pkt.summary())
+            assert (pkt[IP].src, pkt[IP].dst, pkt[UDP].dport) == ("10.244.2.1", "10.244.2.10", 6081)
+            inner = pkt[GENEVE][IP]
+            assert (inner.src, inner.dst, inner[UDP].dport) == ("10.244.2.3", "10.96.0.10", 9080), kind
