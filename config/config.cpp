@@ -483,6 +483,13 @@ Config parse(const YAML::Node& root, const std::string& source) {
                                             "resolves ztunnel's MAC)");
             c.tunnel.next_hop_mac = Mac{};
         }
+    for (const PortConfig& p : c.ports)
+        // The aggregation pairs carry the tunnel's packets at tunnel.mtu; the kernel lets an
+        // XDP program onto a veth only up to 3506 bytes (a page less headroom and skb_shared_info).
+        if (port_kind(p.kind).attach == Attach::Xdp && c.tunnel.mtu > kXdpMaxMtu)
+            fail("tunnel.mtu", std::to_string(c.tunnel.mtu) + " is above " +
+                                   std::to_string(kXdpMaxMtu) +
+                                   ", the largest MTU of a veth with XDP (ports with attach: xdp)");
     for (size_t i = 0; i < c.ports.size(); i++)
         if (port_kind(c.ports[i].kind).carries_vni) {
             if (!c.ports[i].vni) c.ports[i].vni = c.tunnel.vni;

@@ -106,6 +106,10 @@ struct InboundConfig {
     bool operator==(const InboundConfig&) const = default;
 };
 
+// The largest MTU of a veth that has an XDP program (without multi-buffer): the aggregation
+// pairs of `attach: xdp` ports carry the tunnel's packets at tunnel.mtu, so it bounds that.
+constexpr uint16_t kXdpMaxMtu = 3506;
+
 // The HTTP endpoint for Prometheus (/metrics) and probes (/healthz, /readyz); off unless
 // metrics.listen is set.
 constexpr uint16_t kDefaultMetricsPort = 16081;

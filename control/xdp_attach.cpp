@@ -87,6 +87,9 @@ Status XdpAttach::make_devices(const Config& cfg) {
             rtnl_link_set_num_rx_queues(e, cfg.dpdk.workers);
             rtnl_link_set_num_tx_queues(e, cfg.dpdk.workers);
             rtnl_link_set_flags(e, IFF_NOARP);
+            // The tunnel's packets (tunnel.mtu, at most kXdpMaxMtu) and the pods' frames up to
+            // the larger of 1500 and that cross the pair whole (a longer one is dropped by veth).
+            rtnl_link_set_mtu(e, std::max<unsigned>(1500, cfg.tunnel.mtu));
         }
         const int rc = rtnl_link_add(nl.s, l, NLM_F_CREATE | NLM_F_EXCL);
         rtnl_link_put(peer);

@@ -59,6 +59,25 @@ TEST(Config, AttachXdp) {
     EXPECT_EQ(c->ports[0].kind, DevKind::Pods) << "attach: device by default";
 }
 
+// The aggregation pairs carry the tunnel's packets at tunnel.mtu: up to what a veth with
+// an XDP program takes (the kernel refuses the program above 3506).
+TEST(Config, AttachXdpTunnelMtuBoundedByVethXdp) {
+    std::string y = kGood;
+    const std::string zt = "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}";
+    y.replace(y.find(zt), zt.size(), "{name: zt, role: ztunnel, attach: xdp, links: [vethzt]}");
+    y.replace(y.find("  local_ip:"), 0, "  mtu: 3506\n");
+    auto c = parse_config(y, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_EQ(c->tunnel.mtu, kXdpMaxMtu);
+    y.replace(y.find("mtu: 3506"), 9, "mtu: 3507");
+    c = parse_config(y, "bad.yaml");
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.error().find("tunnel.mtu: 3507 is above 3506, the largest MTU of a veth with XDP "
+                             "(ports with attach: xdp)"),
+              std::string::npos)
+        << c.error();
+}
+
 TEST(Config, AttachXdpLinksAuto) {
     std::string y = kGood;
     const std::string pods =
