@@ -95,10 +95,12 @@ int run(const ztg::Config& cfg, const char* argv0, const std::string& prefix) {
         rt.stop();
         return fail(s.error());
     }
-    spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {} port {}",
+    spdlog::info("running: {} worker(s), {} devices, {} pods, tunnel {} -> {} vni {}{} port {}",
                  cfg.dpdk.workers, rt.devices().size(), rt.pod_count(),
                  ztg::format_ip(cfg.tunnel.local_ip), ztg::format_ip(cfg.tunnel.remote_ip),
-                 cfg.tunnel.vni, cfg.tunnel.udp_port);
+                 cfg.tunnel.vni,
+                 cfg.inbound.enabled ? fmt::format(" (inbound {})", cfg.inbound.vni) : "",
+                 cfg.tunnel.udp_port);
     while (g_signal == 0) {
         if (g_reload != 0) {
             g_reload = 0;
