@@ -447,7 +447,25 @@ void parse_inbound(Map m, Config& c) {
             in.idle_timeout_s = uint32_t(unsigned_in(n, fm.path("idle_timeout_s"), 1, 432000));
         if (auto n = fm.get("closing_timeout_s"); n)
             in.closing_timeout_s = uint32_t(unsigned_in(n, fm.path("closing_timeout_s"), 1, 3600));
+        if (auto n = fm.get("dns_idle_timeout_s"); n)
+            in.dns_idle_timeout_s =
+                uint32_t(unsigned_in(n, fm.path("dns_idle_timeout_s"), 1, 3600));
         fm.check_unknown();
+    }
+    if (auto n = m.get("dns_capture"); n) in.dns_capture = boolean(n, m.path("dns_capture"));
+    if (in.dns_capture) {
+        // attach: xdp: the links' programs hand ztgeneve no UDP (nor ztunnel's answers).
+        for (size_t i = 0; i < c.ports.size(); i++)
+            if (c.ports[i].kind == DevKind::XdpPods || c.ports[i].kind == DevKind::XdpZtunnel)
+                fail(m.path("dns_capture"),
+                     "not with attach: xdp (" + idx("ports", i) +
+                         "): its programs pass no UDP to ztgeneve; there the kernel's DNAT "
+                         "rule does it (kernel.mode program, kernel.dns_capture: true)");
+        // program: the kernel is the fallback, and must capture too.
+        if (c.kernel.mode == KernelMode::Program && !c.kernel.dns_capture)
+            fail(m.path("dns_capture"),
+                 "with kernel.mode program also set kernel.dns_capture: true (else the kernel "
+                 "fallback would not capture DNS while the dataplane does)");
     }
     m.check_unknown();
 }

@@ -103,6 +103,10 @@ struct InboundConfig {
     uint32_t max_flows = 65536;           // the proxied-connection table's size limit
     uint32_t idle_timeout_s = 7200;       // an idle proxied connection is forgotten
     uint32_t closing_timeout_s = 120;     // after its FIN or RST
+    // DNS capture in the dataplane: a meshed pod's UDP/53 to ZT_IP:15053 and the answers
+    // translated back (the kernel's rule for it is kernel.dns_capture, program mode).
+    bool dns_capture = false;
+    uint32_t dns_idle_timeout_s = 5; // a captured query's entry without a packet this long
     bool operator==(const InboundConfig&) const = default;
 };
 

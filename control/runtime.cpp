@@ -184,7 +184,8 @@ void Runtime::poll_events() {
 }
 
 // Four times a second: what was idle longer than inbound.flows.idle_timeout_s (closing:
-// closing_timeout_s) leaves the flow table; its slots are free after a grace period.
+// closing_timeout_s; a captured DNS query: dns_idle_timeout_s) leaves the flow table; its
+// slots are free after a grace period.
 void Runtime::expire_flows() {
     if (!flows_ || !workers_running_) return;
     const uint64_t now = rte_get_tsc_cycles();
@@ -192,7 +193,8 @@ void Runtime::expire_flows() {
     next_expiry_tsc_ = now + rte_get_tsc_hz() / 4;
     const InboundConfig& in = cfg_.inbound;
     flows_->expire(flows_->tick(now), flows_->ticks_of_ms(uint64_t(in.idle_timeout_s) * 1000),
-                   flows_->ticks_of_ms(uint64_t(in.closing_timeout_s) * 1000));
+                   flows_->ticks_of_ms(uint64_t(in.closing_timeout_s) * 1000),
+                   flows_->ticks_of_ms(uint64_t(in.dns_idle_timeout_s) * 1000));
 }
 
 void Runtime::stop() {

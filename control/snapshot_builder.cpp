@@ -45,6 +45,7 @@ std::unique_ptr<Snapshot> build_snapshot(const Config& cfg, const Topology& topo
             s->add_tunnel(
                 {in.vni, kNoDev, make_template(ip), ip.inner_src, ip.inner_dst, in.inner_ip});
             s->inbound = true;
+            s->dns_capture = in.dns_capture;
             for (uint8_t p : in.protocols) s->inbound_protocols[p >> 6] |= uint64_t(1) << (p & 63);
         }
     } else {

@@ -27,6 +27,12 @@ constexpr uint16_t cksum_replace(uint16_t hc, uint16_t old_word, uint16_t new_wo
     return fold_complement(uint32_t(uint16_t(~hc)) + uint16_t(~old_word) + new_word);
 }
 
+// The same when a 32-bit field (an IPv4 address, host order) changed: both its words.
+constexpr uint16_t cksum_replace32(uint16_t hc, uint32_t old_field, uint32_t new_field) {
+    return fold_complement(uint32_t(uint16_t(~hc)) + uint16_t(~(old_field >> 16)) +
+                           uint16_t(~old_field) + (new_field >> 16) + (new_field & 0xFFFF));
+}
+
 // The folded ones' complement sum of the IPv4 pseudo header (source, destination, zero,
 // protocol, L4 length) as it lies in memory, i.e. what rte_ipv4_phdr_cksum(ip, 0) returns
 // (src, dst: network order as read; l4_len: host order). Summing the raw 32-bit words and

@@ -53,8 +53,14 @@ namespace ztg {
     X(proxied_kernel, "ztunnel's packet with a client's source, pod not located: to the kernel")   \
     X(proxy_return, "a pod's packet on a connection ztunnel opened: to ztunnel, unencapsulated")   \
     X(drop_flow_full, "a new proxied or node connection while the flow table is full: dropped")    \
-    X(flow_insert, "connections inserted into the flow table (not a verdict)")                     \
-    X(flow_hit, "packets whose connection was found in the flow table (not a verdict)")
+    X(flow_insert,                                                                                 \
+      "entries inserted into the flow table: connections, DNS queries (not a verdict)")            \
+    X(flow_hit,                                                                                    \
+      "packets whose connection or DNS query was found in the flow table (not a verdict)")         \
+    X(dns_capture, "a meshed pod's UDP to port 53: to ztunnel's port 15053, unencapsulated")       \
+    X(dns_answer, "ztunnel's answer from port 15053 to a captured query: its source put back")     \
+    X(dns_no_entry, "from ztunnel's port 15053 to a pod with no captured query: to the kernel")    \
+    X(dns_flow_full, "a DNS query to capture while the flow table is full: to the kernel")
 
 enum class Ctr : uint8_t {
 #define ZTG_ENUM(name, help) name,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include <rte_ip.h>
 #include <rte_mbuf.h>
@@ -59,6 +60,35 @@ inline uint16_t l4_checksum(const rte_mbuf* m, const rte_ipv4_hdr* ip, uint32_t 
     }
     const uint16_t c = fold_complement(sum);
     return c == 0 ? 0xffff : c; // UDP: 0 means "no checksum"
+}
+
+// The byte at offset off (< pkt_len) of m's data, in whichever segment holds it.
+inline uint8_t* mbuf_byte_at(rte_mbuf* m, uint32_t off) {
+    while (off >= m->data_len) {
+        off -= m->data_len;
+        m = m->next;
+    }
+    return rte_pktmbuf_mtod_offset(m, uint8_t*, off);
+}
+
+// The 16-bit field at off (off + 2 <= pkt_len) as it lies in memory; it may straddle two
+// segments.
+inline uint16_t mbuf_read16(rte_mbuf* m, uint32_t off) {
+    if (off + 2 <= m->data_len) [[likely]] {
+        uint16_t v;
+        std::memcpy(&v, rte_pktmbuf_mtod_offset(m, const uint8_t*, off), 2);
+        return v;
+    }
+    return uint16_t(*mbuf_byte_at(m, off) | *mbuf_byte_at(m, off + 1) << 8);
+}
+
+inline void mbuf_write16(rte_mbuf* m, uint32_t off, uint16_t v) {
+    if (off + 2 <= m->data_len) [[likely]] {
+        std::memcpy(rte_pktmbuf_mtod_offset(m, uint8_t*, off), &v, 2);
+        return;
+    }
+    *mbuf_byte_at(m, off) = uint8_t(v);
+    *mbuf_byte_at(m, off + 1) = uint8_t(v >> 8);
 }
 
 } // namespace ztg

@@ -27,34 +27,6 @@ namespace offload_detail {
     return ipv4_pseudo_sum(p.src.raw, p.dst.raw, p.proto, uint16_t(l4_len));
 }
 
-// The byte at offset off (< pkt_len) of m's data, in whichever segment holds it.
-inline uint8_t* byte_at(rte_mbuf* m, uint32_t off) {
-    while (off >= m->data_len) {
-        off -= m->data_len;
-        m = m->next;
-    }
-    return rte_pktmbuf_mtod_offset(m, uint8_t*, off);
-}
-
-// The 16-bit field at off as it lies in memory; it may straddle two segments.
-inline uint16_t read16(rte_mbuf* m, uint32_t off) {
-    if (off + 2 <= m->data_len) [[likely]] {
-        uint16_t v;
-        std::memcpy(&v, rte_pktmbuf_mtod_offset(m, const uint8_t*, off), 2);
-        return v;
-    }
-    return uint16_t(*byte_at(m, off) | *byte_at(m, off + 1) << 8);
-}
-
-inline void write16(rte_mbuf* m, uint32_t off, uint16_t v) {
-    if (off + 2 <= m->data_len) [[likely]] {
-        std::memcpy(rte_pktmbuf_mtod_offset(m, uint8_t*, off), &v, 2);
-        return;
-    }
-    *byte_at(m, off) = uint8_t(v);
-    *byte_at(m, off + 1) = uint8_t(v >> 8);
-}
-
 } // namespace offload_detail
 
 // Where the TCP/UDP checksum field of m (p = parse_frame(m)) is, if m is an unfragmented
@@ -77,17 +49,16 @@ struct L4Field {
 // cheap half of the check, a 16-bit read and the sum of fields p already holds.
 [[gnu::always_inline]] inline bool l4_checksum_is_partial(rte_mbuf* m, const Parsed& p,
                                                           const L4Field& f) {
-    return f.field != 0 &&
-           offload_detail::read16(m, f.field) == offload_detail::pseudo_sum(p, f.l4_len);
+    return f.field != 0 && mbuf_read16(m, f.field) == offload_detail::pseudo_sum(p, f.l4_len);
 }
 
 // The expensive half, out of line: sums the L4 header and payload with the field as 0
 // and writes the complement (the field held P, which the sum must not include).
 [[gnu::noinline]] inline void complete_l4_checksum(rte_mbuf* m, const Parsed& p, const L4Field& f) {
-    using namespace offload_detail;
-    write16(m, f.field, 0);
-    write16(m, f.field,
-            l4_checksum(m, rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off), f.l4_off));
+    mbuf_write16(m, f.field, 0);
+    mbuf_write16(
+        m, f.field,
+        l4_checksum(m, rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off), f.l4_off));
 }
 
 // If m (p = parse_frame(m)) is an unfragmented IPv4 TCP or UDP packet whose checksum field

@@ -45,6 +45,8 @@ struct Snapshot {
     // Node, inbound configured: tunnels[1] is istioin (VNI 1000); the protocols sent into it.
     bool inbound = false;
     std::array<uint64_t, 4> inbound_protocols{};
+    // Node, inbound.dns_capture: a meshed pod's UDP/53 goes to ZT_IP:15053, its answers back.
+    bool dns_capture = false;
 
     bool redirects(uint8_t proto) const { return (protocols[proto >> 6] >> (proto & 63)) & 1; }
     void set_redirect(uint8_t proto) { protocols[proto >> 6] |= uint64_t(1) << (proto & 63); }

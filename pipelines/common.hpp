@@ -17,6 +17,12 @@ inline Verdict to_twin(const WorkerCtx& ctx, uint16_t dev) {
     return twin == kNoDev ? dropped(Ctr::drop_no_twin) : Verdict{Ctr::pass, twin};
 }
 
+// The same, counted as c (a verdict that ends at the kernel).
+inline Verdict to_twin_as(const WorkerCtx& ctx, uint16_t dev, Ctr c) {
+    const Verdict v = to_twin(ctx, dev);
+    return v.out == kNoDev ? v : Verdict{c, v.out};
+}
+
 // Stage of a kernel twin, in every role: what the kernel sends goes out of its port as it is.
 void from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 

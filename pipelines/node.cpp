@@ -13,6 +13,7 @@
 #include "dataplane/decap.hpp"
 #include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
+#include "dataplane/nat.hpp"
 #include "dataplane/offload.hpp"
 #include "dataplane/parse.hpp"
 #include "pipelines/common.hpp"
@@ -253,8 +254,7 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     if (k == FlowKind::None) return false;
     t.inc(Ctr::flow_hit);
     if (k == FlowKind::Host) {
-        v = to_twin(ctx, dev);
-        if (v.out != kNoDev) v.ctr = Ctr::skip_host;
+        v = to_twin_as(ctx, dev, Ctr::skip_host);
     } else if (!s.nexthop_known) {
         v = dropped(Ctr::drop_no_nexthop);
     } else {
@@ -262,6 +262,29 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
                                     : to_twin(ctx, dev); // TTL: the kernel answers
     }
     return true;
+}
+
+// DNS capture (inbound.dns_capture): the kernel's `-p udp -m set --match-set
+// ztunnel-pods-ips src --dport 53 -j DNAT --to ZT_IP:15053` and its routing of the result
+// (mark 0x220: table main, `ZT_IP dev <veth>`): the query goes to ztunnel unencapsulated,
+// one routed hop, with its original destination remembered per (pod, source port) for the
+// answer. What the kernel would answer itself goes there first (a UDP header cut short, TTL
+// 1: time exceeded); no next hop: dropped, as a direct packet is. No room in the table:
+// the query takes the kernel path as without capture (where the kernel's DNAT rule and
+// conntrack, if installed, do the same).
+[[gnu::noinline]] Verdict capture_dns(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                                      const Snapshot& s, BurstTally& t) {
+    const L4Field f = l4_checksum_field(m, p);
+    const auto* ip = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, p.l3_off);
+    if (f.field == 0 || ip->time_to_live <= 1) return to_twin(ctx, dev);
+    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
+    FlowTable& ft = *ctx.shared->flows;
+    const auto r = ft.dns_learn(dns_key(s.remote_ip, p.src, p.sport), ft.tick(rte_rdtsc()), p.dst);
+    if (r == FlowTable::Learn::Full) return to_twin_as(ctx, dev, Ctr::dns_flow_full);
+    t.inc(r == FlowTable::Learn::Inserted ? Ctr::flow_insert : Ctr::flow_hit);
+    rewrite_udp_end(m, p, f, UdpEnd::Destination, s.remote_ip, Be16::from_host(kZtunnelDnsPort));
+    forward_direct(m, p, s); // the TTL was checked
+    return {Ctr::dns_capture, ctx.shared->topo->link};
 }
 
 // A frame from a pod, parsed (p) and looked up (known: its source is in the pod table, with
@@ -273,10 +296,15 @@ void learn_from_arp(WorkerCtx& ctx, uint16_t dev, const rte_mbuf* m) {
     if (known) note_pod(ctx, p.src, tag, dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
     // The proxy-return rule comes before the mark rule, as in the kernel's chain.
     if (s.inbound && p.ipv4 && p.proto == IPPROTO_TCP && !p.fragment &&
-        !ctx.shared->flows->empty()) {
+        ctx.shared->flows->connections() != 0) {
         Verdict v;
         if (connection_of_pod(ctx, dev, m, p, s, t, v)) return v;
     }
+    // The nat rule comes after the mangle marks (a pod's UDP: skip, 0x220), whatever
+    // redirect.protocols says.
+    if (s.dns_capture && known && p.proto == IPPROTO_UDP && !p.fragment &&
+        p.dport == Be16::from_host(kDnsPort)) [[unlikely]]
+        return capture_dns(ctx, dev, m, p, s, t);
     if (!pod || !s.redirects(p.proto)) {
         if (!p.ipv4) learn_from_arp(ctx, dev, m);
         return to_twin(ctx, dev);
@@ -374,8 +402,8 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
     // What rules the usual redirect out for the whole burst: no next hop, the outer UDP
     // checksum, or proxied connections to look up first (connection_of_pod).
     const EncapTemplate& tmpl = s.outbound().tmpl;
-    const bool burst_ok =
-        s.nexthop_known && !tmpl.udp_checksum && !(s.inbound && !ctx.shared->flows->empty());
+    const bool burst_ok = s.nexthop_known && !tmpl.udp_checksum &&
+                          !(s.inbound && ctx.shared->flows->connections() != 0);
     const uint16_t zt = ctx.shared->topo->link;
     BurstTally t;
     for (uint16_t i = 0; i < n; i++) {
@@ -384,8 +412,8 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
         const bool known = q.ipv4 && ((is_pod >> i) & 1);
         const bool pod = Classified ? q.ipv4 && s.redirects(q.proto) : known;
         const bool fast = burst_ok && pod && q.ipv4 && !q.csum_maybe_partial &&
-                          s.redirects(q.proto) && q.dst != s.remote_ip &&
-                          q.ip_len <= s.max_inner_len && m->nb_segs == 1 &&
+                          s.redirects(q.proto) && !(s.dns_capture && q.proto == IPPROTO_UDP) &&
+                          q.dst != s.remote_ip && q.ip_len <= s.max_inner_len && m->nb_segs == 1 &&
                           uint32_t(m->data_off) + q.l3_off >= EncapTemplate::kSize;
         if (fast) [[likely]] {
             if (known)
@@ -432,8 +460,29 @@ Verdict proxied_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Pa
     const PodLocation loc = ctx.shared->pods->location(p.dst);
     if (loc.known() && route_one_hop(m, p, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac))
         return {Ctr::proxied, loc.dev()};
-    const Verdict v = to_twin(ctx, dev);
-    return v.out == kNoDev ? v : Verdict{Ctr::proxied_kernel, v.out};
+    return to_twin_as(ctx, dev, Ctr::proxied_kernel);
+}
+
+// DNS capture: ztunnel's answer from ZT_IP:15053 to a pod. With the entry of its query, the
+// source becomes the address the pod asked (ORIGINAL_DST:53, as conntrack undoes the DNAT)
+// and it is routed to the pod as ztunnel's proxied packets are (TTL - 1); the pod not
+// located yet (the answer can beat the control thread), or TTL 1: to the kernel through the
+// twin, translated. Without an entry (expired; the table was full and the kernel carried
+// the query; ztunnel's own traffic from that port): to the kernel unchanged, whose
+// conntrack translates it back if it carried the query, as it would without capture.
+Verdict answer_dns(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p, BurstTally& t) {
+    FlowTable& ft = *ctx.shared->flows;
+    const L4Field f = l4_checksum_field(m, p);
+    Ip4 asked;
+    if (f.field == 0 ||
+        !ft.dns_lookup({p.src, p.dst, p.sport, p.dport}, ft.tick(rte_rdtsc()), asked))
+        return to_twin_as(ctx, dev, Ctr::dns_no_entry);
+    t.inc(Ctr::flow_hit);
+    rewrite_udp_end(m, p, f, UdpEnd::Source, asked, Be16::from_host(kDnsPort));
+    const PodLocation loc = ctx.shared->pods->location(p.dst);
+    if (loc.known() && route_one_hop(m, p, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac))
+        return {Ctr::dns_answer, loc.dev()};
+    return to_twin_as(ctx, dev, Ctr::dns_answer);
 }
 
 void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
@@ -450,7 +499,11 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
             t.inc(Ctr::csum_completed); // ztunnel's own traffic, left to its veth's offload
         const bool proxied = g.verdict == Tunnel::NotOurs && s.inbound && p.ipv4 &&
                              p.proto == IPPROTO_TCP && !p.fragment && p.src != s.remote_ip;
+        const bool dns = g.verdict == Tunnel::NotOurs && s.dns_capture && p.ipv4 &&
+                         p.proto == IPPROTO_UDP && !p.fragment && p.src == s.remote_ip &&
+                         p.sport == Be16::from_host(kZtunnelDnsPort);
         const Verdict v = proxied                        ? proxied_from_ztunnel(ctx, dev, m, p, t)
+                          : dns                          ? answer_dns(ctx, dev, m, p, t)
                           : g.verdict == Tunnel::NotOurs ? to_twin(ctx, dev) // its own, ARP
                           : g.verdict == Tunnel::Drop    ? dropped(g.reason)
                                                          : deliver_to_pod(ctx, m, g, s);
@@ -480,7 +533,7 @@ Verdict to_pod_from_kernel(WorkerCtx& ctx, uint16_t port, rte_mbuf* m, const Par
         t.inc(r == FlowTable::Learn::Inserted ? Ctr::flow_insert : Ctr::flow_hit);
         return {Ctr::skip_host, port};
     }
-    if (tcp && !ft.empty() &&
+    if (tcp && ft.connections() != 0 &&
         ft.touch({p.src, p.dst, p.sport, p.dport}, ft.tick(rte_rdtsc()),
                  (tcp_flags(m, p) & kFinRst) != 0) != FlowKind::None) {
         t.inc(Ctr::flow_hit);

@@ -309,6 +309,41 @@ TEST(Config, InboundRefusals) {
               "inbound.inner_src_mac: required (the MAC of istioin)");
 }
 
+TEST(Config, DnsCaptureOffByDefaultAndItsRefusals) {
+    const std::string in = "inbound:\n  inner_src_mac: \"02:00:00:00:7e:01\"\n"
+                           "  inner_dst_mac: \"02:00:00:00:7e:02\"\n";
+    auto c = parse_config(kGood + in, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_FALSE(c->inbound.dns_capture) << "off unless asked for";
+    EXPECT_EQ(c->inbound.dns_idle_timeout_s, 5u);
+    c = parse_config(kGood + in + "  dns_capture: true\n  flows: {dns_idle_timeout_s: 2}\n",
+                     "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_TRUE(c->inbound.dns_capture);
+    EXPECT_EQ(c->inbound.dns_idle_timeout_s, 2u);
+    EXPECT_EQ(parse_config(kGood + in + "  flows: {dns_idle_timeout_s: 0}\n", "bad.yaml").error(),
+              "inbound.flows.dns_idle_timeout_s: 0 is out of range 1..3600");
+    // attach: xdp: the programs pass no UDP; refused, naming the key, not silently off.
+    std::string y = kGood;
+    const std::string zt = "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}";
+    y.replace(y.find(zt), zt.size(), "{name: zt, role: ztunnel, attach: xdp, links: [vethzt]}");
+    EXPECT_EQ(parse_config(y + in + "  dns_capture: true\n", "bad.yaml").error(),
+              "inbound.dns_capture: not with attach: xdp (ports[1]): its programs pass no UDP to "
+              "ztgeneve; there the kernel's DNAT rule does it (kernel.mode program, "
+              "kernel.dns_capture: true)");
+    EXPECT_TRUE(parse_config(y + in, "good.yaml").ok()) << "without it, xdp is fine";
+    // program: the kernel fallback must capture as well.
+    const std::string program = "kernel: {mode: program, ztunnel_dev: v-zt}\n";
+    EXPECT_EQ(parse_config(kGood + program + in + "  dns_capture: true\n", "bad.yaml").error(),
+              "inbound.dns_capture: with kernel.mode program also set kernel.dns_capture: true "
+              "(else the kernel fallback would not capture DNS while the dataplane does)");
+    c = parse_config(kGood + "kernel: {mode: program, ztunnel_dev: v-zt, dns_capture: true}\n" +
+                         in + "  dns_capture: true\n",
+                     "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    EXPECT_TRUE(c->kernel.dns_capture && c->inbound.dns_capture);
+}
+
 TEST(Config, MissingFileNamesTheFile) {
     auto c = load_config("/nonexistent/ztg.yaml");
     ASSERT_FALSE(c.ok());

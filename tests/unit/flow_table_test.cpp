@@ -39,7 +39,7 @@ TEST(FlowTable, LearnFindAndCounts) {
     FlowKey swapped = key(1);
     std::swap(swapped.client, swapped.pod);
     EXPECT_FALSE(t.contains(swapped)) << "client and pod are not interchangeable";
-    EXPECT_GE(t.memory_bytes(), size_t(t.capacity()) * 20);
+    EXPECT_GE(t.memory_bytes(), size_t(t.capacity()) * 40);
 }
 
 TEST(FlowTable, IdleExpiryAndClosing) {
@@ -100,6 +100,42 @@ TEST(FlowTable, SizeLimitIsExactAndFreedByExpiry) {
     EXPECT_EQ(t.size(), 0u) << "no growth: every slot is free again";
     for (uint32_t i = 0; i < 1000; i += 10)
         EXPECT_EQ(t.learn(key(i), 1000, true, false), FlowTable::Learn::Inserted);
+}
+
+TEST(FlowTable, DnsEntriesHoldTheirDestinationAndAreNoConnections) {
+    eal_once();
+    Rcu rcu(1);
+    FlowTable t("ft_dns", 100, rcu);
+    const Ip4 zt = Ip4::from_host(0x0af4020a), pod = Ip4::from_host(0x0af40203);
+    const Ip4 vip = Ip4::from_host(0x0a60000a), other = Ip4::from_host(0x0a600035);
+    const FlowKey k = dns_key(zt, pod, Be16::from_host(41000));
+    EXPECT_EQ(t.dns_learn(k, 10, vip), FlowTable::Learn::Inserted);
+    Ip4 asked;
+    ASSERT_TRUE(t.dns_lookup(k, 11, asked));
+    EXPECT_EQ(asked, vip);
+    EXPECT_EQ(t.size(), 1u);
+    EXPECT_EQ(t.connections(), 0u);
+    EXPECT_FALSE(t.contains(k)) << "no connection lookup finds a DNS entry";
+    EXPECT_EQ(t.touch(k, 12, true), FlowKind::None);
+    EXPECT_EQ(t.learn(k, 12, true, false), FlowTable::Learn::Inserted)
+        << "a connection of the same tuple is an entry of its own";
+    EXPECT_EQ(t.connections(), 1u);
+    EXPECT_EQ(t.dns_learn(k, 13, other), FlowTable::Learn::Hit);
+    ASSERT_TRUE(t.dns_lookup(k, 13, asked));
+    EXPECT_EQ(asked, other) << "the last query's destination";
+    EXPECT_FALSE(t.dns_lookup(dns_key(zt, pod, Be16::from_host(41001)), 13, asked));
+    EXPECT_EQ(t.expire(20, 1000, 1000, 7), 1u) << "the DNS entry, idle 7 ticks";
+    EXPECT_FALSE(t.contains_dns(k));
+    EXPECT_TRUE(t.contains(k));
+    EXPECT_EQ(t.connections(), 1u);
+    EXPECT_EQ(t.expire(2000, 1000, 1000, 7), 1u);
+    EXPECT_EQ(t.connections(), 0u);
+    EXPECT_TRUE(t.empty());
+    // Reused slots carry the new entry's destination.
+    EXPECT_EQ(t.dns_learn(k, 3000, other), FlowTable::Learn::Inserted);
+    ASSERT_TRUE(t.dns_lookup(k, 3000, asked));
+    EXPECT_EQ(asked, other);
+    EXPECT_GE(t.memory_bytes(), size_t(t.capacity()) * 40) << "20 bytes a slot, two a flow";
 }
 
 TEST(FlowTable, ConcurrentInsertersAndReaders) {
