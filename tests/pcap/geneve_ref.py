@@ -359,19 +359,33 @@ def _tcp(f):
 
 class Flows:
     """The connections the node remembers (the kernel's connmarks 0x210 and 0x220): the key
-    as the connection's opener sent it, (src, sport, dst, dport) -> "proxied" or "host".
-    capacity: the table's size limit."""
+    as the connection's opener sent it, (src, sport, dst, dport) -> "proxied" or "host";
+    and, with DNS capture, the captured queries (pod, pod's port) -> the address asked
+    (conntrack's DNAT entries). capacity: the table's size limit, for both."""
 
     def __init__(self, capacity):
-        self.capacity, self.kinds = capacity, {}
+        self.capacity, self.kinds, self.dns = capacity, {}, {}
+
+    def _full(self):
+        return len(self.kinds) + len(self.dns) >= self.capacity
 
     def learn(self, key, kind):
         """'hit', 'insert' or 'full'."""
         if key in self.kinds:
             return "hit"
-        if len(self.kinds) >= self.capacity:
+        if self._full():
             return "full"
         self.kinds[key] = kind
+        return "insert"
+
+    def learn_dns(self, key, asked):
+        """'hit' (the address asked updated: the last query's), 'insert' or 'full'."""
+        if key in self.dns:
+            self.dns[key] = asked
+            return "hit"
+        if self._full():
+            return "full"
+        self.dns[key] = asked
         return "insert"
 
 
@@ -440,3 +454,70 @@ def pod_on_flow(raw, t, flows, twin_raw=None):
     if f.ip[8] <= 1:
         return "pass", [("twin", raw)], {"flow_hit": 1}
     return "proxy_return", [("link", route(f.ip, t["next_hop_mac"], t["port_mac"]))], {"flow_hit": 1}
+
+
+# --- DNS capture (inbound.dns_capture; the kernel's nat rule for UDP/53) ----------------------
+
+ZTUNNEL_DNS_PORT = 15053
+
+
+def _udp(f):
+    """(sport, dport) of an unfragmented UDP packet of frame f whose header is whole, else None."""
+    ip = f.ip
+    if ip is None or ip[9] != 17 or int.from_bytes(ip[6:8], "big") & 0x3FFF:
+        return None
+    ihl = (ip[0] & 15) * 4
+    if len(ip) < ihl + 8:
+        return None
+    return int.from_bytes(ip[ihl:ihl + 2], "big"), int.from_bytes(ip[ihl + 2:ihl + 4], "big")
+
+
+def _nat(ip_bytes, src=None, sport=None, dst=None, dport=None):
+    """The IPv4/UDP packet with an end rewritten and both checksums summed afresh by scapy
+    (a UDP checksum of 0, none, stays 0), as conntrack's NAT leaves it."""
+    ip = IP(ip_bytes)
+    if src is not None:
+        ip.src, ip[UDP].sport = src, sport
+    if dst is not None:
+        ip.dst, ip[UDP].dport = dst, dport
+    del ip.chksum
+    if ip[UDP].chksum != 0:
+        del ip[UDP].chksum
+    return bytes(ip)
+
+
+def dns_query(raw, t, pods, flows):
+    """A meshed pod's UDP to port 53: DNATed to ZT_IP:15053 and routed to ztunnel (mark
+    0x220, table main), one hop; the address asked remembered. None if it is no such
+    packet. (counter, outputs [(device kind, frame)], generated)."""
+    f = Frame(raw)
+    udp = _udp(f)
+    if udp is None or f.ip_src not in pods or udp[1] != 53:
+        return None
+    if f.ip[8] <= 1:
+        return "pass", [("twin", raw)], {}  # the kernel answers: time exceeded
+    r = flows.learn_dns((f.ip_src, udp[0]), f.ip_dst)
+    if r == "full":
+        return "dns_flow_full", [("twin", raw)], {}
+    out = _nat(f.ip, dst=t["remote_ip"], dport=ZTUNNEL_DNS_PORT)
+    return "dns_capture", [("link", route(out, t["next_hop_mac"], t["port_mac"]))], {"flow_" + r: 1}
+
+
+def dns_answer(raw, t, located, ports, flows):
+    """ztunnel's UDP from ZT_IP:15053 to a pod: with a captured query, its source put back
+    to the address asked, :53, and routed to the located pod (TTL - 1; else to the kernel
+    through the twin, translated); without one, to the kernel unchanged. None if it is no
+    such packet. (counter, outputs, generated)."""
+    f = Frame(raw)
+    udp = _udp(f)
+    if udp is None or f.ip_src != t["remote_ip"] or udp[0] != ZTUNNEL_DNS_PORT:
+        return None
+    asked = flows.dns.get((f.ip_dst, udp[1]))
+    if asked is None:
+        return "dns_no_entry", [("twin", raw)], {}
+    out = _nat(f.ip, src=asked, sport=53)
+    where = located.get(f.ip_dst)
+    if where is None or f.ip[8] <= 1:
+        return "dns_answer", [("twin", raw[:f.l3] + out + raw[f.l3 + len(f.ip):])], {"flow_hit": 1}
+    port, pod_mac = where
+    return "dns_answer", [(port, route(out, pod_mac, ports[port]))], {"flow_hit": 1}

@@ -159,8 +159,10 @@ class Case:
         return counter, outs, generated
 
     def _pods_verdict(self, dev, raw):
-        if self.inbound:  # the proxy-return rule comes before the mark rule
+        if self.inbound:  # the proxy-return rule comes before the mark rule, DNS capture after
             done = ref.pod_on_flow(raw, self.t, self.flows)
+            if not done and self.inbound.get("dns_capture"):
+                done = ref.dns_query(raw, self.t, self.pods, self.flows)
             if done:
                 self._note_seen(dev, raw)
                 counter, outs, generated = done
@@ -206,6 +208,8 @@ class Case:
         if self.inbound and ref.inspect(raw, self.t)[0] == "not_ours":
             ports = {p: self.mac[p] for p in self.devices if self.kind[p] == "pods"}
             done = ref.ztunnel_plain(raw, self.t, self.located, ports, self.flows)
+            if not done and self.inbound.get("dns_capture"):
+                done = ref.dns_answer(raw, self.t, self.located, ports, self.flows)
             if done:
                 counter, outs, generated = done
                 return counter, [(dev + ".twin" if d == "twin" else d, b) for d, b in outs], generated
@@ -952,12 +956,88 @@ def node_inbound_flow_full():
           m_routed(CLIENT, PRODUCTPAGE, 63, pp))])
     return c.write()
 
+# --- DNS capture (inbound.dns_capture) ----------------------------------------------------------
+
+def dns_q(pod, sport, dst=VIP, vlan=None, csum=None, ttl=64, qid=0x1234):
+    """A pod's DNS query (an A query for productpage) to dst:53; csum: None (the right one), 0 (none)."""
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x0bproductpage\x00\x00\x01\x00\x01"
+    return pod_eth(pod, vlan=vlan) / IP(src=pod, dst=dst, ttl=ttl) / UDP(sport=sport, dport=53, chksum=csum) / Raw(q)
+
+
+def dns_a(pod, dport, csum=None, ttl=64, n=1):
+    """ztunnel's answer from ZT_IP:15053, as its link delivers it."""
+    a = struct.pack("!HHHHHH", 0x1234, 0x8180, 1, n, 0, 0) + b"\x0bproductpage\x00\x00\x01\x00\x01" + \
+        n * (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04\x0a\x60\x00\x0a")
+    return (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / IP(src=ZT, dst=pod, ttl=ttl) /
+            UDP(sport=15053, dport=dport, chksum=csum) / Raw(a))
+
+
+def m_udp(src, dst, sport, dport, ttl, dst_mac, csum=1):
+    """A routed UDP packet; csum: tshark's checksum status (1 good, 3 none)."""
+    return dict(m_routed(src, dst, ttl, dst_mac), **{"udp.srcport": [sport], "udp.dstport": [dport],
+                                                      "udp.checksum.status": [csum]})
+
+
+def node_dns_capture():
+    c = Case("node-dns-capture", "DNS capture (inbound.dns_capture): a meshed pod's UDP to port 53 goes "
+             "to ZT_IP:15053 unencapsulated, one routed hop (a VLAN tag dropped, a partial checksum completed, "
+             "no checksum kept as none, the checksums updated: scapy sums them afresh); ztunnel's answers "
+             "come back to the pod from the address it asked, :53; an answer with no query is handed to "
+             "the kernel unchanged; what is no meshed pod's query to port 53 passes as before",
+             "node", node_ports(), NODE_TUNNEL, pods=PODS, inbound=dict(inbound_cfg(), dns_capture=True))
+    pp, ra = POD_MAC[PRODUCTPAGE], POD_MAC[RATINGS]
+    c.on("pods").frames([
+        (dns_q(PRODUCTPAGE, 41000), "dns_capture", m_udp(PRODUCTPAGE, ZT, 41000, 15053, 63, ZT_MAC)),
+        (dns_q(PRODUCTPAGE, 41001, dst="10.96.0.53", csum=0), "dns_capture",
+         m_udp(PRODUCTPAGE, ZT, 41001, 15053, 63, ZT_MAC, csum=3)),
+        (partial(dns_q(RATINGS, 41002)), "dns_capture", m_udp(RATINGS, ZT, 41002, 15053, 63, ZT_MAC)),
+        (dns_q(RATINGS, 41003, vlan=7, ttl=2), "dns_capture", m_udp(RATINGS, ZT, 41003, 15053, 1, ZT_MAC)),
+        (dns_q(PRODUCTPAGE, 41004, dst=ZT), "dns_capture", m_udp(PRODUCTPAGE, ZT, 41004, 15053, 63, ZT_MAC)),
+        (dns_q(PRODUCTPAGE, 41000, qid=0x4321), "dns_capture",
+         m_udp(PRODUCTPAGE, ZT, 41000, 15053, 63, ZT_MAC)),                          # the same port again
+        (dns_q(PRODUCTPAGE, 41005, ttl=1), "pass"),                                  # time exceeded: the kernel's
+        (dns_q(LEGACY, 41006), "pass", m_plain(LEGACY, VIP)),                        # not meshed
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP) / UDP(sport=5353, dport=5353) / Raw(b"mdns"), "pass"),
+        (pod_eth() / IP(src=PRODUCTPAGE, dst=VIP, flags="MF") / UDP(sport=41007, dport=53) / Raw(b"f" * 16),
+         "pass"),                                                                    # a fragment: the kernel's
+        (pod_eth() / syn(PRODUCTPAGE, dport=53), "redirect", m_encap(c.t, PRODUCTPAGE, VIP)),  # TCP/53: redirected
+    ])
+    c.on("ztunnel").frames([
+        (dns_a(PRODUCTPAGE, 41000), "dns_answer", m_udp(VIP, PRODUCTPAGE, 53, 41000, 63, pp)),
+        (dns_a(PRODUCTPAGE, 41000, n=2), "dns_answer", m_udp(VIP, PRODUCTPAGE, 53, 41000, 63, pp)),
+        (dns_a(PRODUCTPAGE, 41001, csum=0), "dns_answer", m_udp("10.96.0.53", PRODUCTPAGE, 53, 41001, 63, pp, csum=3)),
+        (dns_a(RATINGS, 41002), "dns_answer", m_udp(VIP, RATINGS, 53, 41002, 63, ra)),
+        (dns_a(PRODUCTPAGE, 41004), "dns_answer", m_udp(ZT, PRODUCTPAGE, 53, 41004, 63, pp)),
+        (dns_a(PRODUCTPAGE, 41009), "dns_no_entry", m_plain(ZT, PRODUCTPAGE)),       # no query from that port
+        (dns_a(REVIEWS, 41000), "dns_no_entry"),                                    # nor from that pod
+        (Ether(src=ZT_MAC, dst=NODE_ZT_MAC) / IP(src=ZT, dst=PRODUCTPAGE) / UDP(sport=15054, dport=41000), "pass"),
+    ])
+    return c.write()
+
+
+def node_dns_flow_full():
+    c = Case("node-dns-flow-full", "DNS capture with the flow table full (inbound.flows.max 8): a query from a "
+             "new port takes the kernel path unchanged, as without capture (dns_flow_full); known ports are "
+             "still captured and answered", "node", node_ports(), NODE_TUNNEL, pods=PODS,
+             inbound=dict(inbound_cfg(max=8), dns_capture=True))
+    c.on("pods").frames(
+        [(dns_q(PRODUCTPAGE, 42000 + i), "dns_capture", m_udp(PRODUCTPAGE, ZT, 42000 + i, 15053, 63, ZT_MAC))
+         for i in range(8)] +
+        [(dns_q(PRODUCTPAGE, 43000), "dns_flow_full", m_plain(PRODUCTPAGE, VIP)),
+         (dns_q(PRODUCTPAGE, 42003), "dns_capture", m_udp(PRODUCTPAGE, ZT, 42003, 15053, 63, ZT_MAC))])
+    c.on("ztunnel").frames([
+        (dns_a(PRODUCTPAGE, 42003), "dns_answer", m_udp(VIP, PRODUCTPAGE, 53, 42003, 63, POD_MAC[PRODUCTPAGE])),
+        (dns_a(PRODUCTPAGE, 43000), "dns_no_entry", m_plain(ZT, PRODUCTPAGE)),  # the kernel's conntrack has it
+    ])
+    return c.write()
+
+
 ALL = [node_pods_mixed, node_pods_vni1000_udpcsum, node_pods_pass, node_pods_direct, node_pods_too_big_df,
        node_pods_icmp_rate_limit, node_pods_fragment, node_pods_too_big_drop, node_pods_vlan,
        node_return_decap, node_return_unknown, node_return_drops, node_tunnel_arp, node_twins, node_no_twins,
        endpoint_uplink_decap, endpoint_tunnel_encap, endpoint_vni1000_udpcsum,
        node_static_next_hop, node_direct_padding, node_partial_checksums,
-       node_inbound, node_inbound_proxied, node_inbound_flow_full]
+       node_inbound, node_inbound_proxied, node_inbound_flow_full, node_dns_capture, node_dns_flow_full]
 
 if __name__ == "__main__":
     names = [f().name for f in ALL]

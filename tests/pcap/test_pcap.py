@@ -35,7 +35,8 @@ NS = "ztg-pcap"
 WAIT_S = 20
 # tshark fields a case's `decode` rows may name
 FIELDS = ("eth.dst", "geneve.vni", "ip.src", "ip.dst", "ip.ttl", "ip.dsfield.ecn", "icmp.type", "icmp.code",
-          "icmp.mtu", "arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4")
+          "icmp.mtu", "arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4",
+          "udp.srcport", "udp.dstport", "udp.checksum.status")  # status (checked): 1 good, 3 none
 
 
 def load(case):
@@ -135,7 +136,7 @@ def describe_diff(got, want):
 def accounted(name, c):
     """The README's identity: every frame received is under exactly one verdict."""
     inbound = ("inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied", "proxied",
-               "proxied_kernel", "proxy_return")
+               "proxied_kernel", "proxy_return", "dns_capture", "dns_answer", "dns_no_entry", "dns_flow_full")
     if name.endswith(".twin"):  # a pods port's twin with inbound on classifies, any other passes
         return c["rx"] == c["pass"] + sum(c[k] for k in inbound) + sum(
             v for k, v in c.items() if k.startswith("drop_") and k not in ("drop_tx_full", "drop_kernel_ring"))
@@ -227,7 +228,7 @@ def test_tshark_decodes_what_the_case_means(case):
         if not any(rows):
             continue
         cmd = ["tshark", "-n", "-r", str(CASES_DIR / case / spec["expect"][dev]["pcap"]),
-               "-o", "ip.defragment:FALSE", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
+               "-o", "ip.defragment:FALSE", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
         if port != 6081:
             cmd += ["-d", f"udp.port=={port},geneve"]
         for f in FIELDS:
