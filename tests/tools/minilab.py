@@ -72,9 +72,10 @@ class MiniLab(NodeLab):
 
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
-                    idle_sleep_us=100, ports=None, protocols=None, too_big=None, inbound=False):
+                    idle_sleep_us=100, ports=None, protocols=None, too_big=None, inbound=False,
+                    dns_capture=False):
         """Writes a node config to path; ports: the pod ports (default all pods); inbound: with
-        the inbound section (istioin, VNI 1000)."""
+        the inbound section (istioin, VNI 1000); dns_capture: and inbound.dns_capture on."""
         ports = list(self.pods) if ports is None else ports
         pods = self.meshed if pods is None else pods
         lines = ["role: node",
@@ -95,7 +96,8 @@ class MiniLab(NodeLab):
         if protocols:
             lines.append("redirect: {protocols: [" + ", ".join(protocols) + "]}")
         if inbound:
-            lines.append(f"inbound: {{inner_src_mac: \"{ISTIOIN_MAC}\", inner_dst_mac: \"{PISTIOIN_MAC}\"}}")
+            lines.append(f"inbound: {{inner_src_mac: \"{ISTIOIN_MAC}\", inner_dst_mac: \"{PISTIOIN_MAC}\""
+                         + (", dns_capture: true" if dns_capture else "") + "}")
         lines.append("log: {level: info}")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -197,7 +199,7 @@ log: {{level: info}}
 
 RX_VERDICTS = ("redirect", "direct", "pass", "fragmented", "decap", "tunnel_arp_reply",
                "inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied", "proxied",
-               "proxied_kernel", "proxy_return")
+               "proxied_kernel", "proxy_return", "dns_capture", "dns_answer", "dns_no_entry", "dns_flow_full")
 TWIN_VERDICTS = ("pass", "inbound", "skip_ztunnel", "skip_udp", "skip_host", "skip_proxied")
 
 

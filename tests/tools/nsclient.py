@@ -2,7 +2,11 @@
 
   tcp HOST PORT [--timeout S] [--sport P]   kernel TCP connect; prints connected|refused|timeout|error:...
   udp HOST PORT [--payload TEXT] [--sport P]  one UDP datagram; prints sent
-  dns HOST [--name NAME] [--sport P]          a DNS A query to HOST:53; prints sent (no reply awaited)
+  dns HOST [--name NAME] [--sport P] [--wait S]
+                                              a DNS A query to HOST:53; prints sent (no reply
+                                              awaited), or with --wait the first datagram back
+                                              within S seconds as JSON {"from": "ip:port", "id":
+                                              n, "answers": n, "port": our port}, or timeout
   echo HOST PORT [--bytes N] [--conns K] [--timeout S]
                                               K concurrent connections; each reads the listener's
                                               first line, sends N random bytes, reads them back
@@ -126,6 +130,21 @@ def udp(a, payload):
     print("sent")
 
 
+def dns_exchange(a):
+    import json
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", a.sport))
+    s.settimeout(a.wait)
+    s.sendto(dns_query(a.name), (a.host, 53))
+    try:
+        r, peer = s.recvfrom(2048)
+    except socket.timeout:
+        print("timeout")
+        return
+    qid, _, _, answers = struct.unpack("!HHHH", r[:8]) if len(r) >= 8 else (None, 0, 0, 0)
+    print(json.dumps({"from": "%s:%d" % peer, "id": qid, "answers": answers, "port": s.getsockname()[1]}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -143,6 +162,7 @@ def main():
     d.add_argument("host")
     d.add_argument("--name", default="reviews.default.svc.cluster.local")
     d.add_argument("--sport", type=int, default=0)
+    d.add_argument("--wait", type=float, default=0)
     e = sub.add_parser("echo")
     e.add_argument("host")
     e.add_argument("port", type=int)
@@ -173,6 +193,8 @@ def main():
         tcp(a)
     elif a.cmd == "udp":
         udp(a, a.payload.encode())
+    elif a.wait:
+        dns_exchange(a)
     else:
         a.port = 53
         udp(a, dns_query(a.name))
