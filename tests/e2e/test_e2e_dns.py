@@ -96,45 +96,43 @@ def delta(after, before, dev, key):
     return int(after.get(dev, {}).get(key, 0)) - int(before.get(dev, {}).get(key, 0))
 
 
+def exchange(lab, pod):
+    """pod's query answered from the VIP, the stand-in having seen it from the pod's own
+    address and port: (the node's counters before, after, the kernel rule's packets before,
+    after)."""
+    before, kernel_before = counters(lab), kernel_dnat_packets(lab, pod)
+    a = query(lab, pod)
+    assert a["from"] == f"{DNS_VIP}:53", a
+    assert a["id"] == 0x1234 and a["answers"] == 1, a
+    assert responder_saw(lab)["from"] == f"{lab.ip(pod)}:{a['port']}", "the stand-in sees the pod's address"
+    return before, counters(lab), kernel_before, kernel_dnat_packets(lab, pod)
+
+
 def test_capture_on_answers_through_ztunnel_15053(dnslab):
     lab = dnslab
     start_node(lab, capture=True)
-    before, kernel_before = counters(lab), kernel_dnat_packets(lab, "pp")
-    a = query(lab, "pp")
-    assert a["from"] == f"{DNS_VIP}:53", a
-    assert a["id"] == 0x1234 and a["answers"] == 1, a
-    seen = responder_saw(lab)
-    assert seen["from"] == f"{lab.ip('pp')}:{a['port']}", "the stand-in sees the pod's own address and port"
-    after = counters(lab)
+    before, after, kernel_before, kernel_after = exchange(lab, "pp")
     assert delta(after, before, "pp", "dns_capture") == 1
     assert delta(after, before, "pp", "flow_insert") == 1
     assert delta(after, before, "ztunnel", "dns_answer") == 1
     assert delta(after, before, "ztunnel", "flow_hit") == 1
     for dev, key in (("ztunnel", "dns_no_entry"), ("pp", "dns_flow_full"), ("pp.twin", "skip_udp")):
         assert delta(after, before, dev, key) == 0, (dev, key)
-    assert kernel_dnat_packets(lab, "pp") == kernel_before, "the node's kernel saw the query"
+    assert kernel_after == kernel_before, "the node's kernel saw the query"
     # The non-meshed pod's query is the kernel's: its rule; the answer, for which ztgeneve has
     # no entry, goes to the kernel unchanged (dns_no_entry), whose conntrack translates it.
-    lg_before = kernel_dnat_packets(lab, "lg")
-    a = query(lab, "lg")
-    assert a["from"] == f"{DNS_VIP}:53", a
-    assert responder_saw(lab)["from"] == f"{lab.ip('lg')}:{a['port']}"
-    assert kernel_dnat_packets(lab, "lg") == lg_before + 1
-    final = counters(lab)
-    assert delta(final, after, "lg", "dns_capture") == 0 and delta(final, after, "lg", "pass") >= 1
-    assert delta(final, after, "ztunnel", "dns_no_entry") == 1
+    before, after, kernel_before, kernel_after = exchange(lab, "lg")
+    assert kernel_after == kernel_before + 1
+    assert delta(after, before, "lg", "dns_capture") == 0 and delta(after, before, "lg", "pass") >= 1
+    assert delta(after, before, "ztunnel", "dns_no_entry") == 1
     assert not unbalanced(telemetry.counters(lab.node_prefix))
 
 
 def test_capture_off_goes_to_the_kernel_as_today(dnslab):
     lab = dnslab
     start_node(lab, capture=False)
-    before, kernel_before = counters(lab), kernel_dnat_packets(lab, "pp")
-    a = query(lab, "pp")
-    assert a["from"] == f"{DNS_VIP}:53", a
-    assert responder_saw(lab)["from"] == f"{lab.ip('pp')}:{a['port']}"
-    after = counters(lab)
-    assert kernel_dnat_packets(lab, "pp") == kernel_before + 1, "the kernel's rule carried it"
+    before, after, kernel_before, kernel_after = exchange(lab, "pp")
+    assert kernel_after == kernel_before + 1, "the kernel's rule carried it"
     assert delta(after, before, "pp", "pass") >= 1
     assert delta(after, before, "pp.twin", "skip_udp") == 1, "the kernel's translated answer"
     for dev in ("pp", "ztunnel"):

@@ -12,13 +12,18 @@
 //
 // mode bits: 0 next hop unknown, 1 pods port without a twin, 2 low headroom (32 bytes),
 // 3 UDP redirected too, 4 tunnel MTU 150 (inner packets of at most 100 bytes), 5 outer UDP
-// checksum on, 6 too-big packets dropped, not fragmented (tunnel.too_big: drop).
+// checksum on, 6 too-big packets dropped, not fragmented (tunnel.too_big: drop), 7 DNS
+// capture on (inbound.dns_capture) with a fresh flow table of 8 entries for each path: a
+// meshed pod's UDP/53 rewritten to ZT_IP:15053 (bytes and checksums checked), the table's
+// inserts, hits and its full state predicted from a model of its own.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 
 #include <rte_mempool.h>
 
+#include "dataplane/flow_table.hpp"
 #include "dataplane/fragment.hpp"
 #include "dataplane/geneve.hpp"
 #include "dataplane/parse.hpp"
@@ -38,7 +43,16 @@ Snapshot g_base;
 const Ip4 kPodIps[] = {ip4(10, 244, 2, 3), ip4(10, 244, 2, 2), ip4(10, 244, 2, 7),
                        ip4(10, 244, 2, 5), ip4(10, 244, 2, 8)};
 
-enum class Fate { Pass, Direct, Redirect, Fragments, Drop };
+enum class Fate { Pass, Direct, Redirect, Fragments, Drop, Dns };
+
+// The flow table as DNS capture fills it: the captured (pod, port) keys, and how many of
+// them each bucket holds (FlowTable::bucket_index: a full bucket is a full table).
+struct DnsModel {
+    const FlowTable* t = nullptr;
+    std::map<std::pair<uint32_t, uint16_t>, uint32_t> keys; // -> bucket
+    std::map<uint32_t, uint32_t> per_bucket;
+    uint64_t inserts = 0, hits = 0;
+};
 
 struct Expect {
     Fate fate = Fate::Pass;
@@ -59,11 +73,29 @@ uint32_t fragment_count(const Parsed& p, const std::vector<uint8_t>& b, uint32_t
 }
 
 Expect predict(const Parsed& p, const Snapshot& s, bool has_twin, uint16_t headroom,
-               const std::vector<uint8_t>& b) {
+               const std::vector<uint8_t>& b, DnsModel& dns) {
     const Expect pass =
         has_twin ? Expect{Fate::Pass, Ctr::pass} : Expect{Fate::Drop, Ctr::drop_no_twin};
     bool pod = false;
     for (Ip4 ip : kPodIps) pod |= p.ipv4 && p.src == ip;
+    // DNS capture, before the mark rule: a whole UDP header, TTL > 1, a next hop, room.
+    if (s.dns_capture && pod && p.proto == 17 && !p.fragment && p.dport.host() == 53) {
+        if (p.l3_off + uint32_t(p.ip_len) < p.l4_off + 8u || b[p.l3_off + 8] <= 1) return pass;
+        if (!s.nexthop_known) return {Fate::Drop, Ctr::drop_no_nexthop};
+        const auto key = std::make_pair(p.src.raw, p.sport.raw);
+        if (dns.keys.count(key)) {
+            dns.hits++;
+        } else {
+            const uint32_t bucket = dns.t->bucket_index(dns_key(s.remote_ip, p.src, p.sport));
+            if (dns.keys.size() >= dns.t->capacity() || dns.per_bucket[bucket] >= FlowTable::kWays)
+                return has_twin ? Expect{Fate::Pass, Ctr::dns_flow_full}
+                                : Expect{Fate::Drop, Ctr::drop_no_twin};
+            dns.keys[key] = bucket;
+            dns.per_bucket[bucket]++;
+            dns.inserts++;
+        }
+        return {Fate::Dns, Ctr::dns_capture};
+    }
     if (!pod || !s.redirects(p.proto)) return pass;
     if (!s.nexthop_known) return {Fate::Drop, Ctr::drop_no_nexthop};
     if (p.dst == s.remote_ip)
@@ -77,6 +109,46 @@ Expect predict(const Parsed& p, const Snapshot& s, bool has_twin, uint16_t headr
     }
     if (headroom + p.l3_off < EncapTemplate::kSize) return {Fate::Drop, Ctr::drop_no_headroom};
     return {Fate::Redirect, Ctr::redirect};
+}
+
+// The UDP checksum of the IPv4 packet at l3 of b (IHL from its header) verifies.
+bool inner_udp_checksum_ok(const std::vector<uint8_t>& b, size_t l3, size_t ip_len) {
+    const size_t l4 = l3 + (b[l3] & 0x0f) * 4u, end = l3 + ip_len;
+    uint32_t sum = 17 + uint32_t(end - l4);
+    for (size_t i = l3 + 12; i < l3 + 20; i += 2) sum += be16(b, i);
+    for (size_t i = l4; i < end; i += 2) sum += uint32_t(b[i]) << 8 | (i + 1 < end ? b[i + 1] : 0);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+
+// A captured query: one routed hop to ztunnel, the destination ZT_IP:15053, nothing else
+// changed but the checksums, which stay right (a UDP checksum of 0 stays 0).
+void check_dns(const std::vector<uint8_t>& in, const Parsed& p, const std::vector<uint8_t>& o,
+               const Snapshot& s, const std::string& what) {
+    const std::string ctx = what + " out " + hex(o.data(), std::min<size_t>(o.size(), 64));
+    const size_t l3 = p.l3_off, ihl = (in[l3] & 0x0f) * 4u, l4 = 14 + ihl;
+    FUZZ_CHECK(o.size() == 14u + p.ip_len, ctx + ": length (padding kept?)");
+    FUZZ_CHECK(std::memcmp(o.data(), s.nexthop_mac.addr_bytes, 6) == 0 &&
+                   std::memcmp(o.data() + 6, s.link_mac.addr_bytes, 6) == 0 &&
+                   be16(o, 12) == 0x0800,
+               ctx + ": Ethernet header");
+    FUZZ_CHECK(be32(o, 30) == s.remote_ip.host() && be16(o, l4 + 2) == 15053,
+               ctx + ": not to ZT_IP:15053");
+    FUZZ_CHECK(o[22] + 1 == in[l3 + 8], ctx + ": TTL not decremented by one");
+    for (size_t i = 14; i < o.size(); i++) {
+        const size_t r = i - 14;
+        if (r == 8 || r == 10 || r == 11 || (r >= 16 && r < 20) || i == l4 + 2 || i == l4 + 3 ||
+            i == l4 + 6 || i == l4 + 7)
+            continue;
+        FUZZ_CHECK(o[i] == in[l3 + r], ctx + ": byte " + std::to_string(i) + " changed");
+    }
+    if (ip_checksum_ok(in, l3, ihl))
+        FUZZ_CHECK(ip_checksum_ok(o, 14, ihl), ctx + ": IPv4 checksum");
+    if (be16(in, l3 + ihl + 6) == 0)
+        FUZZ_CHECK(be16(o, l4 + 6) == 0, ctx + ": no UDP checksum became one");
+    else if (inner_udp_checksum_ok(in, l3, p.ip_len))
+        FUZZ_CHECK(be16(o, l4 + 6) != 0 && inner_udp_checksum_ok(o, 14, p.ip_len),
+                   ctx + ": UDP checksum broken");
 }
 
 bool udp_checksum_ok(const std::vector<uint8_t>& o) {
@@ -247,6 +319,15 @@ struct Outcome {
 Outcome run_path(const BurstInput& in, bool vector) {
     Harness& h = *g_h;
     Snapshot s = g_base;
+    // DNS capture: a table of its own for each run, so both paths start from the same.
+    FlowTable flows("fz_dns", 8, *h.rcu);
+    DnsModel dns;
+    dns.t = &flows;
+    h.shared.flows = &flows;
+    if (in.mode & 128) {
+        s.inbound = true;
+        s.dns_capture = true;
+    }
     if (in.mode & 1) s.nexthop_known = false;
     if (in.mode & 8) s.set_redirect(17);
     if (in.mode & 16) s.max_inner_len = 100;
@@ -277,9 +358,9 @@ Outcome run_path(const BurstInput& in, bool vector) {
         check_mbuf(m, "input");
         std::vector<uint8_t> b(r.data, r.data + r.len);
         parsed.push_back(parse_frame(m));
-        want.push_back(predict(parsed.back(), s, twin, headroom, b));
         meant.push_back(b);
         completed += complete_partial_model(meant.back(), parsed.back());
+        want.push_back(predict(parsed.back(), s, twin, headroom, meant.back(), dns));
         tr.add(m, std::move(b));
         pkts.push_back(m);
     }
@@ -322,6 +403,8 @@ Outcome run_path(const BurstInput& in, bool vector) {
             FUZZ_CHECK(o == meant[i], what + ": passed frame changed");
         else if (e.fate == Fate::Direct)
             check_direct(meant[i], parsed[i], o, s, what);
+        else if (e.fate == Fate::Dns)
+            check_dns(meant[i], parsed[i], o, s, what);
         else
             check_redirect(meant[i], parsed[i], o, s, chained[i], what);
     }
@@ -344,6 +427,12 @@ Outcome run_path(const BurstInput& in, bool vector) {
                "csum_completed " + std::to_string(c.get(Ctr::csum_completed)) + ", expected " +
                    std::to_string(completed));
     FUZZ_CHECK(c.get(Ctr::fragments) == frags, "fragments counter");
+    FUZZ_CHECK(c.get(Ctr::flow_insert) == dns.inserts && c.get(Ctr::flow_hit) == dns.hits &&
+                   flows.size() == dns.keys.size(),
+               "flow table: " + std::to_string(c.get(Ctr::flow_insert)) + " inserts, " +
+                   std::to_string(c.get(Ctr::flow_hit)) + " hits, " + std::to_string(flows.size()) +
+                   " entries; the model " + std::to_string(dns.inserts) + ", " +
+                   std::to_string(dns.hits) + ", " + std::to_string(dns.keys.size()));
     uint64_t icmp = 0;
     for (uint16_t d = 0; d < tr.extra.size(); d++)
         for (rte_mbuf* r : tr.extra[d]) {
@@ -376,6 +465,7 @@ Outcome run_path(const BurstInput& in, bool vector) {
                                                          ", expected " +
                                                          std::to_string(want_ctr[k]));
     tr.free_all(h.pool, base);
+    h.shared.flows = nullptr;
     return res;
 }
 

@@ -279,6 +279,16 @@ def main():
     c["jumbo_no_df_chained"] = burst(0, [pods["jumbo_no_df"], pods["big_no_df"]], [0x80 | 60, 0x80 | 50])
     c["big_no_df_dropped"] = burst(64, [pods["big_no_df"], pods["syn"]])
     c["mix_small_mtu_no_df"] = burst(16, [pods["big_no_df"], pods["syn_ip_options"], pods["frag_first"]])
+    # DNS capture (mode 128): queries from several ports and pods (more than the table's 8),
+    # one repeated, one to ztunnel itself, one chained, with and without a UDP checksum.
+    dns = [Ether(src=POD_MAC, dst=TWIN_MAC) / IP(src=src, dst=dst, ttl=ttl) /
+           UDP(sport=sport, dport=53, chksum=csum) / Raw(b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6 + b"q" * n)
+           for src, dst, sport, ttl, csum, n in (
+               (POD, VIP, 41000, 64, None, 17), (POD, VIP, 41000, 64, None, 30), ("10.244.2.2", VIP, 41001, 64, 0, 5),
+               (POD, ZT, 41002, 64, None, 1), (POD, VIP, 41003, 1, None, 9), ("10.244.2.20", VIP, 41004, 64, None, 3),
+               *((POD, VIP, 42000 + i, 64, None, i) for i in range(9)))]
+    c["dns_capture"] = burst(128, [b(f) for f in dns] + [pods["syn"], pods["udp_dns"]])
+    c["dns_capture_chained"] = burst(128 | 8, [b(f) for f in dns[:6]], [0x80 | 40, 0, 0x80 | 44, 0, 0x80 | 20, 0])
 
     c = corpus["fuzz_decap"]
     for name, fr in dec.items():

@@ -65,6 +65,21 @@ std::vector<uint8_t> with_udp_sum(std::vector<uint8_t> b) {
     return b;
 }
 
+// b is an untagged IPv4/UDP frame to dst_mac, src:sport -> dst:dport, TTL ttl, both
+// checksums right.
+void expect_udp(const std::vector<uint8_t>& b, const rte_ether_addr& dst_mac, uint32_t src,
+                uint32_t dst, uint16_t sport, uint16_t dport, uint8_t ttl) {
+    ASSERT_GE(b.size(), 42u);
+    EXPECT_EQ(0, std::memcmp(b.data(), dst_mac.addr_bytes, 6));
+    EXPECT_EQ(b[14 + 8], ttl);
+    EXPECT_EQ(be32_at(b, 26), src);
+    EXPECT_EQ(be32_at(b, 30), dst);
+    EXPECT_EQ(be16_at(b, 34), sport);
+    EXPECT_EQ(be16_at(b, 36), dport);
+    EXPECT_TRUE(ip_header_ok(b));
+    EXPECT_EQ(be16_at(b, 40), udp_sum(b));
+}
+
 FrameSpec udp(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint16_t payload = 33) {
     FrameSpec f;
     f.proto = 17;
@@ -201,30 +216,17 @@ TEST_F(Dns, QueryGoesToZtunnel15053AndTheAnswerComesBackFromTheVip) {
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::pass), 0u);
     auto b = one(Harness::kZt);
     ASSERT_EQ(b.size(), q.size()) << "not encapsulated";
-    EXPECT_EQ(0, std::memcmp(b.data(), kZtMac.addr_bytes, 6)) << "to ztunnel's MAC";
+    // To ztunnel's MAC, one routed hop, the source kept, the destination ZT_IP:15053.
+    expect_udp(b, kZtMac, kPod, kZtIp, 41000, 15053, 63);
     EXPECT_EQ(0, std::memcmp(b.data() + 6, kLinkMac.addr_bytes, 6)) << "from ours on its link";
-    EXPECT_EQ(b[14 + 8], 63) << "one routed hop";
-    EXPECT_EQ(be32_at(b, 26), kPod) << "the source stays";
-    EXPECT_EQ(be32_at(b, 30), kZtIp);
-    EXPECT_EQ(be16_at(b, 34), 41000);
-    EXPECT_EQ(be16_at(b, 36), 15053);
-    EXPECT_TRUE(ip_header_ok(b));
-    EXPECT_EQ(be16_at(b, 40), udp_sum(b));
     EXPECT_EQ(0, std::memcmp(b.data() + 42, q.data() + 42, q.size() - 42)) << "payload as sent";
     EXPECT_TRUE(nothing_else({Harness::kPodsTwin, Harness::kZtTwin}));
 
     from_ztunnel(answer(41000));
     EXPECT_EQ(h.counter(Harness::kZt, Ctr::dns_answer), 1u);
     EXPECT_EQ(h.counter(Harness::kZt, Ctr::flow_hit), 1u);
-    b = one(Harness::kPods);
-    EXPECT_EQ(0, std::memcmp(b.data(), kPodMac.addr_bytes, 6)) << "to the pod's MAC";
-    EXPECT_EQ(b[14 + 8], 63);
-    EXPECT_EQ(be32_at(b, 26), kVip) << "from the address the pod asked";
-    EXPECT_EQ(be32_at(b, 30), kPod);
-    EXPECT_EQ(be16_at(b, 34), 53);
-    EXPECT_EQ(be16_at(b, 36), 41000);
-    EXPECT_TRUE(ip_header_ok(b));
-    EXPECT_EQ(be16_at(b, 40), udp_sum(b));
+    // To the pod's MAC, one hop, from the address the pod asked.
+    expect_udp(one(Harness::kPods), kPodMac, kVip, kPod, 53, 41000, 63);
     EXPECT_TRUE(nothing_else({Harness::kZt, Harness::kPodsTwin, Harness::kZtTwin}));
     // A second answer (the AAAA of an A + AAAA pair) is translated too.
     from_ztunnel(answer(41000, 80));
