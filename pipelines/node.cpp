@@ -342,12 +342,12 @@ void from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
 // by encapsulate_wide; every other frame goes through from_pod as on the scalar path.
 constexpr uint16_t kGroup = 4;
 
-// What of the usual redirect the snapshot rules on for a whole burst: a next hop, no outer
-// UDP checksum, TCP redirected, and no proxied connections to look up first
-// (connection_of_pod).
+// What of the usual redirect the snapshot and topology rule on for a whole burst: a next
+// hop, no outer UDP checksum, TCP redirected, no proxied connections to look up first
+// (connection_of_pod), and a device toward ztunnel to send on.
 bool usual_redirect_allowed(const WorkerCtx& ctx, const Snapshot& s) {
     return s.nexthop_known && !s.outbound().tmpl.udp_checksum && s.redirects(IPPROTO_TCP) &&
-           !(s.inbound && !ctx.shared->flows->empty());
+           !(s.inbound && !ctx.shared->flows->empty()) && ctx.shared->topo->link != kNoDev;
 }
 
 // Parses m into p (parse_frame_fast) and tells whether the frame itself allows the usual
@@ -399,20 +399,23 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
     const EncapTemplate& tmpl = s.outbound().tmpl;
     const uint16_t zt = ctx.shared->topo->link;
     BurstTally t;
+    uint32_t redirects = 0; // the usual redirects, counted once for the burst
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
         const Parsed& q = p[i];
-        const bool known = q.ipv4 && ((is_pod >> i) & 1);
         if ((fast >> i) & 1) [[likely]] {
-            if (known)
+            if (!Classified || ((is_pod >> i) & 1)) // a pod of the table: its location
                 note_pod(ctx, q.src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
             encapsulate_wide(m, q, tmpl);
-            ctx.dispose(t, m, {Ctr::redirect, zt});
+            ctx.send(zt, m); // what dispose does with {Ctr::redirect, zt}
+            redirects++;
             continue;
         }
+        const bool known = q.ipv4 && ((is_pod >> i) & 1);
         const bool pod = Classified ? q.ipv4 && s.redirects(q.proto) : known;
         classify_one(ctx, dev, m, q, pod, known, tag[i], s, t);
     }
+    t.inc(Ctr::redirect, redirects);
     t.flush_to(ctx.ctr(dev));
 }
 #endif
