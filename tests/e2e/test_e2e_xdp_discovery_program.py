@@ -18,9 +18,9 @@ import yaml
 import lab as labtopo
 import netns
 from telemetry import counters as tel_counters, query
-from test_e2e_xdp import (agg_devices, cni_lab, connect, mark_packets, our_progs, start, xdp_links,
-                          xdp_on)
-from test_e2e_xdp_discovery import geneve_sources, log_lines, wait_xdp
+from test_e2e_xdp import (agg_devices, cni_lab, connect, log_lines, mark_packets, our_progs, start,
+                          xdp_links, xdp_on)
+from test_e2e_xdp_discovery import geneve_sources, wait_xdp
 from tproxy_listener import ListenerProcess
 
 PREFIX = "ztp-"
