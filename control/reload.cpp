@@ -17,6 +17,9 @@ std::string first_difference(const Config& a, const Config& b) {
         if (!(a.ports[i] == b.ports[i])) return "ports[" + std::to_string(i) + "]";
     if (!(a.tunnel == b.tunnel)) return "tunnel";
     if (a.protocols != b.protocols) return "redirect.protocols";
+    // The flow table is allocated and the inbound templates built at start: a reload that
+    // turned inbound on would leave the workers without a table.
+    if (!(a.inbound == b.inbound)) return "inbound";
     if (a.pod_capacity != b.pod_capacity) return "limits.pods";
     if (!(a.kernel == b.kernel)) return "kernel";
     if (!(a.dpdk == b.dpdk)) return "dpdk";

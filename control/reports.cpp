@@ -45,7 +45,7 @@ std::string Runtime::counters_json() const {
     for (size_t i = 0; i < xdp.size(); i++)
         o << (i ? "," : "") << "\"" << xdp[i].link << "\":{\"port\":\"" << xdp[i].port
           << "\",\"to_ztgeneve\":" << xdp[i].to_ztgeneve << ",\"to_kernel\":" << xdp[i].to_kernel
-          << ",\"no_socket\":" << xdp[i].no_socket << "}";
+          << ",\"no_socket\":" << xdp[i].no_socket << ",\"deleted\":" << xdp[i].deleted << "}";
     o << "},\"mbufs_in_use\":" << mbufs_in_use() << ",\"pods\":" << pod_count()
       << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
     return o.str();
@@ -66,7 +66,8 @@ std::string Runtime::counters_table() const {
     for (const XdpLinkCounters& x : xdp_counters()) // the kernel's programs, per link
         for (auto [name, v] : {std::pair{"xdp_to_ztgeneve", x.to_ztgeneve},
                                {"xdp_to_kernel", x.to_kernel},
-                               {"xdp_no_socket", x.no_socket}})
+                               {"xdp_no_socket", x.no_socket},
+                               {"xdp_link_deleted", x.deleted}})
             if (v != 0) {
                 std::snprintf(line, sizeof line, "%-22s %-18s %14llu\n", x.link.c_str(), name,
                               static_cast<unsigned long long>(v));

@@ -165,18 +165,15 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
                        std::strerror(-rc));
         bpf_program* prog = bpf_object__find_program_by_name(
             obj_, p.kind == DevKind::XdpZtunnel ? "ztg_xdp_ztunnel" : "ztg_xdp_pods");
-        if (p.links_auto) {
-            auto_agg_ = int(a);
-            auto_prog_ = prog;
-            auto_port_ = p.name;
-        }
+        ports_.push_back({key, p.links, p.links_auto});
+        progs_.push_back(prog);
+        names_.push_back(p.name);
         for (size_t k = 0; k < p.links.size(); k++) {
             const std::string& name = p.links[k];
             const std::string lkey = key + ".links[" + std::to_string(k) + "] (" + name + ")";
             const unsigned ifindex = if_nametoindex(name.c_str());
             if (ifindex == 0) return err(lkey + ": no such link: " + std::strerror(errno));
-            if (auto s = attach_link(a, prog, p.name, {name, ifindex}, false); !s)
-                return err(lkey + ": " + s.error());
+            if (auto s = attach_link(a, {name, ifindex}); !s) return err(lkey + ": " + s.error());
         }
         if (p.links_auto)
             spdlog::info("xdp: {}: links: auto: each meshed pod's link (the route to its "
@@ -193,18 +190,21 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
     return Ok{};
 }
 
-Status XdpAttach::attach_link(uint32_t agg, bpf_program* prog, const std::string& port,
-                              const XdpLinkId& id, bool discovered) {
+Status XdpAttach::attach_link(uint32_t port, const XdpLinkId& id) {
+    if (port >= ports_.size()) return err("no such xdp port");
+    for (const Link& l : links_)
+        if (l.ifindex == id.ifindex) // never two entries for one ifindex in ztg_links
+            return err("ifindex " + std::to_string(id.ifindex) + " is " + l.name + "'s already");
     const int ncpu = libbpf_num_possible_cpus();
     std::vector<ztg_link> per_cpu(size_t(ncpu > 0 ? ncpu : 1)); // counters from 0
-    for (ztg_link& v : per_cpu) v.agg = agg;
+    for (ztg_link& v : per_cpu) v.agg = port;
     if (bpf_map_update_elem(links_fd_, &id.ifindex, per_cpu.data(), BPF_ANY) != 0) {
         const int e = errno;
         return err(std::string("cannot add it to the programs' links: ") + std::strerror(e) +
                    (e == E2BIG ? " (at most " + std::to_string(ZTG_MAX_LINKS) + " links)"
                                : std::string()));
     }
-    bpf_link* l = bpf_program__attach_xdp(prog, int(id.ifindex));
+    bpf_link* l = bpf_program__attach_xdp(progs_[port], int(id.ifindex));
     if (l == nullptr) {
         const int e = errno;
         bpf_map_delete_elem(links_fd_, &id.ifindex);
@@ -215,30 +215,21 @@ Status XdpAttach::attach_link(uint32_t agg, bpf_program* prog, const std::string
                         : ""));
     }
     std::lock_guard g(mu_);
-    links_.push_back({id.name, port, id.ifindex, l, discovered});
+    links_.push_back({id.name, names_[port], id.ifindex, port, l});
     return Ok{};
 }
 
-std::vector<XdpLinkId> XdpAttach::discovered() const {
-    std::vector<XdpLinkId> out;
-    for (const Link& l : links_)
-        if (l.discovered) out.push_back({l.name, l.ifindex});
+std::map<XdpLinkId, uint32_t> XdpAttach::attached() const {
+    std::map<XdpLinkId, uint32_t> out;
+    for (const Link& l : links_) out.emplace(XdpLinkId{l.name, l.ifindex}, l.agg);
     return out;
 }
 
-Status XdpAttach::attach_discovered(const XdpLinkId& id) {
-    if (!discovers()) return err("no port with links: auto is attached");
-    for (const Link& l : links_)
-        if (l.ifindex == id.ifindex) // never two entries for one ifindex in ztg_links
-            return err("ifindex " + std::to_string(id.ifindex) + " is " + l.name + "'s already");
-    return attach_link(uint32_t(auto_agg_), auto_prog_, auto_port_, id, true);
-}
-
-void XdpAttach::detach_discovered(const XdpLinkId& id) {
+void XdpAttach::detach_link(const XdpLinkId& id, bool deleted) {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < links_.size(); i++) {
         Link& l = links_[i];
-        if (!l.discovered || l.ifindex != id.ifindex || l.name != id.name) continue;
+        if (l.ifindex != id.ifindex || l.name != id.name) continue;
         bpf_link__destroy(l.bl); // the kernel's link first: from here on it carries l
         XdpLinkCounters c = read_link(l);
         auto g = std::find_if(gone_.begin(), gone_.end(),
@@ -247,6 +238,7 @@ void XdpAttach::detach_discovered(const XdpLinkId& id) {
         g->to_ztgeneve += c.to_ztgeneve;
         g->to_kernel += c.to_kernel;
         g->no_socket += c.no_socket;
+        g->deleted += deleted ? 1 : 0;
         // A new link may get this ifindex: it must not find l's entry (nor its counters).
         bpf_map_delete_elem(links_fd_, &l.ifindex);
         links_.erase(links_.begin() + long(i));
@@ -304,6 +296,7 @@ void XdpAttach::read_counters(std::vector<XdpLinkCounters>& out) const {
         it->to_ztgeneve += g.to_ztgeneve;
         it->to_kernel += g.to_kernel;
         it->no_socket += g.no_socket;
+        it->deleted += g.deleted;
     }
 }
 
@@ -324,8 +317,9 @@ void XdpAttach::detach() {
     read_counters(final_);
     links_.clear();
     gone_.clear();
-    auto_agg_ = -1;
-    auto_prog_ = nullptr;
+    ports_.clear();
+    progs_.clear();
+    names_.clear();
     bpf_object__close(obj_);
     obj_ = nullptr;
     meshed_fd_ = config_fd_ = links_fd_ = -1;

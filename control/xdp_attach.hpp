@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@ struct XdpLinkCounters {
     std::string link;
     std::string port;
     uint64_t to_ztgeneve = 0, to_kernel = 0, no_socket = 0;
+    uint64_t deleted = 0; // times a link of this name was deleted while it had our program
 };
 
 // A kernel link as ztgeneve attaches to it: an ifindex the kernel may give a new link once
@@ -62,15 +64,23 @@ class XdpAttach {
     // pod to its table and mesh(ip, false) before removing it, so a frame the kernel hands
     // over always finds its pod.
     void mesh(Ip4 ip, bool meshed);
-    // A pods port with `links: auto` (control/xdp_discovery): its links follow the meshed
-    // pods at run time. discovers(): there is such a port and attach() succeeded.
-    bool discovers() const { return obj_ != nullptr && auto_agg_ >= 0; }
-    std::vector<XdpLinkId> discovered() const;
-    // The port's program on one more link; the error names the link.
-    Status attach_discovered(const XdpLinkId& l);
+    // The xdp ports in config order (their index is the aggregation index N of ztg<N>k), for
+    // control/xdp_discovery, which keeps their links attached at run time: a `links: auto`
+    // port's follow the meshed pods, a listed link deleted is detached and attached again
+    // when a link of its name appears.
+    struct Port {
+        std::string key;                // "ports[N] (name)"
+        std::vector<std::string> links; // the listed links (none with links: auto)
+        bool links_auto = false;
+    };
+    const std::vector<Port>& ports() const { return ports_; }
+    // The links with our program now, each with its port.
+    std::map<XdpLinkId, uint32_t> attached() const;
+    // Port `port`'s program on one more link; the error names the link.
+    Status attach_link(uint32_t port, const XdpLinkId& l);
     // Its program off link l; l's counters are kept for the exit line, added to those of a
-    // later link of the same name.
-    void detach_discovered(const XdpLinkId& l);
+    // later link of the same name (deleted: the link was deleted, counted with them).
+    void detach_link(const XdpLinkId& l, bool deleted);
     // Whether the kernel still runs our program on l (false once its link is deleted).
     bool attached_in_kernel(const XdpLinkId& l) const;
     // The links' programs off (the kernel carries everything at once); counters kept.
@@ -83,22 +93,20 @@ class XdpAttach {
     struct Link {
         std::string name, port;
         unsigned ifindex = 0;
+        uint32_t agg = 0; // its port's index in ports_
         bpf_link* bl = nullptr;
-        bool discovered = false;
     };
-    Status attach_link(uint32_t agg, bpf_program* prog, const std::string& port,
-                       const XdpLinkId& id, bool discovered);
     XdpLinkCounters read_link(const Link& l) const;
     void read_counters(std::vector<XdpLinkCounters>& out) const;
     bpf_object* obj_ = nullptr;
     int meshed_fd_ = -1, config_fd_ = -1, links_fd_ = -1;
-    // links_ and gone_ change on the control thread (links: auto) while counters() may run
-    // on the telemetry or metrics thread: mu_ guards them (never taken by a worker).
+    // links_ and gone_ change on the control thread (xdp_discovery) while counters() may
+    // run on the telemetry or metrics thread: mu_ guards them (never taken by a worker).
     mutable std::mutex mu_;
     std::vector<Link> links_;
-    int auto_agg_ = -1; // the links: auto port's aggregation index, -1: none
-    bpf_program* auto_prog_ = nullptr;
-    std::string auto_port_;
+    std::vector<Port> ports_;
+    std::vector<bpf_program*> progs_;    // per port: its program
+    std::vector<std::string> names_;     // per port: its name
     std::vector<XdpLinkCounters> gone_;  // detached at run time, summed by link name
     std::vector<std::string> devices_;   // aggregation kernel ends made (deleting one deletes both)
     std::vector<XdpLinkCounters> final_; // after detach

@@ -22,39 +22,48 @@ extern "C" {
 
 namespace ztg {
 
-std::map<XdpLinkId, Ip4> wanted_links(const Ip4Set& pods, const HostRoutes& routes,
-                                      const LinkNames& names, const std::set<std::string>& fixed) {
-    std::map<XdpLinkId, Ip4> out;
+std::map<XdpLinkId, LinkWant> wanted_links(const Ip4Set& pods, const HostRoutes& routes,
+                                           const LinkNames& names, const ListedLinks& listed,
+                                           int auto_port) {
+    std::map<XdpLinkId, LinkWant> out;
+    for (const auto& [ifindex, name] : names)
+        if (auto l = listed.find(name); l != listed.end())
+            out.emplace(XdpLinkId{name, ifindex}, LinkWant{l->second, std::nullopt});
+    if (auto_port < 0) return out;
     for (Ip4 ip : pods) {
         auto r = routes.find(ip);
         if (r == routes.end()) continue;
         auto n = names.find(r->second);
-        if (n == names.end() || fixed.count(n->second) != 0) continue;
-        out.emplace(XdpLinkId{n->second, r->second}, ip); // the first pod stays
+        if (n == names.end() || listed.count(n->second) != 0) continue;
+        out.emplace(XdpLinkId{n->second, r->second},
+                    LinkWant{uint32_t(auto_port), ip}); // the first pod stays
     }
     return out;
 }
 
-LinkPlan plan_links(const std::vector<XdpLinkId>& attached,
-                    const std::map<XdpLinkId, Ip4>& wanted) {
+LinkPlan plan_links(const std::map<XdpLinkId, uint32_t>& attached,
+                    const std::map<XdpLinkId, LinkWant>& wanted) {
     LinkPlan p;
-    const std::set<XdpLinkId> have(attached.begin(), attached.end());
-    for (const XdpLinkId& l : have)
-        if (wanted.count(l) == 0) p.detach.push_back(l);
-    for (const auto& [l, ip] : wanted)
-        if (have.count(l) == 0) p.attach.push_back(l);
+    for (const auto& [l, port] : attached)
+        if (auto w = wanted.find(l); w == wanted.end() || w->second.port != port)
+            p.detach.push_back(l);
+    for (const auto& [l, w] : wanted)
+        if (auto a = attached.find(l); a == attached.end() || a->second != w.port)
+            p.attach.push_back(l);
     return p;
 }
 
 namespace {
 
-nl_sock* open_socket(bool watch) {
+// watch: subscribed to link notifications, and route ones with routes.
+nl_sock* open_socket(bool watch, bool routes) {
     nl_sock* s = nl_socket_alloc();
     if (s == nullptr) return nullptr;
     if (watch) nl_socket_disable_seq_check(s);
     if (nl_connect(s, NETLINK_ROUTE) != 0 ||
-        (watch && (nl_socket_add_memberships(s, RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, 0) != 0 ||
-                   nl_socket_set_nonblocking(s) != 0))) {
+        (watch &&
+         (nl_socket_add_memberships(s, RTNLGRP_LINK, routes ? RTNLGRP_IPV4_ROUTE : 0, 0) != 0 ||
+          nl_socket_set_nonblocking(s) != 0))) {
         nl_socket_free(s);
         return nullptr;
     }
@@ -102,24 +111,24 @@ XdpDiscovery::~XdpDiscovery() {
 }
 
 Status XdpDiscovery::start(const Config& cfg, const XdpAttach& xdp) {
-    if (!xdp.discovers()) return Ok{};
-    for (size_t i = 0; i < cfg.ports.size(); i++) {
-        const PortConfig& p = cfg.ports[i];
-        fixed_.insert(p.links.begin(), p.links.end());
-        if (p.links_auto) key_ = "ports[" + std::to_string(i) + "] (" + p.name + ")";
+    if (!xdp.active()) return Ok{};
+    for (uint32_t a = 0; a < xdp.ports().size(); a++) {
+        const XdpAttach::Port& p = xdp.ports()[a];
+        keys_.push_back(p.key);
+        for (const std::string& l : p.links) listed_.emplace(l, a);
+        if (p.links_auto) auto_port_ = int(a);
     }
     period_ = std::chrono::milliseconds(cfg.kernel.poll_ms);
-    dump_ = open_socket(false);
-    watch_ = open_socket(true);
+    dump_ = open_socket(false, false);
+    watch_ = open_socket(true, auto_port_ >= 0);
     if (dump_ == nullptr || watch_ == nullptr)
-        return err("xdp: " + key_ +
-                   ".links: auto: cannot open the netlink sockets that find "
-                   "the pods' links");
+        return err("xdp: cannot open the netlink sockets that follow the links of the "
+                   "attach: xdp ports");
     return Ok{};
 }
 
 void XdpDiscovery::pod(Ip4 ip, bool meshed) {
-    if (!active()) return;
+    if (!active() || auto_port_ < 0) return;
     if (meshed ? pods_.insert(ip).second : pods_.erase(ip) != 0) dirty_ = true;
 }
 
@@ -129,9 +138,8 @@ bool XdpDiscovery::read_events() {
     for (;;) {
         const ssize_t n = recv(nl_socket_get_fd(watch_), buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && errno == ENOBUFS) { // fell behind: the sync re-reads everything
-            spdlog::warn("xdp: {}.links: auto: netlink notifications overflowed; re-reading "
-                         "links and routes",
-                         key_);
+            spdlog::warn("xdp: netlink notifications overflowed; re-reading the links{}",
+                         auto_port_ >= 0 ? " and routes" : "");
             any = true;
             continue;
         }
@@ -152,7 +160,7 @@ bool XdpDiscovery::read_events() {
 }
 
 void XdpDiscovery::poll(XdpAttach& xdp) {
-    if (!active() || !xdp.discovers()) return;
+    if (!active() || !xdp.active()) return;
     const auto now = std::chrono::steady_clock::now();
     if (now >= next_) {
         next_ = now + period_;
@@ -165,43 +173,51 @@ void XdpDiscovery::sync(XdpAttach& xdp) {
     read_events(); // a deletion queued before the dump is seen with it
     HostRoutes routes;
     LinkNames names;
-    if (!read_routes(dump_, routes) || !read_links(dump_, names)) {
-        spdlog::error("xdp: {}.links: auto: cannot read the kernel's routes and links", key_);
+    if ((auto_port_ >= 0 && !read_routes(dump_, routes)) || !read_links(dump_, names)) {
+        spdlog::error("xdp: cannot read the kernel's {}",
+                      auto_port_ >= 0 ? "routes and links" : "links");
         return; // dirty_ stays: tried again on the next poll
     }
     dirty_ = false;
+    auto key = [&](uint32_t port) { return port < keys_.size() ? keys_[port] : std::string(); };
+    auto again = [&](const XdpLinkId& l) {
+        return listed_.count(l.name) != 0 ? "; attached again when a link of that name appears"
+                                          : "";
+    };
     // A deleted link's state goes first: a new link may have its ifindex (and its name).
-    for (const XdpLinkId& l : xdp.discovered()) {
+    for (const auto& [l, port] : xdp.attached()) {
         const bool deleted = deleted_.count(l) != 0 || deleted_.count({"", l.ifindex}) != 0 ||
                              !xdp.attached_in_kernel(l);
         if (!deleted) continue;
-        xdp.detach_discovered(l);
-        spdlog::info("xdp: {}: {} (ifindex {}) detached: the link was deleted", key_, l.name,
-                     l.ifindex);
+        xdp.detach_link(l, true);
+        spdlog::info("xdp: {}: {} (ifindex {}) detached: the link was deleted{}", key(port), l.name,
+                     l.ifindex, again(l));
     }
     deleted_.clear();
-    const auto wanted = wanted_links(pods_, routes, names, fixed_);
-    const LinkPlan plan = plan_links(xdp.discovered(), wanted);
+    const auto wanted = wanted_links(pods_, routes, names, listed_, auto_port_);
+    const auto attached = xdp.attached();
+    const LinkPlan plan = plan_links(attached, wanted);
     for (const XdpLinkId& l : plan.detach) {
-        xdp.detach_discovered(l);
         auto n = names.find(l.ifindex);
-        spdlog::info("xdp: {}: {} (ifindex {}) detached: {}", key_, l.name, l.ifindex,
-                     n == names.end() || n->second != l.name
-                         ? "the link was deleted"
-                         : "no meshed pod's route leads to it any more");
+        const bool deleted = n == names.end() || n->second != l.name;
+        xdp.detach_link(l, deleted);
+        spdlog::info(
+            "xdp: {}: {} (ifindex {}) detached: {}{}", key(attached.at(l)), l.name, l.ifindex,
+            deleted ? "the link was deleted" : "no meshed pod's route leads to it any more",
+            deleted ? again(l) : "");
     }
     std::set<XdpLinkId> failing;
     for (const XdpLinkId& l : plan.attach) {
-        const Ip4 pod = wanted.at(l);
-        if (auto s = xdp.attach_discovered(l); !s) {
+        const LinkWant& w = wanted.at(l);
+        const std::string why = w.pod ? "pod " + format_ip(*w.pod) : std::string("listed");
+        if (auto s = xdp.attach_link(w.port, l); !s) {
             if (failing_.count(l) == 0)
-                spdlog::error("xdp: {}: {} (ifindex {}, pod {}): {}", key_, l.name, l.ifindex,
-                              format_ip(pod), s.error());
+                spdlog::error("xdp: {}: {} (ifindex {}, {}): {}", key(w.port), l.name, l.ifindex,
+                              why, s.error());
             failing.insert(l);
             continue;
         }
-        spdlog::info("xdp: {}: {} (ifindex {}) attached: pod {}", key_, l.name, l.ifindex,
-                     format_ip(pod));
+        spdlog::info("xdp: {}: {} (ifindex {}) attached: {}", key(w.port), l.name, l.ifindex, why);
     }
     failing_ = std::move(failing);
 }

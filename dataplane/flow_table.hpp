@@ -43,9 +43,9 @@
 #include <string>
 #include <vector>
 
-#include <rte_hash_crc.h>
 #include <rte_prefetch.h>
 
+#include "dataplane/crc32c.hpp"
 #include "dataplane/net.hpp"
 #include "dataplane/rcu.hpp"
 
@@ -166,7 +166,7 @@ class FlowTable {
     static_assert(sizeof(Bucket) == 128);
 
     uint32_t bucket_of(const FlowKey& k) const {
-        const uint32_t h = rte_hash_crc_4byte(k.ports(), rte_hash_crc_8byte(k.addrs(), kSeed));
+        const uint32_t h = crc32c_4byte(k.ports(), crc32c_8byte(k.addrs(), kSeed));
         return h & mask_;
     }
     // The slot (bucket * kWays + way) holding k, or kNone. dns: kDnsBit for a DNS entry,

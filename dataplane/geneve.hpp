@@ -11,13 +11,13 @@
 
 #include <rte_ether.h>
 #include <rte_geneve.h>
-#include <rte_hash_crc.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 #include <rte_memcpy.h>
 #include <rte_udp.h>
 
 #include "dataplane/cksum.hpp"
+#include "dataplane/crc32c.hpp"
 #include "dataplane/mbuf.hpp"
 #include "dataplane/net.hpp"
 #include "dataplane/parse.hpp"
@@ -57,8 +57,8 @@ EncapTemplate make_template(const TunnelParams& t);
 // the inner addresses, then ports and protocol, folded into the dynamic range
 // 49152-65535, so it is never 0 and stable per flow. Fragments hash with ports 0.
 inline uint16_t flow_source_port(const Parsed& p) {
-    uint32_t h = rte_hash_crc_8byte(uint64_t(p.src.raw) << 32 | p.dst.raw, 0x5A17C0DEu);
-    h = rte_hash_crc_8byte(uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32, h);
+    uint32_t h = crc32c_8byte(uint64_t(p.src.raw) << 32 | p.dst.raw, 0x5A17C0DEu);
+    h = crc32c_8byte(uint64_t(p.sport.raw) << 16 | p.dport.raw | uint64_t(p.proto) << 32, h);
     return uint16_t(0xC000u | ((h ^ (h >> 16)) & 0x3FFFu));
 }
 

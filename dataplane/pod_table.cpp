@@ -50,7 +50,7 @@ bool PodTable::add(Ip4 ip) {
     const uint32_t limit = slot_count_ / 4 * 3;
     if (used_ + 1 > limit) reclaim();
     Arrays* t = t_.load(std::memory_order_relaxed);
-    uint32_t reuse = kNotFound, s = rte_hash_crc_4byte(key, kSeed) & t->mask;
+    uint32_t reuse = kNotFound, s = crc32c_4byte(key, kSeed) & t->mask;
     for (;; s = (s + 1) & t->mask) {
         const uint64_t w = t->slots[s].load(std::memory_order_relaxed);
         if (reuse == kNotFound && w == kTomb) reuse = s; // past its grace period
@@ -108,7 +108,7 @@ bool PodTable::rebuild() {
         const uint64_t w = old->slots[i].load(std::memory_order_relaxed);
         const uint32_t key = uint32_t(w);
         if (key == kEmpty || key == kTomb) continue;
-        uint32_t s = rte_hash_crc_4byte(key, kSeed) & t->mask;
+        uint32_t s = crc32c_4byte(key, kSeed) & t->mask;
         while (uint32_t(t->slots[s].load(std::memory_order_relaxed)) != kEmpty)
             s = (s + 1) & t->mask;
         t->macs[s].store(old->macs[i].load(std::memory_order_relaxed), std::memory_order_relaxed);

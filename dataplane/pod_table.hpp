@@ -21,9 +21,9 @@
 #include <vector>
 
 #include <rte_ether.h>
-#include <rte_hash_crc.h>
 #include <rte_prefetch.h>
 
+#include "dataplane/crc32c.hpp"
 #include "dataplane/net.hpp"
 #include "dataplane/rcu.hpp"
 
@@ -95,17 +95,20 @@ class PodTable {
     // its location tag (PodLocation::tag), 0 if not seen yet. n <= kMaxBulk.
     uint64_t lookup_bulk(const Ip4* keys, uint32_t n, uint32_t* tags) const {
         const Arrays& t = *t_.load(std::memory_order_acquire);
+        // Read once: after each acquire load of a slot the compiler would read them again.
+        const uint32_t mask = t.mask;
+        const std::atomic<uint64_t>* const slots = t.slots;
         uint32_t idx[kMaxBulk];
         for (uint32_t i = 0; i < n; i++) {
-            idx[i] = rte_hash_crc_4byte(keys[i].raw, kSeed) & t.mask;
-            rte_prefetch0(&t.slots[idx[i]]);
+            idx[i] = crc32c_4byte(keys[i].raw, kSeed) & mask;
+            rte_prefetch0(&slots[idx[i]]);
         }
         uint64_t hits = 0;
         for (uint32_t i = 0; i < n; i++) {
             const uint32_t key = keys[i].raw;
             if (key == kEmpty || key == kTomb) continue;
-            for (uint32_t s = idx[i];; s = (s + 1) & t.mask) {
-                const uint64_t w = t.slots[s].load(std::memory_order_acquire);
+            for (uint32_t s = idx[i];; s = (s + 1) & mask) {
+                const uint64_t w = slots[s].load(std::memory_order_acquire);
                 const uint32_t k = uint32_t(w);
                 if (k == key) {
                     hits |= uint64_t(1) << i;
@@ -160,7 +163,7 @@ class PodTable {
     static void release(Arrays* t);
     static uint32_t find(const Arrays& t, uint32_t key) {
         if (key == kEmpty || key == kTomb) return kNotFound;
-        for (uint32_t s = rte_hash_crc_4byte(key, kSeed) & t.mask;; s = (s + 1) & t.mask) {
+        for (uint32_t s = crc32c_4byte(key, kSeed) & t.mask;; s = (s + 1) & t.mask) {
             const uint32_t k = uint32_t(t.slots[s].load(std::memory_order_acquire));
             if (k == key) return s;
             if (k == kEmpty) return kNotFound;

@@ -370,12 +370,34 @@ void from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
 // by encapsulate_wide; every other frame goes through from_pod as on the scalar path.
 constexpr uint16_t kGroup = 4;
 
+// What of the usual redirect the snapshot and topology rule on for a whole burst: a next
+// hop, no outer UDP checksum, TCP redirected, no proxied connections to look up first
+// (connection_of_pod; captured DNS queries are none), and a device toward ztunnel to send
+// on. A pod's UDP never takes it (parse_usual: TCP only), so DNS capture needs no test here.
+bool usual_redirect_allowed(const WorkerCtx& ctx, const Snapshot& s) {
+    return s.nexthop_known && !s.outbound().tmpl.udp_checksum && s.redirects(IPPROTO_TCP) &&
+           !(s.inbound && ctx.shared->flows->connections() != 0) && ctx.shared->topo->link != kNoDev;
+}
+
+// Parses m into p (parse_frame_fast) and tells whether the frame itself allows the usual
+// redirect: the fast parse took it (untagged IPv4 without options, unfragmented TCP), its
+// checksum is not left to an offload, it is not for ztunnel's own address (table 101), it
+// fits the tunnel, and it is one segment with room for the 64 bytes before its IPv4
+// header. Decided here, where the fields are in registers: the classify loop then tests
+// one bit a frame.
+[[gnu::always_inline]] inline bool parse_usual(const rte_mbuf* m, Parsed& p, const Snapshot& s) {
+    return parse_frame_fast(m, p) && !p.csum_maybe_partial && p.dst != s.remote_ip &&
+           p.ip_len <= s.max_inner_len && m->nb_segs == 1 &&
+           m->data_off >= EncapTemplate::kSize - sizeof(rte_ether_hdr);
+}
+
 template <bool Classified>
 void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
     const Snapshot& s = *ctx.snap;
     Parsed p[kBurst];
     Ip4 src[kBurst];
     uint32_t tag[kBurst];
+    uint64_t usual = 0; // bit i: frame i allows the usual redirect (parse_usual)
     for (uint16_t i = 0; i < n && i < 2 * kGroup; i++) rte_prefetch0(pkts[i]);
     for (uint16_t i = 0; i < n && i < kGroup; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     uint16_t g = 0;
@@ -386,7 +408,7 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
         for (uint16_t k = 0; k < kGroup; k++)
             rte_prefetch0(rte_pktmbuf_mtod(pkts[g + kGroup + k], void*));
         for (uint16_t k = 0; k < kGroup; k++) {
-            parse_frame_fast(pkts[g + k], p[g + k]);
+            usual |= uint64_t(parse_usual(pkts[g + k], p[g + k], s)) << (g + k);
             src[g + k] = p[g + k].src; // 0.0.0.0 for non-IPv4: never a pod
         }
     }
@@ -394,36 +416,35 @@ void from_pods_vector(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n)
     for (uint16_t i = uint16_t(g + kGroup); i < n; i++)
         rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     for (uint16_t i = g; i < n; i++) {
-        parse_frame_fast(pkts[i], p[i]);
+        usual |= uint64_t(parse_usual(pkts[i], p[i], s)) << i;
         src[i] = p[i].src;
     }
     const uint64_t is_pod = ctx.shared->pods->lookup_bulk(src, n, tag);
+    // Bit i: frame i takes the usual redirect. On the xdp port the kernel has chosen the
+    // frames already: a frame's pod bit only says whether its location is to be checked.
+    const uint64_t fast =
+        usual_redirect_allowed(ctx, s) ? (Classified ? usual : usual & is_pod) : 0;
 
-    // What rules the usual redirect out for the whole burst: no next hop, the outer UDP
-    // checksum, or proxied connections to look up first (connection_of_pod).
     const EncapTemplate& tmpl = s.outbound().tmpl;
-    const bool burst_ok = s.nexthop_known && !tmpl.udp_checksum &&
-                          !(s.inbound && ctx.shared->flows->connections() != 0);
     const uint16_t zt = ctx.shared->topo->link;
     BurstTally t;
+    uint32_t redirects = 0; // the usual redirects, counted once for the burst
     for (uint16_t i = 0; i < n; i++) {
         rte_mbuf* m = pkts[i];
         const Parsed& q = p[i];
-        const bool known = q.ipv4 && ((is_pod >> i) & 1);
-        const bool pod = Classified ? q.ipv4 && s.redirects(q.proto) : known;
-        const bool fast = burst_ok && pod && q.ipv4 && !q.csum_maybe_partial &&
-                          s.redirects(q.proto) && !(s.dns_capture && q.proto == IPPROTO_UDP) &&
-                          q.dst != s.remote_ip && q.ip_len <= s.max_inner_len && m->nb_segs == 1 &&
-                          uint32_t(m->data_off) + q.l3_off >= EncapTemplate::kSize;
-        if (fast) [[likely]] {
-            if (known)
+        if ((fast >> i) & 1) [[likely]] {
+            if (!Classified || ((is_pod >> i) & 1)) // a pod of the table: its location
                 note_pod(ctx, q.src, tag[i], dev, rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr);
             encapsulate_wide(m, q, tmpl);
-            ctx.dispose(t, m, {Ctr::redirect, zt});
+            ctx.send(zt, m); // what dispose does with {Ctr::redirect, zt}
+            redirects++;
             continue;
         }
+        const bool known = q.ipv4 && ((is_pod >> i) & 1);
+        const bool pod = Classified ? q.ipv4 && s.redirects(q.proto) : known;
         classify_one(ctx, dev, m, q, pod, known, tag[i], s, t);
     }
+    t.inc(Ctr::redirect, redirects);
     t.flush_to(ctx.ctr(dev));
 }
 #endif

@@ -2,8 +2,9 @@
 its own, ztx-): the node as a ptp CNI plumbs it, ztgeneve attached on top through its eBPF
 programs and one aggregation device per port, kernel.mode program. Meshed TCP leaves as
 Geneve VNI 1001 on ztunnel's link; ARP, pings, a non-meshed pod's TCP stay the kernel's and
-ztgeneve receives none of them; across kill -9 and SIGTERM + restart the kernel carries the
-traffic (pings at 10 ms lose at most MAX_LOST), nothing is left behind or doubled."""
+ztgeneve receives none of them; a listed link deleted at run time is detached and attached
+again when a link of its name comes back (never a link that reuses its ifindex); across kill -9
+and SIGTERM + restart the kernel carries the traffic (pings at 10 ms lose at most MAX_LOST), nothing is left behind or doubled."""
 import json
 import os
 import signal
@@ -129,11 +130,11 @@ def geneve_capture(t, name):
     return netns.Capture(t.zt_ns, "eth0", "udp port 6081", name=f"xdp-{name}").start()
 
 
-def meshed_syns_as_geneve(t, name):
+def meshed_syns_as_geneve(t, name, pod=MESHED):
     """Meshed TCP to the VIP: the SYNs as they arrive on ztunnel's link."""
     cap = geneve_capture(t, name)
     try:
-        connect(t, MESHED, t.vip, t.vip_port)
+        connect(t, pod, t.vip, t.vip_port)
         got = cap.wait_for(lambda p: True, count=1, timeout=5)
     finally:
         cap.stop()
@@ -198,6 +199,58 @@ def test_the_kernel_serves_arp_pings_and_a_non_meshed_pods_tcp(cni, tmp_path):
     assert ka[legacy]["to_kernel"] > kb[legacy]["to_kernel"]
     assert ka[legacy]["to_ztgeneve"] == kb[legacy]["to_ztgeneve"] == 0
     assert ka[meshed]["to_ztgeneve"] == after["pods"]["rx"]  # what it redirected, ztgeneve got
+
+
+def ifindex(t, link):
+    return int(sh(t.node_ns, f"cat /sys/class/net/{link}/ifindex").strip())
+
+
+def log_lines(t, what):
+    return [l for l in (t.z.stdout() + t.z.stderr()).splitlines() if what in l]
+
+
+RELINK = "reviews-v2"  # meshed; its listed link is deleted and re-made
+
+
+def test_a_listed_link_deleted_is_detached_and_attached_again_by_name(cni):
+    t, veth = cni, cni.host_veth(RELINK)
+    assert meshed_syns_as_geneve(t, "relink-0", RELINK)[1]
+    counted = query(FILE_PREFIX, "/ztgeneve/xdp")[veth]
+    assert counted["to_ztgeneve"] > 0 and counted["deleted"] == 0, counted
+    index = ifindex(t, veth)
+    t0 = time.monotonic()
+    sh(t.node_ns, f"ip link del {veth}")
+    gone = f"{veth} (ifindex {index}) detached: the link was deleted; attached again when a link of that name appears"
+    assert netns.wait_until(lambda: log_lines(t, gone), 5, interval=0.02), t.z.stderr()[-2000:]
+    detached = time.monotonic() - t0
+    assert sorted(xdp_links(t.node_ns)) == ["ztg_xdp_pods"] * (PODS - 1) + ["ztg_xdp_ztunnel"]
+    xdp = query(FILE_PREFIX, "/ztgeneve/xdp")[veth]  # kept, under the link's name
+    assert xdp["deleted"] == 1 and xdp["to_ztgeneve"] >= counted["to_ztgeneve"], (xdp, counted)
+    # a link of another name given the ifindex is not the listed link: nothing, no counters
+    sh(t.node_ns, f"ip link add ztxreuse index {index} type veth peer name ztxreusep && "
+                  "ip link set ztxreuse up && ip link set ztxreusep up")
+    time.sleep(0.5)  # five kernel.poll_ms
+    assert "ztxreuse" not in xdp_on(t.node_ns) and "ztxreuse" not in query(FILE_PREFIX, "/ztgeneve/xdp")
+    sh(t.node_ns, "ip link del ztxreuse")
+    # the pod's link of that name comes back (another ifindex): the port's program again
+    t0 = time.monotonic()
+    t.plug(RELINK)
+    assert netns.wait_until(lambda: veth in xdp_on(t.node_ns), 5, interval=0.02), xdp_on(t.node_ns)
+    print(f"\nlisted link: detached {detached * 1000:.0f} ms after its deletion, attached again "
+          f"{(time.monotonic() - t0) * 1000:.0f} ms after it was re-made (with its route and address)")
+    again = ifindex(t, veth)
+    assert again != index and len(log_lines(t, f"{veth} (ifindex {again}) attached: listed")) == 1
+    assert meshed_syns_as_geneve(t, "relink-1", RELINK)[1]
+    xdp = query(FILE_PREFIX, "/ztgeneve/xdp")[veth]  # the old link's counters and the new one's
+    assert xdp["deleted"] == 1 and xdp["to_ztgeneve"] > counted["to_ztgeneve"], (xdp, counted)
+    # deleted and re-made at once under the same ifindex (within one poll): detached first
+    sh(t.node_ns, f"ip link del {veth}")
+    t.plug(RELINK, index=again)
+    assert netns.wait_until(lambda: len(log_lines(t, f"{veth} (ifindex {again}) attached: listed")) == 2, 5)
+    assert len(log_lines(t, f"{veth} (ifindex {again}) detached: the link was deleted")) == 1
+    assert sorted(xdp_links(t.node_ns)) == ["ztg_xdp_pods"] * PODS + ["ztg_xdp_ztunnel"]
+    assert meshed_syns_as_geneve(t, "relink-2", RELINK)[1]
+    assert query(FILE_PREFIX, "/ztgeneve/xdp")[veth]["deleted"] == 2
 
 
 class Pinger:

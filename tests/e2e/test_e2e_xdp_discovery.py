@@ -17,7 +17,8 @@ import pytest
 import lab as labtopo
 import netns
 from telemetry import counters as tel_counters, query
-from test_e2e_xdp import Pinger, agg_devices, cni_lab, our_progs, start, xdp_links, xdp_on
+from test_e2e_xdp import (Pinger, agg_devices, cni_lab, ifindex, log_lines, our_progs, start,
+                          xdp_links, xdp_on)
 from tproxy_listener import ListenerProcess
 
 PREFIX = "ztd-"
@@ -52,10 +53,6 @@ def cni(request):
 def ipset(t, op, pods):
     subprocess.run(netns.ns_cmd(t.node_ns, "ipset", "restore"), check=True, timeout=30, text=True,
                    input="".join(f"{op} {IPSET} {t.ip(p)}\n" for p in pods))
-
-
-def log_lines(t, what):
-    return [l for l in (t.z.stdout() + t.z.stderr()).splitlines() if what in l]
 
 
 def wait_xdp(t, pods, on, timeout):
@@ -209,10 +206,6 @@ def test_fifty_pods_follow_the_ipset_while_traffic_flows(cni, tmp_path):
         assert sent > 200 and lost == 0, res
     assert conns and all(c["ok"] for c in conns), conns
     assert dropped_frames(t, steady) == d0  # not a frame of the steady flows dropped
-
-
-def ifindex(t, link):
-    return int(sh(t.node_ns, f"cat /sys/class/net/{link}/ifindex").strip())
 
 
 def test_a_deleted_link_is_detached_and_its_new_link_attached(cni):

@@ -91,6 +91,7 @@ INBOUND_PORT = 15006
 HBONE_PORT = 15008
 INBOUND_MARK = 0x402   # the inbound listener's sockets: rule 20002 -> table 102 -> pistioin
 RETURN_MARK = 0x4d3    # the replies to ztunnel's connections from a client's address: table 100
+ZT_PORTS = "10000 32767"  # ztunnel's ephemeral ports: below the default 32768-60999 (ztunnel_rules)
 # A client outside the node (PodNode.client_up): a namespace behind a link of the node's
 # kernel, addresses outside the pod CIDR.
 CLIENT_NET = "10.10.1"
@@ -462,8 +463,13 @@ class PodNode(Namespaces):
         inbound listener's sockets (INBOUND_MARK) answer through pistioin (table 102); TCP
         arriving on eth0 for an address not the pod's own is the reply to a connection ztunnel
         opened from a client's address (IP_TRANSPARENT): RETURN_MARK, table 100's local
-        route, so the kernel delivers it to that socket instead of forwarding it."""
+        route, so the kernel delivers it to that socket instead of forwarding it. ztunnel's
+        ephemeral ports are ZT_PORTS, below the range every other namespace uses: its
+        connection for a client has the client's address, and with the client's own port
+        too the node would take the client's packets for ztunnel's connection (one 5-tuple,
+        as one conntrack entry on a kernel node)."""
         zt = self.zt_ns
+        run("ip", "netns", "exec", zt, "sysctl", "-qw", f"net.ipv4.ip_local_port_range={ZT_PORTS}")
         ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioout", "-p", "tcp", "-j", "TPROXY",
                  "--on-port", LISTENER_PORT, "--on-ip", "127.0.0.1", "--tproxy-mark", "0x400/0xfff")
         ipt_once(zt, "mangle", "PREROUTING", "-i", "pistioin", "-p", "tcp", "--dport", HBONE_PORT,

@@ -24,7 +24,7 @@ import netns
 from lab import (GW_IP, INBOUND_MARK, INBOUND_PORT, ISTIOIN_MAC, ISTIOOUT_IP, ISTIOOUT_MAC,  # noqa: F401
                  LISTENER_PORT, PISTIOIN_MAC, PISTIOOUT_MAC, TUNNEL_MTU, VIP, ZT_IP, ZT_MAC, ZT_OCTET, pod_mac,
                  NodeLab, links, sh, twin_mac, wait)
-from tproxy_listener import ListenerProcess
+from tproxy_listener import ListenerGroup, ListenerProcess
 from ztgeneve import Ztgeneve
 
 
@@ -73,9 +73,12 @@ class MiniLab(NodeLab):
     # ------------------------------------------------------------ configs
     def node_config(self, path, pods=None, mbufs=None, arp_refresh_ms=None, next_hop_mac="arp",
                     idle_sleep_us=100, ports=None, protocols=None, too_big=None, inbound=False,
-                    dns_capture=False):
+                    flows=None, metrics=None, ring_frames=None, dns_capture=False):
         """Writes a node config to path; ports: the pod ports (default all pods); inbound: with
-        the inbound section (istioin, VNI 1000); dns_capture: and inbound.dns_capture on."""
+        the inbound section (istioin, VNI 1000), flows: its `flows` ({max, idle_timeout_s,
+        closing_timeout_s}), dns_capture: its dns_capture on; metrics: metrics.listen
+        (ADDR:PORT in the node's namespace); ring_frames: the ztunnel port's af_packet ring
+        (framecnt; DPDK's default 512)."""
         ports = list(self.pods) if ports is None else ports
         pods = self.meshed if pods is None else pods
         lines = ["role: node",
@@ -86,7 +89,8 @@ class MiniLab(NodeLab):
             o = self.pods[pod]
             lines.append(f"  - {{name: {pod}, role: pods, devargs: \"net_af_packet_{i},iface=v-{pod}\", "
                          f"twin: \"net_tap_{i},iface=t-{pod},mac={twin_mac(o)}\"}}")
-        lines.append("  - {name: ztunnel, role: ztunnel, devargs: \"net_af_packet_zt,iface=v-ztunnel\", "
+        ring = f",framecnt={ring_frames}" if ring_frames else ""
+        lines.append(f"  - {{name: ztunnel, role: ztunnel, devargs: \"net_af_packet_zt,iface=v-ztunnel{ring}\", "
                      f"twin: \"net_tap_zt,iface=t-ztunnel,mac={twin_mac(ZT_OCTET)}\"}}")
         lines.append(f"tunnel: {{local_ip: {self.gw_ip}, remote_ip: {self.zt_ip}, next_hop_mac: \"{next_hop_mac}\", "
                      f"inner_src_mac: \"{ISTIOOUT_MAC}\", inner_dst_mac: \"{PISTIOOUT_MAC}\""
@@ -96,23 +100,28 @@ class MiniLab(NodeLab):
         if protocols:
             lines.append("redirect: {protocols: [" + ", ".join(protocols) + "]}")
         if inbound:
-            lines.append(f"inbound: {{inner_src_mac: \"{ISTIOIN_MAC}\", inner_dst_mac: \"{PISTIOIN_MAC}\""
-                         + (", dns_capture: true" if dns_capture else "") + "}")
+            fl = ", flows: {" + ", ".join(f"{k}: {v}" for k, v in flows.items()) + "}" if flows else ""
+            dns = ", dns_capture: true" if dns_capture else ""
+            lines.append(f"inbound: {{inner_src_mac: \"{ISTIOIN_MAC}\", inner_dst_mac: \"{PISTIOIN_MAC}\"{fl}{dns}}}")
+        if metrics:
+            lines.append(f"metrics: {{listen: \"{metrics}\"}}")
         lines.append("log: {level: info}")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.node_ports = list(ports)
         return path
 
-    def endpoint_config(self, path, twin_mac_=ZT_MAC, inbound=False):
+    def endpoint_config(self, path, twin_mac_=ZT_MAC, inbound=False, ring_frames=None):
         """Writes an endpoint config to path: the uplink and the tap pistioout (VNI 1001), and
-        with inbound pistioin (VNI 1000) too."""
+        with inbound pistioin (VNI 1000) too; ring_frames: the uplink's af_packet ring
+        (framecnt; DPDK's default 512), for bursts of thousands of connections."""
+        ring = f",framecnt={ring_frames}" if ring_frames else ""
         pin = f"""  - {{name: pistioin, role: tunnel, vni: 1000, devargs: "net_tap_pin,iface=pistioin,mac={PISTIOIN_MAC}"}}
 """ if inbound else ""
         text = f"""role: endpoint
 dpdk: {{workers: 1, memory_mb: 128, no_huge: true, file_prefix: {self.ep_prefix}, idle_sleep_us: 100}}
 ports:
-  - {{name: uplink, role: uplink, devargs: "net_af_packet_up,iface=ztlink", twin: "net_tap_eth0,iface=eth0,mac={twin_mac_}"}}
+  - {{name: uplink, role: uplink, devargs: "net_af_packet_up,iface=ztlink{ring}", twin: "net_tap_eth0,iface=eth0,mac={twin_mac_}"}}
   - {{name: pistioout, role: tunnel, vni: 1001, devargs: "net_tap_pout,iface=pistioout,mac={PISTIOOUT_MAC}"}}
 {pin}tunnel: {{udp_port: 6081, local_ip: {self.zt_ip}, remote_ip: {self.gw_ip}, next_hop_mac: arp, mtu: 1500}}
 log: {{level: info}}
@@ -147,24 +156,33 @@ log: {{level: info}}
         self.address_endpoint_taps()
         return self.ep
 
-    def start_listener(self, inbound=False):
+    def start_listener(self, inbound=False, many=False, connect_timeout=None, name="listener-inbound",
+                       relays=1):
         """ztunnel's stand-in: the outbound listener on 15001, or with inbound the relaying
-        one on 15006 (mark INBOUND_MARK). Stopped by down()."""
+        one on 15006 (mark INBOUND_MARK; many: its asyncio loop, connect_timeout: how long it
+        waits for the pod; relays > 1: that many on the port, SO_REUSEPORT, read as one).
+        Stopped by down()."""
         if inbound:
-            lp = ListenerProcess(self.zt_ns, os.path.join(self.log_dir, "listener-inbound.log"),
-                                 port=INBOUND_PORT, mark=INBOUND_MARK, relay=True).start()
+            def one(log):
+                return ListenerProcess(self.zt_ns, os.path.join(self.log_dir, log), port=INBOUND_PORT,
+                                       mark=INBOUND_MARK, relay=True, many=many,
+                                       connect_timeout=connect_timeout, reuseport=relays > 1)
+            lp = one(f"{name}.log").start() if relays == 1 else \
+                ListenerGroup([one(f"{name}-{i}.log") for i in range(relays)]).start()
             self.inbound_listener = lp
             return lp
         self.listener = ListenerProcess(self.zt_ns, os.path.join(self.log_dir, "listener.log"),
                                         port=LISTENER_PORT).start()
         return self.listener
 
-    def start_server(self, ns, addr, port):
-        """A plain echo server (the listener's protocol: one line, then echo) at addr:port."""
+    def start_server(self, ns, addr, port, many=False):
+        """A plain echo server (the listener's protocol: one line, then echo) at addr:port;
+        many: its asyncio loop, for thousands of connections."""
         tool = os.path.join(netns.TOOLS, "tproxy_listener.py")
         p = subprocess.Popen(netns.ns_cmd(ns, netns.PY, tool, "--addr", addr, "--port", port,
                                           "--mark", "0", "--log",
-                                          os.path.join(self.log_dir, f"server-{ns}-{port}.log")),
+                                          os.path.join(self.log_dir, f"server-{ns}-{port}.log"),
+                                          *(["--many"] if many else [])),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              stdin=subprocess.DEVNULL)
         line = p.stdout.readline()
@@ -173,7 +191,31 @@ log: {{level: info}}
         self.servers.append(p)
         return p
 
+    def inbound_up(self, server_port, many=False, ring_frames=None, relays=1, **node_kw):
+        """The inbound lab of tests/e2e/test_e2e_inbound*.py, fresh: the client outside the
+        node, the node with the inbound section (node_kw: node_config's), the endpoint with
+        pistioin (ring_frames: both instances' af_packet rings on ztunnel's link), the
+        relaying stand-in on 15006 (relays: start_listener's) and an echo server on
+        pp:server_port (many: both asyncio loops); every pod and ztunnel has sent first (its ARP for the gateway,
+        as a pod does), so the node knows where it is."""
+        self.up()
+        self.client_up()
+        self.start_node(self.node_config(os.path.join(self.log_dir, "node.yaml"), inbound=True,
+                                         ring_frames=ring_frames, **node_kw))
+        self.start_endpoint(self.endpoint_config(os.path.join(self.log_dir, "endpoint.yaml"), inbound=True,
+                                                 ring_frames=ring_frames))
+        self.start_listener(inbound=True, many=many, relays=relays)
+        self.start_server(self.ns("pp"), "0.0.0.0", server_port, many=many)
+        self.ping_all()
+        return self
+
     # ------------------------------------------------------------ traffic
+    def ping_all(self):
+        """Every pod and ztunnel pings the gateway: the node learns where each is."""
+        for p in self.pods:
+            self.ping(p)
+        self.ping(self.zt_name)
+
     def ping(self, pod, dst=None, count=1, timeout=2):
         r = subprocess.run(netns.ns_cmd(self.ns(pod), "ping", "-n", "-q", "-c", count, "-i", "0.2",
                                         "-W", timeout, dst or self.gw_ip), capture_output=True, text=True,

@@ -7,11 +7,26 @@
                                               awaited), or with --wait the first datagram back
                                               within S seconds as JSON {"from": "ip:port", "id":
                                               n, "answers": n, "port": our port}, or timeout
+  udpecho HOST PORT [--count N] [--hex PAYLOAD] [--timeout S]
+                                              N datagrams (PAYLOAD, default "ztgeneve"), one at a
+                                              time, each waiting for its echo; prints one JSON
+                                              object {"local", "sent", "echoed"} (echoed: the
+                                              replies equal to what was sent)
   echo HOST PORT [--bytes N] [--conns K] [--timeout S]
                                               K concurrent connections; each reads the listener's
                                               first line, sends N random bytes, reads them back
                                               (until EOF after its own shutdown) and compares
                                               sha256; prints one JSON object {"conns": [...]}
+  many HOST PORT [--conns N] [--bytes B] [--parallel P] [--timeout S] [--hold] [--rst EVERY]
+                                              N connections held open at once (asyncio, at most P
+                                              being opened at a time): each reads the first line,
+                                              sends B bytes and reads them back; prints one JSON
+                                              line {"ok", "failed", "conns": [{"local", "first",
+                                              "ok", "error"}], "seconds"}; with --hold then waits
+                                              for a line on stdin before it closes them, P at a
+                                              time (every EVERY-th with a reset, the others with
+                                              a FIN, each waiting for the peer's FIN) and prints
+                                              {"closed", "reset", "eof"}
   rawtcp HOST PORT --ip-len N --src IP --dst-mac MAC [--sport P]
                                               one crafted TCP ACK of N IPv4 bytes (DF), sent with
                                               scapy on eth0; prints sent
@@ -145,6 +160,90 @@ def dns_exchange(a):
     print(json.dumps({"from": "%s:%d" % peer, "id": qid, "answers": answers, "port": s.getsockname()[1]}))
 
 
+def udpecho(a):
+    import json
+    payload = bytes.fromhex(a.hex) if a.hex else b"ztgeneve"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(a.timeout)
+    s.connect((a.host, a.port))
+    sent = echoed = 0
+    for _ in range(a.count):
+        s.send(payload)
+        sent += 1
+        try:
+            if s.recv(65535) == payload:
+                echoed += 1
+        except (socket.timeout, OSError):
+            pass
+    print(json.dumps({"local": "%s:%d" % s.getsockname(), "sent": sent, "echoed": echoed}))
+    s.close()
+
+
+def many(a):
+    """The `many` command (see the module's doc)."""
+    import asyncio
+    import json
+    import resource
+    import time
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def one(i, gate, res):
+        r = {"local": None, "first": None, "ok": False, "error": None}
+        res[i] = r
+        data = (b"%08d" % i) * max(1, a.bytes // 8)
+        conn = None
+        async with gate:
+            try:
+                conn = rd, wr = await asyncio.wait_for(asyncio.open_connection(a.host, a.port), a.timeout)
+                r["local"] = "%s:%d" % wr.get_extra_info("sockname")
+                r["first"] = (await asyncio.wait_for(rd.readline(), a.timeout)).decode(errors="replace").rstrip("\n")
+                wr.write(data)
+                await wr.drain()
+                back = await asyncio.wait_for(rd.readexactly(len(data)), a.timeout)
+                r["ok"] = back == data and r["first"] != ""
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+                r["error"] = type(e).__name__
+        return conn  # held open, failed or not, until the end
+
+    async def close(i, conn):
+        rd, wr = conn
+        if a.rst and i % a.rst == 0:
+            wr.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            wr.transport.abort()
+            return "reset"
+        try:
+            wr.write_eof()
+            rest = await asyncio.wait_for(rd.read(), a.timeout)
+        except (OSError, asyncio.TimeoutError):
+            rest = None
+        wr.close()
+        return "eof" if rest == b"" else "closed"
+
+    async def main_async():
+        t0 = time.monotonic()
+        gate = asyncio.Semaphore(a.parallel)
+        res = [None] * a.conns
+        conns = await asyncio.gather(*(one(i, gate, res) for i in range(a.conns)))
+        ok = sum(1 for r in res if r["ok"])
+        print(json.dumps({"ok": ok, "failed": a.conns - ok, "conns": res,
+                          "seconds": round(time.monotonic() - t0, 3)}), flush=True)
+        if a.hold:
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        held = [(i, c) for i, c in enumerate(conns) if c is not None]
+
+        async def gated_close(i, c):
+            async with gate:
+                return await close(i, c)
+
+        ends = await asyncio.gather(*(gated_close(i, c) for i, c in held))
+        print(json.dumps({"closed": len(held), "reset": ends.count("reset"), "eof": ends.count("eof")}),
+              flush=True)
+
+    asyncio.run(main_async())
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -163,12 +262,27 @@ def main():
     d.add_argument("--name", default="reviews.default.svc.cluster.local")
     d.add_argument("--sport", type=int, default=0)
     d.add_argument("--wait", type=float, default=0)
+    ue = sub.add_parser("udpecho")
+    ue.add_argument("host")
+    ue.add_argument("port", type=int)
+    ue.add_argument("--count", type=int, default=1)
+    ue.add_argument("--hex", default="")
+    ue.add_argument("--timeout", type=float, default=5.0)
     e = sub.add_parser("echo")
     e.add_argument("host")
     e.add_argument("port", type=int)
     e.add_argument("--bytes", type=int, default=0)
     e.add_argument("--conns", type=int, default=1)
     e.add_argument("--timeout", type=float, default=20.0)
+    m = sub.add_parser("many")
+    m.add_argument("host")
+    m.add_argument("port", type=int)
+    m.add_argument("--conns", type=int, default=100)
+    m.add_argument("--bytes", type=int, default=64)
+    m.add_argument("--parallel", type=int, default=100)
+    m.add_argument("--timeout", type=float, default=30.0)
+    m.add_argument("--hold", action="store_true")
+    m.add_argument("--rst", type=int, default=0)
     r = sub.add_parser("rawtcp")
     r.add_argument("host")
     r.add_argument("port", type=int)
@@ -189,6 +303,10 @@ def main():
         return 0
     if a.cmd == "echo":
         echo(a)
+    elif a.cmd == "udpecho":
+        udpecho(a)
+    elif a.cmd == "many":
+        many(a)
     elif a.cmd == "tcp":
         tcp(a)
     elif a.cmd == "udp":

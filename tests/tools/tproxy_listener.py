@@ -23,6 +23,13 @@ pod's policy routing (lab.py, ztunnel_rules). It logs `upstream ORIGDST <pod> FR
 VIA <its own source>` once connected.
 
   tproxy_listener.py [--addr 127.0.0.1] [--port 15001] [--mark 0x401] [--relay] [--log FILE]
+                     [--connect-timeout S] [--many] [--reuseport]
+
+--connect-timeout: how long the relay waits for its connection to the pod (default 10 s).
+--many: one asyncio loop instead of a thread per connection (and as many files as the
+connections need), for tests that hold thousands of connections at once; the same protocol
+and log lines. --reuseport: several listeners on one port (SO_REUSEPORT; TPROXY's listener
+lookup spreads the connections over them), where one process's files do not suffice.
 
 Prints `listening <addr>:<port>` on stdout once ready; logs one line per connection
 (`accept ...`, `close ... in=N out=N`: bytes from and to the accepted peer) to --log (default
@@ -32,6 +39,7 @@ import argparse
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 
@@ -114,9 +122,10 @@ def relay(conn, log, timeout=10):
     if ends is None:
         return
     orig, peer = ends
-    up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    up = None
     n_in, n_out = [0], [0]
     try:
+        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # EMFILE: an error like any other
         up.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)  # a source address that is not ours
         up.bind((peer[0], 0))
         up.settimeout(timeout)
@@ -130,9 +139,109 @@ def relay(conn, log, timeout=10):
     except OSError as e:
         log(f"error {fmt(peer)}: upstream {fmt(orig)}: {e}")
     finally:
-        up.close()
+        if up is not None:
+            up.close()
         conn.close()
     log(f"close ORIGDST {fmt(orig)} FROM {fmt(peer)} in={n_in[0]} out={n_out[0]}")
+
+
+async def serve_async(reader, writer, log):
+    sock = writer.get_extra_info("socket")
+    orig, peer = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+    log(f"accept ORIGDST {fmt(orig)} FROM {fmt(peer)} mark 0x{sock.getsockopt(socket.SOL_SOCKET, SO_MARK):x}")
+    n_in = 0
+    try:
+        writer.write(f"ORIGDST {fmt(orig)} FROM {fmt(peer)}\n".encode())
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            n_in += len(data)
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+    except OSError as e:
+        log(f"error {fmt(peer)}: {e}")
+    finally:
+        writer.close()
+    log(f"close ORIGDST {fmt(orig)} FROM {fmt(peer)} in={n_in} out={n_in}")
+
+
+async def pump_async(reader, writer, counted):
+    """pump() for asyncio streams; a reset of the source is passed on as a reset (SO_LINGER
+    0), as a proxy does, a clean EOF as a FIN."""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+            counted[0] += len(data)
+        if writer.can_write_eof():
+            writer.write_eof()
+    except ConnectionResetError:
+        s = writer.get_extra_info("socket")
+        if s is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    except OSError:
+        pass
+
+
+async def relay_async(reader, writer, log, timeout):
+    import asyncio
+    orig, peer = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+    sock = writer.get_extra_info("socket")
+    log(f"accept ORIGDST {fmt(orig)} FROM {fmt(peer)} mark 0x{sock.getsockopt(socket.SOL_SOCKET, SO_MARK):x}")
+    up = uw = None
+    n_in, n_out = [0], [0]
+    try:
+        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # EMFILE: an error like any other
+        up.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        up.bind((peer[0], 0))
+        up.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(up, orig), timeout)
+        log(f"upstream ORIGDST {fmt(orig)} FROM {fmt(peer)} VIA {fmt(up.getsockname())}")
+        ur, uw = await asyncio.open_connection(sock=up)
+        await asyncio.gather(pump_async(reader, uw, n_in), pump_async(ur, writer, n_out))
+    except (OSError, asyncio.TimeoutError) as e:
+        log(f"error {fmt(peer)}: upstream {fmt(orig)}: {e!r}")
+    finally:
+        if uw is not None:
+            uw.close()
+        elif up is not None:
+            up.close()
+        writer.close()
+    log(f"close ORIGDST {fmt(orig)} FROM {fmt(peer)} in={n_in[0]} out={n_out[0]}")
+
+
+def run_many(ls, relay, log, timeout):
+    """The --many loop: every connection a task; SIGTERM/SIGINT stop it."""
+    import asyncio
+    import resource
+
+    # Two files a relayed connection: as many as the hard limit allows (without
+    # CAP_SYS_RESOURCE it cannot be raised; --reuseport spreads the connections over several
+    # listeners).
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def main_async():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if relay:
+            handler = lambda r, w: relay_async(r, w, log, timeout)  # noqa: E731
+        else:
+            handler = lambda r, w: serve_async(r, w, log)  # noqa: E731
+        server = await asyncio.start_server(handler, sock=ls, backlog=4096)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main_async())
 
 
 def main():
@@ -143,15 +252,26 @@ def main():
     ap.add_argument("--relay", action="store_true",
                     help="inbound: relay to the original destination from the client's address")
     ap.add_argument("--log")
+    ap.add_argument("--connect-timeout", type=float, default=10.0)
+    ap.add_argument("--many", action="store_true")
+    ap.add_argument("--reuseport", action="store_true",
+                    help="SO_REUSEPORT: several listeners share the port (the kernel spreads the connections)")
     a = ap.parse_args()
     log = Log(a.log)
 
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if a.reuseport:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     ls.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
     ls.setsockopt(socket.SOL_SOCKET, SO_MARK, a.mark)
     ls.bind((a.addr, a.port))
-    ls.listen(256)
+    ls.listen(4096 if a.many else 256)
+    if a.many:
+        print(f"listening {a.addr}:{a.port} mark 0x{a.mark:x}", flush=True)
+        run_many(ls, a.relay, log, a.connect_timeout)
+        log("stopped")
+        return 0
 
     stop = threading.Event()
 
@@ -172,7 +292,10 @@ def main():
             if stop.is_set():
                 break
             continue
-        threading.Thread(target=relay if a.relay else serve, args=(conn, log), daemon=True).start()
+        if a.relay:
+            threading.Thread(target=relay, args=(conn, log, a.connect_timeout), daemon=True).start()
+        else:
+            threading.Thread(target=serve, args=(conn, log), daemon=True).start()
     ls.close()
     log("stopped")
     return 0
@@ -188,9 +311,11 @@ class ListenerProcess:
         lp.stop()
     """
 
-    def __init__(self, ns, log_path, port=15001, mark=0x401, addr="127.0.0.1", relay=False):
+    def __init__(self, ns, log_path, port=15001, mark=0x401, addr="127.0.0.1", relay=False,
+                 many=False, connect_timeout=None, reuseport=False):
         self.ns, self.log_path, self.port, self.mark, self.addr = ns, log_path, port, mark, addr
-        self.relay = relay
+        self.relay, self.many, self.connect_timeout = relay, many, connect_timeout
+        self.reuseport = reuseport
         self.proc = None
 
     def start(self, timeout=10):
@@ -200,7 +325,9 @@ class ListenerProcess:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.abspath(__file__),
              "--addr", self.addr, "--port", str(self.port), "--mark", hex(self.mark),
-             "--log", self.log_path, *(["--relay"] if self.relay else [])],
+             "--log", self.log_path, *(["--relay"] if self.relay else []),
+             *(["--many"] if self.many else []), *(["--reuseport"] if self.reuseport else []),
+             *(["--connect-timeout", str(self.connect_timeout)] if self.connect_timeout else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # "listening ..." or EOF if it died
@@ -265,6 +392,37 @@ class ListenerProcess:
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
+
+
+class ListenerGroup:
+    """Several ListenerProcess on one port (--reuseport), read as one."""
+
+    def __init__(self, listeners):
+        self.listeners = list(listeners)
+
+    def start(self):
+        for lp in self.listeners:
+            lp.start()
+        return self
+
+    def running(self):
+        return all(lp.running() for lp in self.listeners)
+
+    def upstreams(self):
+        return [u for lp in self.listeners for u in lp.upstreams()]
+
+    def errors(self):
+        return [e for lp in self.listeners for e in lp.errors()]
+
+    def accepted(self):
+        return [a for lp in self.listeners for a in lp.accepted()]
+
+    def closed(self):
+        return [c for lp in self.listeners for c in lp.closed()]
+
+    def stop(self, timeout=5):
+        for lp in self.listeners:
+            lp.stop(timeout)
 
 
 if __name__ == "__main__":

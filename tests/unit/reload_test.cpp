@@ -87,6 +87,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "ports"},
         Refused{"pods: [", "redirect: {protocols: [tcp, udp]}\npods: [", "redirect.protocols"},
         Refused{"pods: [", "limits: {pods: 128}\npods: [", "limits.pods"},
+        Refused{"pods: [",
+                "inbound: {inner_src_mac: \"02:00:00:00:7e:01\", inner_dst_mac: "
+                "\"02:00:00:00:7e:02\"}\npods: [",
+                "inbound"},
         Refused{"ztunnel_dev: v1", "ztunnel_dev: v1, ipset: other", "kernel"},
         Refused{"role: node", "role: node\ndpdk: {memory_mb: 512}", "dpdk"}));
 
@@ -96,4 +100,16 @@ TEST(Reload, PortsAreNamedBeforeTheTunnel) {
     next.tunnel.mtu = 1400;
     next.ports[1].devargs = "net_af_packet1,iface=v2";
     EXPECT_EQ(plan_reload(load(kRunning), next).refused, "ports[1]");
+}
+
+// inbound is fixed at start (the flow table's size, the istioin template): a running inbound
+// section cannot change either, its timeouts included.
+TEST(Reload, InboundSectionIsFixed) {
+    const std::string in = "inbound: {inner_src_mac: \"02:00:00:00:7e:01\", inner_dst_mac: "
+                           "\"02:00:00:00:7e:02\"";
+    const Config running = load(kRunning + in + "}\n");
+    EXPECT_EQ(plan_reload(running, load(kRunning + in + "}\n")).refused, "");
+    EXPECT_EQ(plan_reload(running, load(kRunning + in + ", flows: {idle_timeout_s: 5}}\n")).refused,
+              "inbound");
+    EXPECT_EQ(plan_reload(running, load(kRunning)).refused, "inbound");
 }
