@@ -376,7 +376,8 @@ constexpr uint16_t kGroup = 4;
 // on. A pod's UDP never takes it (parse_usual: TCP only), so DNS capture needs no test here.
 bool usual_redirect_allowed(const WorkerCtx& ctx, const Snapshot& s) {
     return s.nexthop_known && !s.outbound().tmpl.udp_checksum && s.redirects(IPPROTO_TCP) &&
-           !(s.inbound && ctx.shared->flows->connections() != 0) && ctx.shared->topo->link != kNoDev;
+           !(s.inbound && ctx.shared->flows->connections() != 0) &&
+           ctx.shared->topo->link != kNoDev;
 }
 
 // Parses m into p (parse_frame_fast) and tells whether the frame itself allows the usual
