@@ -474,7 +474,19 @@ Outcome run_path(const BurstInput& in, bool vector) {
 // Both paths, each against the model, then against each other: the vector path must make
 // the same frames, byte for byte, the same counters and the same events as the scalar one.
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    const BurstInput in = split_burst(data, size);
+    BurstInput in = split_burst(data, size);
+    if (in.mode & 16) { // a 100-byte MTU: frames are cut into fragments of 80 bytes
+        // The harness reads what the stage queued; a queue holds 2 x kBurst mbufs and a full
+        // one is flushed to a device the harness does not have. Keep the frames whose
+        // fragments (at most one per 80 bytes of frame) fit ztunnel's queue.
+        size_t outputs = 0, keep = 0;
+        for (const Record& r : in.frames) {
+            outputs += std::max<size_t>(1, (r.len + 79) / 80);
+            if (outputs > TxQueue{}.pkts.size()) break;
+            keep++;
+        }
+        in.frames.resize(keep);
+    }
     if (in.frames.empty()) return 0;
     const Outcome scalar = run_path(in, false);
     const Outcome vector = run_path(in, true);
