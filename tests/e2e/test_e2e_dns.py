@@ -14,8 +14,6 @@ the kernel's in both cases."""
 import json
 import os
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +22,6 @@ import netns
 import telemetry
 from minilab import MiniLab, unbalanced
 
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "ztdns-"
 PODS = {"pp": 3, "lg": 20}
 MESHED = ["pp"]
@@ -34,12 +31,8 @@ ZT_DNS_PORT = 15053
 
 @pytest.fixture(scope="module")
 def dnslab(request):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
-    d = tempfile.mkdtemp(prefix="ztg-e2e-dns-")
-    t = MiniLab(PREFIX, PODS, MESHED, endpoint=False, log_dir=d, binary=binary)
-    request.addfinalizer(t.down)
+    t = MiniLab.for_module(request, PREFIX, PODS, MESHED, "dns")
+    d = t.log_dir
     t.up()
     for pod in PODS:  # the kernel path's DNS capture, for the meshed pod and the other one
         labtopo.ipt_once(t.node_ns, "nat", "PREROUTING", "-s", t.ip(pod), "-p", "udp", "--dport", 53,

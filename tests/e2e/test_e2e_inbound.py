@@ -16,8 +16,6 @@ a meshed pod's and a client's UDP to a meshed pod, and Geneve to the tunnel port
 pod (skip_udp), each echoed back."""
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -30,7 +28,6 @@ from pcaputil import GENEVE, IP, TCP, UDP, Ether
 from tproxy_listener import ListenerProcess
 from udp_echo import UdpEcho
 
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "ztin-"
 PODS = {"pp": 3, "ra": 2, "lg": 20}
 MESHED = ["pp", "ra"]
@@ -42,12 +39,8 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def lab(request):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
-    d = tempfile.mkdtemp(prefix="ztg-e2e-inbound-")
-    t = MiniLab(PREFIX, PODS, MESHED, endpoint=True, log_dir=d, binary=binary)
-    request.addfinalizer(t.down)
+    t = MiniLab.for_module(request, PREFIX, PODS, MESHED, "inbound", endpoint=True)
+    d = t.log_dir
     t.inbound_up(PORT)
     # HBONE's port: a plain stand-in (one line, then echo) answering through pistioin
     t.hbone = ListenerProcess(t.zt_ns, os.path.join(d, "listener-hbone.log"), port=labtopo.HBONE_PORT,

@@ -23,9 +23,7 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -36,7 +34,6 @@ import telemetry
 from minilab import MiniLab, unbalanced
 from pcaputil import TCP
 
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "ztfl-"
 PODS = {"pp": 3, "ra": 2, "lg": 20}
 MESHED = ["pp", "ra"]
@@ -62,12 +59,7 @@ CONNECT_TIMEOUT_S = 2.5  # the stand-in's wait for the pod in the full test: two
 
 @pytest.fixture(scope="module")
 def lab(request):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    binary = Path(os.environ.get("ZTG_BINARY", REPO / "build" / "ztgeneve"))
-    d = tempfile.mkdtemp(prefix="ztg-e2e-flows-")
-    t = MiniLab(PREFIX, PODS, MESHED, endpoint=True, log_dir=d, binary=binary)
-    request.addfinalizer(t.down)
+    t = MiniLab.for_module(request, PREFIX, PODS, MESHED, "flows", endpoint=True)
     t.inbound_up(PORT, many=True, ring_frames=RING_FRAMES, relays=RELAYS, metrics=METRICS,
                  flows={"max": BIG_MAX, "closing_timeout_s": CLOSING_S})
     t.captures = []

@@ -18,6 +18,8 @@ node.
 """
 import os
 import subprocess
+import tempfile
+from pathlib import Path
 
 import netns
 # (GW_IP, VIP, ZT_MAC, links, sh, wait: the tests use them as minilab's)
@@ -29,6 +31,21 @@ from ztgeneve import Ztgeneve
 
 
 class MiniLab(NodeLab):
+    @classmethod
+    def for_module(cls, request, prefix, pods, meshed, name, **kw):
+        """The lab of one pytest module (request: its fixture's): skipped without root, its
+        logs in a fresh /tmp/ztg-e2e-<name>-*, ZTG_BINARY's ztgeneve (else build/'s), taken
+        down when the module ends (also on failure). Not yet up."""
+        import pytest
+        if os.geteuid() != 0:
+            pytest.skip("needs root (network namespaces)")
+        repo = Path(__file__).resolve().parents[2]
+        binary = Path(os.environ.get("ZTG_BINARY", repo / "build" / "ztgeneve"))
+        t = cls(prefix, pods, meshed, log_dir=tempfile.mkdtemp(prefix=f"ztg-e2e-{name}-"),
+                binary=binary, **kw)
+        request.addfinalizer(t.down)
+        return t
+
     def __init__(self, prefix, pods, meshed, endpoint=False, log_dir="/tmp", binary=None,
                  offloads=False):
         super().__init__(prefix, pods=pods, zt_name="zt", endpoint=endpoint, dnat_to=None,
