@@ -58,8 +58,8 @@ METHOD = [
     "table 101 = ztunnel's /32 on its veth + default via `istioout`; `istioout` is a kernel VXLAN device (VNI "
     "1001, UDP 6081) standing in for Geneve, which this kernel lacks: VXLAN and Geneve share the kernel's "
     "UDP-tunnel transmit (udp_tunnel_xmit_skb), with the same 50 bytes of headers.",
-    "Machine: 2 shared vCPUs, other engineers' builds and tests running at the same time: absolute figures "
-    "are noisy, the kinds were interleaved so that compare with each other within a run."]
+    "The kinds are interleaved, so they compare with each other within a run; a load average of 1 or more "
+    "at the start (above) means other work shared the CPUs and the absolute figures are low and noisy."]
 ZT_MTU = 1600  # 1500-byte frames + 50 of tunnel; XDP on a veth wants the peer MTU under a page
 IPSET = "zperf-pods"
 ISTIOOUT = "istioout"
