@@ -8,7 +8,6 @@ and SIGTERM + restart the kernel carries the traffic (pings at 10 ms lose at mos
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -170,14 +169,30 @@ def test_meshed_tcp_arrives_as_geneve_vni_1001(cni):
     assert [cni.gw_ip, cni.ip(MESHED)] in [l.split(",") for l in r.stdout.split()], r.stdout  # outer, inner
 
 
-def test_the_kernel_serves_arp_pings_and_a_non_meshed_pods_tcp(cni, tmp_path):
-    before = tel_counters(FILE_PREFIX)["ports"]
-    kb = query(FILE_PREFIX, "/ztgeneve/xdp")
-    ns = cni.ns(MESHED)
-    sh(ns, "ip neigh flush dev eth0")
-    assert subprocess.run(netns.ns_cmd(ns, "ping", "-c", 3, "-i", 0.2, "-W", 2, cni.gw_ip)).returncode == 0
-    assert subprocess.run(netns.ns_cmd(cni.ns(LEGACY), "ping", "-c", 3, "-i", 0.2, "-W", 2,
-                                       cni.ip(MESHED))).returncode == 0
+def test_the_kernel_serves_arp_dns_pings_and_a_non_meshed_pods_tcp(cni, tmp_path):
+    # a DNS server on the non-meshed pod's address, port 53 (a cluster DNS pod)
+    with open(tmp_path / "dns.log", "w") as log:
+        dns = subprocess.Popen(netns.ns_cmd(cni.ns(LEGACY), netns.PY,
+                                            os.path.join(netns.TOOLS, "dns_responder.py"),
+                                            cni.ip(LEGACY), 53),
+                               stdout=subprocess.PIPE, stderr=log, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert dns.stdout.readline().strip() == "listening"
+        before = tel_counters(FILE_PREFIX)["ports"]
+        kb = query(FILE_PREFIX, "/ztgeneve/xdp")
+        ns = cni.ns(MESHED)
+        sh(ns, "ip neigh flush dev eth0")
+        assert subprocess.run(netns.ns_cmd(ns, "ping", "-c", 3, "-i", 0.2, "-W", 2, cni.gw_ip)).returncode == 0
+        assert subprocess.run(netns.ns_cmd(cni.ns(LEGACY), "ping", "-c", 3, "-i", 0.2, "-W", 2,
+                                           cni.ip(MESHED))).returncode == 0
+        # the meshed pod's DNS query (UDP: not in redirect.protocols) answered by the kernel's path
+        out = netns.client(ns, "dns", cni.ip(LEGACY), "--wait", 3, timeout=20).strip()
+        assert out != "timeout", "the meshed pod's DNS query got no answer"
+        answer = json.loads(out)
+        assert answer["from"] == f"{cni.ip(LEGACY)}:53" and answer["answers"] == 1, answer
+    finally:
+        dns.kill()
+        dns.wait(5)
     # a non-meshed pod's TCP to another non-meshed pod (the VIP's backend is meshed: its
     # replies would rightly go to ztunnel)
     backend = list(cni.pods)[-1] if PODS > 6 else LEGACY
