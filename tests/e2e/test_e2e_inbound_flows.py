@@ -15,13 +15,19 @@ connection from the client's address, which the node learns from ztunnel's link
 - Restarted with idle_timeout_s IDLE_S: idle connections are forgotten after IDLE_S
   (expired), not before; their closing is learned again and still returns to ztunnel.
 
+Each role's processes (client, the pod's echo server, the relays) are as many as the file
+limit needs (FILE_LIMIT, printed), and a restart first ends every connection that could
+still send (quiesce), so one test's leftovers are not the next one's flows.
+
 The flow table's size and expiries are read from /metrics (metrics.listen in the node's
 namespace), the per-device counters from the telemetry socket. ztunnel's ephemeral ports
 are kept apart from the client's (lab.ZT_PORTS): with 10,000 connections each way, a port
 both chose would make the client's own packets look like ztunnel's connection."""
 import json
+import math
 import os
 import re
+import resource
 import subprocess
 import time
 
@@ -39,11 +45,25 @@ PODS = {"pp": 3, "ra": 2, "lg": 20}
 MESHED = ["pp", "ra"]
 PORT = 9080
 METRICS = "127.0.0.1:16091"
-# A process may hold 20,000 files here (the hard limit, which root cannot raise without
-# CAP_SYS_RESOURCE) and ztunnel's relay needs two a connection: RELAYS of them share port
-# 15006 (SO_REUSEPORT), as ztunnel's workers would.
+# Every connection is a file in the client, one in the pod's echo server and two in
+# ztunnel's relay. A process may hold as many files as the hard limit (20,000 on the machine
+# this was written on; root cannot raise it without CAP_SYS_RESOURCE, and another machine's
+# may be lower): each role runs as many processes as its files need at that limit, the
+# servers and relays on one port (SO_REUSEPORT, as ztunnel's workers would), with room for
+# the kernel's uneven spread over them.
 N_CONNS = 10000
-RELAYS = 2
+FILE_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def processes_for(files, spread=1.25):
+    """How many processes hold `files` files at FILE_LIMIT each (minus what a process keeps
+    for itself), with `spread` of headroom for an uneven share."""
+    return max(1, math.ceil(files * spread / max(FILE_LIMIT - 200, 100)))
+
+
+RELAYS = max(2, processes_for(2 * N_CONNS))
+SERVERS = processes_for(N_CONNS)
+CLIENT_PROCS = processes_for(N_CONNS, spread=1.0)
 RING_FRAMES = 4096     # both instances' af_packet rings on ztunnel's link (DPDK's default: 512):
                        # a burst of resets lost there is never sent again, its flow stays
 RST_EVERY = 2          # every second connection closes with a reset
@@ -60,7 +80,9 @@ CONNECT_TIMEOUT_S = 2.5  # the stand-in's wait for the pod in the full test: two
 @pytest.fixture(scope="module")
 def lab(request):
     t = MiniLab.for_module(request, PREFIX, PODS, MESHED, "flows", endpoint=True)
-    t.inbound_up(PORT, many=True, ring_frames=RING_FRAMES, relays=RELAYS, metrics=METRICS,
+    print(f"\n[flows] file limit {FILE_LIMIT}: {CLIENT_PROCS} client, {SERVERS} server and "
+          f"{RELAYS} relay processes for {N_CONNS} connections")
+    t.inbound_up(PORT, many=True, ring_frames=RING_FRAMES, relays=RELAYS, servers=SERVERS, metrics=METRICS,
                  flows={"max": BIG_MAX, "closing_timeout_s": CLOSING_S})
     t.captures = []
     yield t
@@ -79,6 +101,7 @@ def restart(lab, name, connect_timeout=None, **flows):
     for c in CLIENTS:
         c.kill()
     lab.inbound_listener.stop()
+    quiesce(lab)
     lab.z.stop()
     lab.start_node(lab.node_config(os.path.join(lab.log_dir, f"{name}.yaml"), inbound=True, metrics=METRICS,
                                    ring_frames=RING_FRAMES, flows=flows), name=name)
@@ -127,44 +150,79 @@ def total(after, before, key):
 
 class Clients:
     """nsclient.py `many` in the client's namespace, holding its connections open until
-    close()."""
+    close(): `conns` spread over `procs` processes (each within the file limit), read as one."""
 
-    def __init__(self, lab, conns, parallel=200, timeout=60, rst=0):
-        self.proc = subprocess.Popen(
+    def __init__(self, lab, conns, parallel=200, timeout=60, rst=0, procs=1):
+        shares = [conns // procs + (i < conns % procs) for i in range(procs)]
+        # each process resets its every rst-th connection, counting from its first
+        self.resets = sum(math.ceil(n / rst) for n in shares) if rst else 0
+        self.procs = [subprocess.Popen(
             netns.ns_cmd(lab.client_ns, netns.PY, os.path.join(netns.TOOLS, "nsclient.py"), "many",
-                         lab.ip("pp"), PORT, "--conns", conns, "--bytes", 64, "--parallel", parallel,
-                         "--timeout", timeout, "--hold", "--rst", rst),
+                         lab.ip("pp"), PORT, "--conns", n, "--bytes", 64, "--parallel",
+                         max(1, parallel // procs), "--timeout", timeout, "--hold", "--rst", rst),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lab.servers.append(self.proc)  # down() ends it if the test does not
+            for n in shares if n]
+        lab.servers.extend(self.procs)  # down() ends them if the test does not
         CLIENTS.append(self)
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
 
     def opened(self, timeout):
-        """The summary once every connection is open or has failed (bounded by timeout)."""
-        return self._line(timeout)
+        """The summary once every connection is open or has failed (bounded by timeout):
+        {"ok", "failed", "conns"} over all processes."""
+        outs = self._lines(timeout)
+        return {"ok": sum(o["ok"] for o in outs), "failed": sum(o["failed"] for o in outs),
+                "conns": [c for o in outs for c in o["conns"]]}
 
     def close(self, timeout=60):
-        """Closes them all; returns {"closed", "reset", "eof"}."""
-        self.proc.stdin.write("close\n")
-        self.proc.stdin.flush()
-        out = self._line(timeout)
-        self.proc.wait(timeout)
-        return out
+        """Closes them all; returns {"closed", "reset", "eof"} summed."""
+        for p in self.procs:
+            p.stdin.write("close\n")
+            p.stdin.flush()
+        outs = self._lines(timeout)
+        for p in self.procs:
+            p.wait(timeout)
+        return {k: sum(o[k] for o in outs) for k in ("closed", "reset", "eof")}
 
-    def _line(self, timeout):
+    def _lines(self, timeout):
+        """One JSON line of each process, within timeout in all."""
         import select
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not r:
-            self.proc.kill()
-            raise AssertionError(f"nsclient many: no answer in {timeout}s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"nsclient many ended: rc {self.proc.wait(5)}: {self.proc.stderr.read()[-2000:]}")
-        return json.loads(line)
+        deadline = time.monotonic() + timeout
+        outs = []
+        for p in self.procs:
+            r, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                self.kill()
+                raise AssertionError(f"nsclient many: no answer in {timeout}s")
+            line = p.stdout.readline()
+            if not line:
+                raise AssertionError(f"nsclient many ended: rc {p.wait(5)}: {p.stderr.read()[-2000:]}")
+            outs.append(json.loads(line))
+        return outs
+
+
+def quiesce(lab, timeout=10):
+    """No connection of PORT left in ztunnel's or the pod's namespace that may still send:
+    what a killed client or stopped relay leaves retransmits its FIN for minutes, and a new
+    node would learn ztunnel's as a flow and see the pod's. Those still there after `timeout`
+    are destroyed (ss -K: a reset each, learned by the node still running)."""
+    spaces = (lab.zt_ns, lab.ns("pp"))
+    states = ("state", "connected", "exclude", "time-wait")  # TIME_WAIT sends nothing
+    filt = f"( sport = :{PORT} or dport = :{PORT} )"
+
+    def left():
+        return [ln for ns in spaces
+                for ln in netns.run(ns, "ss", "-Htn", *states, filt).stdout.splitlines()
+                if ln.strip()]
+
+    if not netns.wait_until(lambda: not left(), timeout, interval=0.25):
+        for ns in spaces:
+            netns.run(ns, "ss", "-K", "-tn", *states, filt, check=False)
+        assert netns.wait_until(lambda: not left(), 5, interval=0.25), f"connections left: {left()[:5]}"
 
 
 def wait_flows(lab, pred, timeout, what):
@@ -187,7 +245,7 @@ def test_many_connections(lab):
     f0, b = flow_metrics(lab), counters(lab)
     assert f0["flows"] == 0 and f0["capacity"] == BIG_MAX, f0
     t0 = time.monotonic()
-    clients = Clients(lab, N_CONNS, rst=RST_EVERY)
+    clients = Clients(lab, N_CONNS, rst=RST_EVERY, procs=CLIENT_PROCS)
     opened = clients.opened(timeout=240)
     took = time.monotonic() - t0
     bad = [c for c in opened["conns"] if not c["ok"]][:5]
@@ -209,7 +267,7 @@ def test_many_connections(lab):
     print(f"\n[flows] {N_CONNS} connections open in {took:.1f}s")
 
     closed = clients.close()
-    assert closed["closed"] == N_CONNS and closed["reset"] == N_CONNS // RST_EVERY, closed
+    assert closed["closed"] == N_CONNS and closed["reset"] == clients.resets, closed
     assert closed["eof"] == N_CONNS - closed["reset"], f"FIN-closed connections without the pod's FIN: {closed}"
     f2 = wait_flows(lab, lambda f: f["flows"] == 0, 30, "after close")
     c = counters(lab)

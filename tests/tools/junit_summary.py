@@ -2,7 +2,8 @@
 meson-logs/testlog.json, its cases from <build>/test-results/<test name>.xml (gtest or
 pytest JUnit XML, if written during that run), else the test itself as one case. A test
 that failed although its XML shows no failed case (a crash or leak after its cases, a
-timeout) adds one failed case. Prints one line per test, then as the very last line
+timeout) adds one failed case. Prints one line per test (a failed case with its message's
+first lines), then as the very last line
 `N passed, M failed` (`, K skipped` when K > 0). Exit 1 if anything failed or nothing ran.
 
   junit_summary.py [--failed NAME=N ...] BUILD_DIR ...
@@ -16,14 +17,29 @@ import xml.etree.ElementTree as ET
 RANK = {"passed": 0, "skipped": 1, "failed": 2}
 
 
-def cases_from_xml(path):
-    """{case id: 'passed'|'failed'|'skipped'} from a gtest or pytest JUnit XML file."""
+def why(tc):
+    """The first lines of a failed case's message (the assertion), folded into one line of at
+    most 300 characters: the summary is the end of the log, what survives a cut middle."""
+    for c in tc:
+        if c.tag in ("failure", "error"):
+            text = c.get("message") or c.text or ""
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            one = " | ".join(lines[:4])
+            return one[:300] + ("..." if len(one) > 300 else "")
+    return ""
+
+
+def cases_from_xml(path, reasons=None):
+    """{case id: 'passed'|'failed'|'skipped'} from a gtest or pytest JUnit XML file; the
+    failed cases' why() into reasons."""
     out = {}
     for tc in ET.parse(path).getroot().iter("testcase"):
         cid = f"{tc.get('classname', '')}::{tc.get('name', '')}"
         kids = {c.tag for c in tc}
         if kids & {"failure", "error"}:
             res = "failed"
+            if reasons is not None:
+                reasons[cid] = why(tc)
         elif "skipped" in kids or tc.get("result") == "skipped" or tc.get("status") == "notrun":
             res = "skipped"
         else:
@@ -50,12 +66,13 @@ def test_cases(build, entry):
         if res == "SKIP":
             return ["skipped"], []
         return ["passed" if ok else "failed"], [] if ok else [f"  FAILED {name}: {res}"]
+    reasons = {}
     try:
-        cases = cases_from_xml(xml)
+        cases = cases_from_xml(xml, reasons)
     except ET.ParseError as e:
         return ["failed"], [f"  FAILED {name}: {res}, unreadable {xml}: {e}"]
     failed = [k for k, v in cases.items() if v == "failed"]
-    notes = [f"  FAILED {name}: {k}" for k in failed]
+    notes = [f"  FAILED {name}: {k}" + (f"\n    {reasons[k]}" if reasons.get(k) else "") for k in failed]
     results = list(cases.values())
     if not ok and not failed:
         results.append("failed")

@@ -192,28 +192,32 @@ log: {{level: info}}
                                         port=LISTENER_PORT).start()
         return self.listener
 
-    def start_server(self, ns, addr, port, many=False):
+    def start_server(self, ns, addr, port, many=False, servers=1):
         """A plain echo server (the listener's protocol: one line, then echo) at addr:port;
-        many: its asyncio loop, for thousands of connections."""
+        many: its asyncio loop, for thousands of connections; servers > 1: that many on the
+        port (SO_REUSEPORT), each within its own file limit. Returns the first."""
         tool = os.path.join(netns.TOOLS, "tproxy_listener.py")
-        p = subprocess.Popen(netns.ns_cmd(ns, netns.PY, tool, "--addr", addr, "--port", port,
-                                          "--mark", "0", "--log",
-                                          os.path.join(self.log_dir, f"server-{ns}-{port}.log"),
-                                          *(["--many"] if many else [])),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL)
-        line = p.stdout.readline()
-        if not line.startswith("listening"):
-            raise RuntimeError(f"echo server in {ns} did not start: {line!r} {p.stderr.read()}")
-        self.servers.append(p)
-        return p
+        started = []
+        for i in range(servers):
+            log = os.path.join(self.log_dir, f"server-{ns}-{port}" + (f"-{i}" if servers > 1 else "") + ".log")
+            p = subprocess.Popen(netns.ns_cmd(ns, netns.PY, tool, "--addr", addr, "--port", port,
+                                              "--mark", "0", "--log", log, *(["--many"] if many else []),
+                                              *(["--reuseport"] if servers > 1 else [])),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL)
+            self.servers.append(p)
+            line = p.stdout.readline()
+            if not line.startswith("listening"):
+                raise RuntimeError(f"echo server in {ns} did not start: {line!r} {p.stderr.read()}")
+            started.append(p)
+        return started[0]
 
-    def inbound_up(self, server_port, many=False, ring_frames=None, relays=1, **node_kw):
+    def inbound_up(self, server_port, many=False, ring_frames=None, relays=1, servers=1, **node_kw):
         """The inbound lab of tests/e2e/test_e2e_inbound*.py, fresh: the client outside the
         node, the node with the inbound section (node_kw: node_config's), the endpoint with
         pistioin (ring_frames: both instances' af_packet rings on ztunnel's link), the
         relaying stand-in on 15006 (relays: start_listener's) and an echo server on
-        pp:server_port (many: both asyncio loops); every pod and ztunnel has sent first (its ARP for the gateway,
+        pp:server_port (many: both asyncio loops; servers: start_server's); every pod and ztunnel has sent first (its ARP for the gateway,
         as a pod does), so the node knows where it is."""
         self.up()
         self.client_up()
@@ -222,7 +226,7 @@ log: {{level: info}}
         self.start_endpoint(self.endpoint_config(os.path.join(self.log_dir, "endpoint.yaml"), inbound=True,
                                                  ring_frames=ring_frames))
         self.start_listener(inbound=True, many=many, relays=relays)
-        self.start_server(self.ns("pp"), "0.0.0.0", server_port, many=many)
+        self.start_server(self.ns("pp"), "0.0.0.0", server_port, many=many, servers=servers)
         self.ping_all()
         return self
 
