@@ -4,7 +4,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import FILE_PREFIX, MESHED, NODE_NS, PODS, POD_PORTS, VIP, ns_of
+from conftest import FILE_PREFIX, MESHED, NODE_NS, PODS, POD_PORTS, VIP, ZTUNNEL_IP, ns_of
 
 import netns
 import pcaputil as pu
@@ -114,7 +114,11 @@ def test_telemetry_redirect_counts_match_capture(lab):
 def test_exit_line_counts_match_session_capture(lab):
     """SIGTERM: exit 0 and a ztgeneve-counters line whose redirect total equals every Geneve
     frame carrying a pod's IPv4 packet that ztunnel received since ztgeneve started (the
-    other Geneve frames from the node are its answers to ARP inside the tunnel)."""
+    other Geneve frames from the node are its answers to ARP inside the tunnel); each meshed
+    pod's connect to ztunnel's own IP counted `direct` (sent here, so the test stands alone)."""
+    direct = [netns.client_bg(ns_of(p), "tcp", ZTUNNEL_IP, 15008, "--timeout", "2") for p in MESHED]
+    answers = [pr.communicate(timeout=20)[0].strip() for pr in direct]
+    assert all(a in ("connected", "refused") for a in answers), f"ztunnel's IP not reached: {answers}"
     with Window(lab, {"productpage": 2, "reviews-v2": 2}, "exit") as w:
         w.send()
         sent = sum(w.sent_all.values())
