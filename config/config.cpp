@@ -240,9 +240,12 @@ void parse_xdp_port(Map& m, size_t i, uint32_t workers, PortConfig& p) {
         const std::string v = scalar(links, m.path("links"));
         if (v != "auto")
             fail(m.path("links"), "expected a list of link names or auto, got '" + v + "'");
-        if (port_kind(p.kind).link)
-            fail(m.path("links"), "auto is for a pods port (the ztunnel port names ztunnel's "
-                                  "veth)");
+        if (p.kind != DevKind::XdpPods)
+            fail(m.path("links"), p.kind == DevKind::XdpUplink
+                                      ? "auto is for a pods port (the uplink port names the "
+                                        "node's links toward clients outside it)"
+                                      : "auto is for a pods port (the ztunnel port names "
+                                        "ztunnel's veth)");
         p.links_auto = true;
     }
     std::set<std::string> seen;
@@ -279,9 +282,13 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
             fail(m.path("name"), "duplicate port name '" + p.name + "' (also " + it->second + ")");
         const bool node = c.role == Role::Node;
         std::string roles;
-        for (const PortKind& pk : kPortKinds)
-            if (pk.role == c.role && pk.attach == Attach::Device)
-                roles += (roles.empty() ? "" : " or ") + std::string(pk.word);
+        for (const PortKind& pk : kPortKinds) {
+            if (pk.role != c.role || pk.word.empty()) continue;
+            const bool device = port_kind_of(pk.word, c.role, Attach::Device).has_value();
+            if (pk.attach == Attach::Xdp && device) continue; // listed once, as a device role
+            roles += (roles.empty() ? "" : " or ") + std::string(pk.word) +
+                     (device ? "" : " (attach: xdp)");
+        }
         auto role = m.get("role");
         if (!role) fail(m.path("role"), "required (" + roles + ")");
         const std::string r = scalar(role, m.path("role"));
@@ -292,11 +299,16 @@ void parse_ports(const YAML::Node& n, const std::string& key, Config& c) {
                 fail(m.path("attach"), "expected device or xdp, got '" + v + "'");
             attach = v == "xdp" ? Attach::Xdp : Attach::Device;
         }
-        if (!port_kind_of(r, c.role))
+        if (!port_kind_of(r, c.role, Attach::Device) && !port_kind_of(r, c.role, Attach::Xdp))
             fail(m.path("role"), "'" + r + "' is not a port role of " +
                                      (node ? "a node" : "an endpoint") + " (" + roles + ")");
         const auto kind = port_kind_of(r, c.role, attach);
-        if (!kind) fail(m.path("attach"), "xdp is not an attach kind of role " + r);
+        if (!kind)
+            fail(m.path("attach"), attach == Attach::Xdp
+                                       ? "xdp is not an attach kind of role " + r
+                                       : "role " + r +
+                                             " of a node needs attach: xdp (the "
+                                             "node's links toward clients outside it)");
         p.kind = *kind;
         if (auto v = m.get("vni"); v) {
             if (!port_kind(p.kind).carries_vni)
@@ -456,7 +468,7 @@ void parse_inbound(Map m, Config& c) {
     if (in.dns_capture) {
         // attach: xdp: the links' programs hand ztgeneve no UDP (nor ztunnel's answers).
         for (size_t i = 0; i < c.ports.size(); i++)
-            if (c.ports[i].kind == DevKind::XdpPods || c.ports[i].kind == DevKind::XdpZtunnel)
+            if (port_kind(c.ports[i].kind).attach == Attach::Xdp)
                 fail(m.path("dns_capture"),
                      "not with attach: xdp (" + idx("ports", i) +
                          "): its programs pass no UDP to ztgeneve; there the kernel's DNAT "
@@ -468,6 +480,32 @@ void parse_inbound(Map m, Config& c) {
                  "fallback would not capture DNS while the dataplane does)");
     }
     m.check_unknown();
+}
+
+// attach: xdp and inbound: the pods' programs hand ztgeneve the kernel's traffic to a meshed
+// pod through the uplink port's aggregation device, so with an xdp pods port inbound needs
+// one (exactly: the programs know one), and an uplink port is for inbound alone.
+void check_xdp_uplink(const Config& c) {
+    std::optional<size_t> uplink;
+    bool xdp_pods = false;
+    for (size_t i = 0; i < c.ports.size(); i++) {
+        xdp_pods |= c.ports[i].kind == DevKind::XdpPods;
+        if (c.ports[i].kind != DevKind::XdpUplink) continue;
+        if (uplink)
+            fail(idx("ports", i) + ".role",
+                 "one uplink port only (ports[" + std::to_string(*uplink) +
+                     "] is one already); list all the node's uplink links in its links");
+        uplink = i;
+        if (!c.inbound.enabled)
+            fail(idx("ports", i) + ".role",
+                 "uplink needs the inbound section (its links' traffic to meshed pods is "
+                 "what goes into istioin)");
+    }
+    if (c.inbound.enabled && xdp_pods && !uplink)
+        fail("inbound", "with a pods port attach: xdp, a port {role: uplink, attach: xdp, links: "
+                        "[...]} is required: the node's links toward clients outside it (e.g. "
+                        "[eth0]), through which the pods' programs also hand over a non-meshed "
+                        "pod's traffic to a meshed pod");
 }
 
 Config parse(const YAML::Node& root, const std::string& source) {
@@ -614,6 +652,7 @@ Config parse(const YAML::Node& root, const std::string& source) {
         if (c.role != Role::Node) fail("inbound", "only for role node");
         parse_inbound(Map(n, "inbound"), c);
     }
+    check_xdp_uplink(c);
     if (auto n = top.get("metrics"); n) {
         Map m(n, "metrics");
         if (auto v = m.get("listen"); v) parse_listen(v, "metrics.listen", c.metrics);

@@ -38,7 +38,7 @@ struct PortConfig {
     std::optional<Mac> mac;          // our source MAC on this link (default: the twin's)
     std::optional<uint32_t> vni;     // role tunnel: the VNI carried (set from tunnel.vni if absent)
     Segment segment = Segment::Kernel; // applies to net_af_packet ports on a veth
-    // attach: xdp (kinds XdpPods, XdpZtunnel): the kernel's links ztgeneve's programs go on,
+    // attach: xdp (kinds XdpPods, XdpZtunnel, XdpUplink): the kernel's links its programs go on,
     // and the aggregation veth pair it makes: agg (the kernel end the links redirect into, and
     // where its replies leave) and agg_xsk (the end net_af_xdp opens; devargs names it).
     std::vector<std::string> links;

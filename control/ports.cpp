@@ -11,19 +11,24 @@ namespace ztg {
 Result<uint32_t> mbuf_count(const Config& cfg) {
     const uint32_t w = cfg.dpdk.workers;
     // Every device's rings full, plus what workers hold in flight, plus slack.
-    size_t ndev = 0;
-    for (const auto& p : cfg.ports) ndev += p.twin ? 2 : 1;
+    size_t ndev = 0, nxsk = 0;
+    for (const auto& p : cfg.ports)
+        if (port_kind(p.kind).attach == Attach::Xdp)
+            nxsk++;
+        else
+            ndev += p.twin ? 2 : 1;
     // A pool smaller than the rx rings it must fill leaves nothing to receive into: the
     // PMDs (net_tap first) would take every mbuf and the dataplane would stall silently.
-    const uint32_t rings = uint32_t(ndev * w * kRxDesc);
+    const uint32_t rings = uint32_t(ndev * w * kRxDesc + nxsk * w * kXskFillDesc);
     const uint32_t minimum = rings + w * 4 * kBurst + 1024;
     if (cfg.dpdk.mbufs != 0 && cfg.dpdk.mbufs < minimum)
         return err("dpdk.mbufs: " + std::to_string(cfg.dpdk.mbufs) +
                    " mbufs cannot fill the rx rings of " + std::to_string(ndev) + " devices (" +
                    std::to_string(rings) + " descriptors) and keep " + "packets moving; at least " +
                    std::to_string(minimum) + " are needed");
-    return cfg.dpdk.mbufs != 0 ? cfg.dpdk.mbufs
-                               : uint32_t(ndev * w * (kRxDesc + kTxDesc) + w * 4 * kBurst + 2048);
+    return cfg.dpdk.mbufs != 0
+               ? cfg.dpdk.mbufs
+               : uint32_t(rings + (ndev + nxsk) * w * kTxDesc + w * 4 * kBurst + 2048);
 }
 
 Result<uint16_t> Runtime::open_device(const std::string& devargs, const std::string& key,
@@ -103,6 +108,7 @@ Status Runtime::open_ports() {
         if (!d) return err(d.error());
         info_.push_back({p.name, p.devargs, key + ".devargs"});
         if (port_kind(kind).link) topo_.link = *d;
+        if (kind == DevKind::XdpUplink) topo_.xdp_uplink = *d;
         if (port_kind(kind).carries_vni) topo_.devs[*d].vni = *p.vni;
         if (p.twin) {
             auto t = open_device(*p.twin, key + ".twin", DevKind::Twin);

@@ -11,6 +11,9 @@ namespace ztg {
 
 constexpr uint16_t kRxDesc = 512;
 constexpr uint16_t kTxDesc = 512;
+// net_af_xdp (attach: xdp ports) fills each rx queue's XSK fill ring with this many mbufs at
+// setup (DPDK 22.11's ETH_AF_XDP_DFLT_NUM_DESCS), whatever the rx descriptors asked for.
+constexpr uint16_t kXskFillDesc = 2048;
 
 // The mempool's size: dpdk.mbufs if set (refused, naming the key, if it cannot fill every
 // device's rx rings and keep packets moving), else every ring full plus what workers hold

@@ -44,8 +44,9 @@ std::string Runtime::counters_json() const {
     const auto xdp = xdp_counters();
     for (size_t i = 0; i < xdp.size(); i++)
         o << (i ? "," : "") << "\"" << xdp[i].link << "\":{\"port\":\"" << xdp[i].port
-          << "\",\"to_ztgeneve\":" << xdp[i].to_ztgeneve << ",\"to_kernel\":" << xdp[i].to_kernel
-          << ",\"no_socket\":" << xdp[i].no_socket << ",\"deleted\":" << xdp[i].deleted << "}";
+          << "\",\"to_ztgeneve\":" << xdp[i].to_ztgeneve << ",\"inbound\":" << xdp[i].inbound
+          << ",\"to_kernel\":" << xdp[i].to_kernel << ",\"no_socket\":" << xdp[i].no_socket
+          << ",\"deleted\":" << xdp[i].deleted << "}";
     o << "},\"mbufs_in_use\":" << mbufs_in_use() << ",\"pods\":" << pod_count()
       << ",\"generation\":" << generation_.load(std::memory_order_relaxed) << "}";
     return o.str();
@@ -65,6 +66,7 @@ std::string Runtime::counters_table() const {
             }
     for (const XdpLinkCounters& x : xdp_counters()) // the kernel's programs, per link
         for (auto [name, v] : {std::pair{"xdp_to_ztgeneve", x.to_ztgeneve},
+                               {"xdp_inbound", x.inbound},
                                {"xdp_to_kernel", x.to_kernel},
                                {"xdp_no_socket", x.no_socket},
                                {"xdp_link_deleted", x.deleted}})

@@ -145,7 +145,8 @@ int pods_cb(const char*, const char* params, rte_tel_data* d) {
 }
 
 // /ztgeneve/xdp: the in-kernel counters of each attach: xdp link, {link: {port, to_ztgeneve,
-// to_kernel, no_socket, deleted}} (deleted: times a link of that name was deleted under us).
+// inbound, to_kernel, no_socket, deleted}} (deleted: times a link of that name was deleted under
+// us).
 int xdp_cb(const char*, const char*, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (g_rt == nullptr) return -1;
@@ -156,6 +157,7 @@ int xdp_cb(const char*, const char*, rte_tel_data* d) {
         rte_tel_data_start_dict(c);
         rte_tel_data_add_dict_string(c, "port", x.port.c_str());
         rte_tel_data_add_dict_u64(c, "to_ztgeneve", x.to_ztgeneve);
+        rte_tel_data_add_dict_u64(c, "inbound", x.inbound);
         rte_tel_data_add_dict_u64(c, "to_kernel", x.to_kernel);
         rte_tel_data_add_dict_u64(c, "no_socket", x.no_socket);
         rte_tel_data_add_dict_u64(c, "deleted", x.deleted);
@@ -183,7 +185,7 @@ void telemetry_attach(Runtime* rt) {
         "(none: the sum over all devices)");
     rte_telemetry_register_cmd("/ztgeneve/xdp", xdp_cb,
                                "In-kernel counters of each attach: xdp link (to_ztgeneve, "
-                               "to_kernel, no_socket, deleted)");
+                               "inbound, to_kernel, no_socket, deleted)");
     rte_telemetry_register_cmd("/ztgeneve/info", info_cb,
                                "Version, config file, role, workers, pods, mbufs, next hop");
     rte_telemetry_register_cmd(

@@ -126,7 +126,9 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
         const int e = errno;
         bpf_object__close(obj_);
         obj_ = nullptr;
-        return err(std::string("xdp: the kernel refused ztgeneve's programs: ") + std::strerror(e));
+        return err(std::string("xdp: the kernel refused ztgeneve's programs: ") + std::strerror(e) +
+                   " (they need XDP on veth, bpf_redirect_neigh and the conntrack kfuncs "
+                   "bpf_xdp_ct_lookup and bpf_ct_release: Linux 6.0+ with conntrack and BTF)");
     }
     auto fd = [&](const char* map) { return bpf_map__fd(bpf_object__find_map_by_name(obj_, map)); };
     meshed_fd_ = fd("ztg_meshed");
@@ -136,14 +138,21 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
     ztg_cfg c{};
     c.zt_ip = cfg.tunnel.remote_ip.raw;
     c.udp_port = htons(cfg.tunnel.udp_port);
+    c.host_ip = cfg.tunnel.local_ip.raw;
     for (uint8_t pr : cfg.protocols) c.protocols[pr >> 3] |= uint8_t(1u << (pr & 7));
+    // Inbound: the uplink port's aggregation index (config: one, and only with inbound).
+    c.inbound_agg = ZTG_NO_AGG;
+    for (uint32_t a = 0; a < ports.size(); a++)
+        if (cfg.ports[ports[a]].kind == DevKind::XdpUplink) c.inbound_agg = a;
+    if (c.inbound_agg != ZTG_NO_AGG)
+        for (uint8_t pr : cfg.inbound.protocols)
+            c.inbound_protocols[pr >> 3] |= uint8_t(1u << (pr & 7));
     const uint32_t zero = 0;
     if (bpf_map_update_elem(config_fd_, &zero, &c, BPF_ANY) != 0)
         return err(std::string("xdp: cannot write the programs' settings: ") +
                    std::strerror(errno));
     for (Ip4 ip : pods) mesh(ip, true);
 
-    bpf_program* tc = bpf_object__find_program_by_name(obj_, "ztg_tc_agg");
     for (uint32_t a = 0; a < ports.size(); a++) {
         const PortConfig& p = cfg.ports[ports[a]];
         const std::string key = port_key(ports[a], p);
@@ -157,14 +166,15 @@ Status XdpAttach::attach(const Config& cfg, const std::vector<Ip4>& pods) {
         hook.attach_point = BPF_TC_INGRESS;
         bpf_tc_opts to{};
         to.sz = sizeof to;
-        to.prog_fd = bpf_program__fd(tc);
+        to.prog_fd = bpf_program__fd(
+            bpf_object__find_program_by_name(obj_, port_kind(p.kind).tc_program.data()));
         if (int rc = bpf_tc_hook_create(&hook); rc != 0 && rc != -EEXIST)
             return err(key + ": cannot add a clsact qdisc to " + p.agg + ": " + std::strerror(-rc));
         if (int rc = bpf_tc_attach(&hook, &to); rc != 0)
             return err(key + ": cannot attach the tc program to " + p.agg + ": " +
                        std::strerror(-rc));
-        bpf_program* prog = bpf_object__find_program_by_name(
-            obj_, p.kind == DevKind::XdpZtunnel ? "ztg_xdp_ztunnel" : "ztg_xdp_pods");
+        bpf_program* prog =
+            bpf_object__find_program_by_name(obj_, port_kind(p.kind).xdp_program.data());
         ports_.push_back({key, p.links, p.links_auto});
         progs_.push_back(prog);
         names_.push_back(p.name);
@@ -235,9 +245,7 @@ void XdpAttach::detach_link(const XdpLinkId& id, bool deleted) {
         auto g = std::find_if(gone_.begin(), gone_.end(),
                               [&](const XdpLinkCounters& x) { return x.link == l.name; });
         if (g == gone_.end()) g = gone_.insert(gone_.end(), XdpLinkCounters{l.name, l.port});
-        g->to_ztgeneve += c.to_ztgeneve;
-        g->to_kernel += c.to_kernel;
-        g->no_socket += c.no_socket;
+        *g += c;
         g->deleted += deleted ? 1 : 0;
         // A new link may get this ifindex: it must not find l's entry (nor its counters).
         bpf_map_delete_elem(links_fd_, &l.ifindex);
@@ -275,6 +283,7 @@ XdpLinkCounters XdpAttach::read_link(const Link& l) const {
     if (bpf_map_lookup_elem(links_fd_, &l.ifindex, per_cpu.data()) == 0)
         for (const ztg_link& v : per_cpu) {
             c.to_ztgeneve += v.to_ztgeneve;
+            c.inbound += v.inbound;
             c.to_kernel += v.to_kernel;
             c.no_socket += v.no_socket;
         }
@@ -293,10 +302,7 @@ void XdpAttach::read_counters(std::vector<XdpLinkCounters>& out) const {
             out.push_back(g);
             continue;
         }
-        it->to_ztgeneve += g.to_ztgeneve;
-        it->to_kernel += g.to_kernel;
-        it->no_socket += g.no_socket;
-        it->deleted += g.deleted;
+        *it += g;
     }
 }
 

@@ -31,7 +31,16 @@ struct XdpLinkCounters {
     std::string link;
     std::string port;
     uint64_t to_ztgeneve = 0, to_kernel = 0, no_socket = 0;
+    uint64_t inbound = 0; // to a meshed pod, handed over through the uplink port's device
     uint64_t deleted = 0; // times a link of this name was deleted while it had our program
+    XdpLinkCounters& operator+=(const XdpLinkCounters& o) {
+        to_ztgeneve += o.to_ztgeneve;
+        to_kernel += o.to_kernel;
+        no_socket += o.no_socket;
+        inbound += o.inbound;
+        deleted += o.deleted;
+        return *this;
+    }
 };
 
 // A kernel link as ztgeneve attaches to it: an ifindex the kernel may give a new link once

@@ -16,10 +16,22 @@ enum class Role : uint8_t { Node, Endpoint };
 // No device (an index into the workers' device list).
 constexpr uint16_t kNoDev = 0xFFFF;
 
-// Twin is no config word: it is the kernel twin (a net_tap) of any port. XdpPods and
-// XdpZtunnel are the node's ports with `attach: xdp` (control/xdp_attach): ztgeneve's eBPF
+// Twin is no config word: it is the kernel twin (a net_tap) of any port. XdpPods, XdpZtunnel
+// and XdpUplink are the node's ports with `attach: xdp` (control/xdp_attach): ztgeneve's eBPF
 // programs on the kernel's own links hand it only its traffic through an aggregation device.
-enum class DevKind : uint8_t { Pods, Ztunnel, Uplink, Tunnel, Twin, XdpPods, XdpZtunnel, count };
+// XdpUplink (inbound): the node's links toward clients outside it, whose traffic to a meshed
+// pod goes into istioin; the pods' program hands a non-meshed pod's to it too.
+enum class DevKind : uint8_t {
+    Pods,
+    Ztunnel,
+    Uplink,
+    Tunnel,
+    Twin,
+    XdpPods,
+    XdpZtunnel,
+    XdpUplink,
+    count
+};
 
 // ports[].attach. Device: ztgeneve opens ports[].devargs and the kernel sees the link through
 // a twin; Xdp: the links stay the kernel's, eBPF decides what ztgeneve receives.
@@ -33,6 +45,8 @@ struct PortKind {
     bool link;                // the device toward the tunnel peer: exactly one per config
     bool promiscuous;         // receives frames for its twin's MAC, not only its own
     bool carries_vni;         // carries one VNI (ports[].vni)
+    std::string_view xdp_program = {}; // attach: xdp: the program on its links (xdp_redirect.c)
+    std::string_view tc_program = {};  // attach: xdp: on its aggregation device's kernel end
 };
 
 inline constexpr std::array<PortKind, size_t(DevKind::count)> kPortKinds = {{
@@ -41,8 +55,12 @@ inline constexpr std::array<PortKind, size_t(DevKind::count)> kPortKinds = {{
     {DevKind::Uplink, "uplink", Attach::Device, Role::Endpoint, true, true, false},
     {DevKind::Tunnel, "tunnel", Attach::Device, Role::Endpoint, false, false, true},
     {DevKind::Twin, "", Attach::Device, std::nullopt, false, false, false},
-    {DevKind::XdpPods, "pods", Attach::Xdp, Role::Node, false, false, false},
-    {DevKind::XdpZtunnel, "ztunnel", Attach::Xdp, Role::Node, true, false, false},
+    {DevKind::XdpPods, "pods", Attach::Xdp, Role::Node, false, false, false, "ztg_xdp_pods",
+     "ztg_tc_agg"},
+    {DevKind::XdpZtunnel, "ztunnel", Attach::Xdp, Role::Node, true, false, false, "ztg_xdp_ztunnel",
+     "ztg_tc_ztunnel"},
+    {DevKind::XdpUplink, "uplink", Attach::Xdp, Role::Node, false, false, false, "ztg_xdp_uplink",
+     "ztg_tc_agg"},
 }};
 
 constexpr const PortKind& port_kind(DevKind k) {

@@ -56,6 +56,10 @@ struct Topology {
     std::vector<Device> devs;
     uint16_t link =
         kNoDev; // the device toward the tunnel peer (node: ztunnel port; endpoint: uplink)
+    // Node, attach: xdp with inbound: the uplink port's device. What is sent out of it the
+    // kernel's FIB routes (its aggregation device's tc program): the way to the kernel's routes
+    // for a port that has no twin.
+    uint16_t xdp_uplink = kNoDev;
 };
 
 // Worker -> control notifications; the control thread logs and acts on them.

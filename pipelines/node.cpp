@@ -44,6 +44,18 @@ bool forward_direct(rte_mbuf* m, const Parsed& p, const Snapshot& s) {
     return route_one_hop(m, p, s.nexthop_mac, s.link_mac);
 }
 
+// To the kernel's routes, counted as c: the receiving port's twin (the kernel forwards it);
+// with attach: xdp, which has no twin, the uplink port's device, whose aggregation device's tc
+// program routes by the kernel's FIB (MACs from its neighbours), after the hop ztgeneve makes
+// (TTL - 1; TTL 1, which the kernel would answer: no way to it, dropped as drop_no_twin).
+Verdict to_kernel_routes(const WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p, Ctr c) {
+    const Topology& topo = *ctx.shared->topo;
+    if (topo.devs[dev].peer != kNoDev || topo.xdp_uplink == kNoDev) return to_twin_as(ctx, dev, c);
+    const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+    const rte_ether_addr dst = eth->dst_addr, src = eth->src_addr;
+    return route_one_hop(m, p, dst, src) ? Verdict{c, topo.xdp_uplink} : dropped(Ctr::drop_no_twin);
+}
+
 // The TCP flags of an unfragmented TCP packet whose header is in the first segment, else 0.
 uint8_t tcp_flags(const rte_mbuf* m, const Parsed& p) {
     if (p.proto != IPPROTO_TCP || p.fragment) return 0;
@@ -222,8 +234,13 @@ Verdict deliver_to_pod(WorkerCtx& ctx, rte_mbuf* m, const GeneveView& g, const S
     const uint32_t frame = sizeof(rte_ether_hdr) + in.ip_len;
     const PodLocation loc = ctx.shared->pods->location(in.dst);
     if (!loc.known() || ip->time_to_live <= 1) {
-        const uint16_t twin = ctx.shared->topo->devs[ctx.shared->topo->link].peer;
-        if (twin == kNoDev) return dropped(Ctr::drop_no_twin);
+        const Topology& topo = *ctx.shared->topo;
+        const uint16_t twin = topo.devs[topo.link].peer;
+        if (twin == kNoDev) { // attach: xdp (istioin's decapsulation: mark 0x200, table main)
+            const auto* inner = rte_pktmbuf_mtod_offset(m, const rte_ether_hdr*, g.inner_off);
+            strip_to_inner(m, g.inner_off, frame, inner->dst_addr, inner->src_addr);
+            return to_kernel_routes(ctx, topo.link, m, in, Ctr::decap_unknown_pod);
+        }
         strip_to_inner(m, g.inner_off, frame, ctx.shared->topo->devs[twin].mac, s.nexthop_mac);
         return {Ctr::decap_unknown_pod, twin};
     }
@@ -482,7 +499,7 @@ Verdict proxied_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Pa
     const PodLocation loc = ctx.shared->pods->location(p.dst);
     if (loc.known() && route_one_hop(m, p, loc.mac(), ctx.shared->topo->devs[loc.dev()].mac))
         return {Ctr::proxied, loc.dev()};
-    return to_twin_as(ctx, dev, Ctr::proxied_kernel);
+    return to_kernel_routes(ctx, dev, m, p, Ctr::proxied_kernel);
 }
 
 // DNS capture: ztunnel's answer from ZT_IP:15053 to a pod. With the entry of its query, the
@@ -536,6 +553,18 @@ void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n
 
 namespace {
 
+// Inbound, chosen: Geneve VNI 1000 toward ztunnel (istioin), as the kernel's table 100 route
+// sends it; too big for the tunnel: as too_big says, without ICMP.
+Verdict into_istioin(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p, const Snapshot& s,
+                     BurstTally& t) {
+    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
+    if (complete_partial_l4_checksum(m, p)) t.inc(Ctr::csum_completed);
+    if (p.ip_len > s.max_inner_len) [[unlikely]]
+        return too_big(ctx, dev, m, p, s, s.inbound_tunnel(), false, t);
+    if (!encapsulate(m, p, s.inbound_tunnel().tmpl)) return dropped(Ctr::drop_no_headroom);
+    return {Ctr::inbound, ctx.shared->topo->link};
+}
+
 // Inbound: what the kernel sends toward a pod (out of that pod port's twin), whose
 // destination is a meshed pod (`pod`): rule 103 / table 100 sends it into istioin unless a
 // skip says otherwise, in the order of the kernel's chain.
@@ -562,15 +591,36 @@ Verdict to_pod_from_kernel(WorkerCtx& ctx, uint16_t port, rte_mbuf* m, const Par
         return {Ctr::skip_proxied, port}; // ztunnel's packet for a client, via the kernel
     }
     if (!s.redirects_inbound(p.proto)) return {Ctr::pass, port};
-    if (!s.nexthop_known) return dropped(Ctr::drop_no_nexthop);
-    if (complete_partial_l4_checksum(m, p)) t.inc(Ctr::csum_completed);
-    if (p.ip_len > s.max_inner_len) [[unlikely]]
-        return too_big(ctx, port, m, p, s, s.inbound_tunnel(), false, t);
-    if (!encapsulate(m, p, s.inbound_tunnel().tmpl)) return dropped(Ctr::drop_no_headroom);
-    return {Ctr::inbound, ctx.shared->topo->link};
+    return into_istioin(ctx, port, m, p, s, t);
+}
+
+// attach: xdp, the uplink port: the kernel's programs chose each frame (xdp_redirect.c's
+// inbound: a meshed pod's address, a protocol of inbound.protocols, none of the skips, TTL
+// above 1) before the kernel routed it; the routed hop table 100 makes is ztgeneve's (TTL - 1),
+// then it goes into istioin as node_from_twin's inbound does. Not classified again: the
+// device it arrived on is the kernel's whole decision.
+Verdict inbound_from_xdp(WorkerCtx& ctx, uint16_t dev, rte_mbuf* m, const Parsed& p,
+                         const Snapshot& s, BurstTally& t) {
+    if (!p.ipv4 || !s.inbound) return dropped(Ctr::drop_no_twin); // never chosen
+    auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, p.l3_off);
+    if (ip->time_to_live <= 1) return dropped(Ctr::drop_no_twin); // the program passes these
+    ipv4_decrement_ttl(ip);
+    return into_istioin(ctx, dev, m, p, s, t);
 }
 
 } // namespace
+
+void node_from_xdp_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n) {
+    const Snapshot& s = *ctx.snap;
+    BurstTally t;
+    for (uint16_t i = 0; i < n; i++) {
+        if (i + kPrefetchAhead < n)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        const Parsed p = parse_frame(pkts[i]);
+        ctx.dispose(t, pkts[i], inbound_from_xdp(ctx, dev, pkts[i], p, s, t));
+    }
+    t.flush_to(ctx.ctr(dev));
+}
 
 // A twin's stage in the node role: a pods port's twin with inbound on classifies what the
 // kernel sends toward the pods; every other twin passes it out of its port unchanged.
@@ -606,6 +656,7 @@ const Pipeline& node_pipeline() {
         q.stage[size_t(DevKind::Ztunnel)] = node_from_ztunnel;
         q.stage[size_t(DevKind::XdpPods)] = node_from_xdp_pods;
         q.stage[size_t(DevKind::XdpZtunnel)] = node_from_ztunnel; // the kernel passes only Geneve
+        q.stage[size_t(DevKind::XdpUplink)] = node_from_xdp_uplink;
         q.stage[size_t(DevKind::Twin)] = node_from_twin;
         q.tick = node_tick;
         return q;

@@ -13,6 +13,8 @@ const Pipeline& node_pipeline();
 void node_from_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 // attach: xdp: the kernel has chosen the frames (dataplane/bpf/xdp_redirect.c).
 void node_from_xdp_pods(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
+// attach: xdp, inbound: the kernel's program chose each frame; into istioin (VNI 1000).
+void node_from_xdp_uplink(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_from_ztunnel(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_from_twin(WorkerCtx& ctx, uint16_t dev, rte_mbuf** pkts, uint16_t n);
 void node_tick(WorkerCtx& ctx);

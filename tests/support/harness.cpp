@@ -189,4 +189,31 @@ std::vector<uint8_t> make_frame(const FrameSpec& f) {
     return b;
 }
 
+// Bytes of outer Ethernet/IPv4/UDP/Geneve(+options) around an inner Ethernet frame.
+std::vector<uint8_t> geneve(const Outer& o, const std::vector<uint8_t>& inner) {
+    std::vector<uint8_t> b = {0x02, 0, 0, 0, 0x01, 0x0a, 0x02, 0, 0, 0, 0x02, 0x0a, 0x08, 0x00};
+    const uint16_t glen = uint16_t(8 + 4 * o.opt_words);
+    const uint16_t udp_len = uint16_t(8 + glen + inner.size());
+    const uint16_t total = uint16_t(20 + udp_len);
+    const size_t ip = b.size();
+    b.insert(b.end(),
+             {0x45, o.ecn, uint8_t(total >> 8), uint8_t(total), 0, 0, 0x40, 0, 64, 17, 0, 0});
+    for (uint32_t a : {o.src, o.dst})
+        b.insert(b.end(), {uint8_t(a >> 24), uint8_t(a >> 16), uint8_t(a >> 8), uint8_t(a)});
+    uint32_t sum = 0;
+    for (size_t i = ip; i < ip + 20; i += 2) sum += uint32_t(b[i]) << 8 | b[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    const uint16_t ck = uint16_t(~sum ^ (o.bad_ip_checksum ? 1 : 0));
+    b[ip + 10] = uint8_t(ck >> 8);
+    b[ip + 11] = uint8_t(ck);
+    b.insert(b.end(), {0xd0, 0x00, uint8_t(o.dport >> 8), uint8_t(o.dport), uint8_t(udp_len >> 8),
+                       uint8_t(udp_len), 0, 0});
+    b.insert(b.end(),
+             {uint8_t(o.version << 6 | o.opt_words), o.flags, uint8_t(o.proto >> 8),
+              uint8_t(o.proto), uint8_t(o.vni >> 16), uint8_t(o.vni >> 8), uint8_t(o.vni), 0});
+    for (int w = 0; w < o.opt_words; w++) b.insert(b.end(), {0x01, 0x02, 0x03, 0x04});
+    b.insert(b.end(), inner.begin(), inner.end());
+    return b;
+}
+
 } // namespace ztg::test

@@ -61,4 +61,17 @@ struct FrameSpec {
 };
 std::vector<uint8_t> make_frame(const FrameSpec& f);
 
+// Geneve from ztunnel to the node (the return path's frames): outer Ethernet/IPv4/UDP/Geneve,
+// options of opt_words words, around an inner Ethernet frame.
+struct Outer {
+    uint32_t src = 0x0af4020a, dst = 0x0af40201; // ztunnel -> node
+    uint16_t dport = 6081;
+    uint8_t version = 0, opt_words = 0, flags = 0; // flags: 0x80 O, 0x40 C
+    uint32_t vni = 1001;
+    uint8_t ecn = 0;
+    bool bad_ip_checksum = false;
+    uint16_t proto = 0x6558;
+};
+std::vector<uint8_t> geneve(const Outer& o, const std::vector<uint8_t>& inner);
+
 } // namespace ztg::test

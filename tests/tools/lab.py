@@ -485,21 +485,21 @@ class PodNode(Namespaces):
         rule_once(zt, 20002, "fwmark", f"{INBOUND_MARK:#x}/0xfff", "lookup", "102")
         rule_once(zt, 20003, "fwmark", f"{RETURN_MARK:#x}/0xfff", "lookup", "100")
 
-    def client_up(self):
+    def client_up(self, link="v-client"):
         """A client outside the node, for inbound: the namespace <prefix>client, its eth0
         CLIENT_IP/24 (MAC 02:00:00:00:0a:02) with the default route via CLIENT_GW, and the
-        node's end v-client holding CLIENT_GW/24: a link of the node's kernel, not
+        node's end `link` (v-client) holding CLIENT_GW/24: a link of the node's kernel, not
         ztgeneve's, as a node's uplink would be; the node routes between it and the pods (no
         NAT). The pods reach CLIENT_NET by their default route. Returns the namespace."""
         node, ns = self.node_ns, self.client_ns
         self.add_ns(ns)
-        self.veth(node, "v-client", ns, "eth0")
+        self.veth(node, link, ns, "eth0")
         self.end(ns, "eth0", "02:00:00:00:0a:02")
-        self.end(node, "v-client", "02:00:00:00:0a:01")
+        self.end(node, link, "02:00:00:00:0a:01")
         script(ns, [f"ip addr replace {CLIENT_IP}/24 dev eth0", "ip link set eth0 up",
                     f"ip route replace default via {CLIENT_GW} dev eth0"])
-        script(node, ["sysctl -qw net.ipv4.conf.v-client.rp_filter=0",
-                      f"ip addr replace {CLIENT_GW}/24 dev v-client", "ip link set v-client up"])
+        script(node, [f"sysctl -qw net.ipv4.conf.{link}.rp_filter=0",
+                      f"ip addr replace {CLIENT_GW}/24 dev {link}", f"ip link set {link} up"])
         return ns
 
     def address_endpoint_taps(self, wait_s=0):
@@ -705,11 +705,13 @@ class CniLab(PodNode):
         self.kube_proxy()
 
 
-    def xdp_config(self, meshed, kernel_mode="program", workers=1, prefix=None, links=None):
+    def xdp_config(self, meshed, kernel_mode="program", workers=1, prefix=None, links=None, uplink=None):
         """A ztgeneve config (YAML text) for this node with `attach: xdp`: one pods port over
         every pod's host veth (links="auto": `links: auto`, the meshed pods' veths found at
         run time), the ztunnel port over ztunnel's; meshed: the pods in the pod list;
-        kernel.mode program installs the kernel path the links fall back to."""
+        kernel.mode program installs the kernel path the links fall back to. uplink: the
+        node's links toward clients outside it (e.g. ["v-client"], client_up's): an uplink
+        port over them and the inbound section (istioin, VNI 1000)."""
         import yaml
         cfg = {
             "role": "node",
@@ -718,13 +720,16 @@ class CniLab(PodNode):
             "ports": [{"name": "pods", "role": "pods", "attach": "xdp",
                        "links": links or [self.host_veth(p) for p in self.pods]},
                       {"name": "ztunnel", "role": "ztunnel", "attach": "xdp",
-                       "links": [self.host_veth(self.zt_name)]}],
+                       "links": [self.host_veth(self.zt_name)]}]
+            + ([{"name": "uplink", "role": "uplink", "attach": "xdp", "links": list(uplink)}] if uplink else []),
             "tunnel": {"local_ip": self.gw_ip, "remote_ip": self.zt_ip, "mtu": 1500,
                        "inner_src_mac": ISTIOOUT_MAC, "inner_dst_mac": PISTIOOUT_MAC},
             "pods": [self.ip(p) for p in meshed],
             "kernel": {"mode": kernel_mode, "poll_ms": 100,
                        **({"ztunnel_dev": self.host_veth(self.zt_name)} if kernel_mode == "program" else {})},
         }
+        if uplink:
+            cfg["inbound"] = {"inner_src_mac": ISTIOIN_MAC, "inner_dst_mac": PISTIOIN_MAC}
         return yaml.safe_dump(cfg, sort_keys=False)
 
 

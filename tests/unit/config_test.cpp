@@ -59,6 +59,56 @@ TEST(Config, AttachXdp) {
     EXPECT_EQ(c->ports[0].kind, DevKind::Pods) << "attach: device by default";
 }
 
+// Inbound with attach: xdp: the node's uplink links are a port of their own, {role: uplink,
+// attach: xdp}, which needs the inbound section, and which inbound needs beside an xdp pods port.
+TEST(Config, AttachXdpUplink) {
+    std::string y = kGood;
+    const std::string pods =
+        "role: pods, devargs: \"net_af_packet0,iface=v0\", twin: \"net_tap0,iface=t0\"}";
+    const std::string zt = "{name: zt, role: ztunnel, devargs: \"net_af_packet1,iface=v1\"}";
+    y.replace(y.find(pods), pods.size(), "role: pods, attach: xdp, links: [vethpp]}");
+    y.replace(y.find(zt), zt.size(),
+              "{name: zt, role: ztunnel, attach: xdp, links: [vethzt]}\n"
+              "  - {name: up, role: uplink, attach: xdp, links: [eth0, eth1]}");
+    const std::string in =
+        "inbound: {inner_src_mac: \"02:00:00:00:7e:01\", inner_dst_mac: \"02:00:00:00:7e:02\"}\n";
+    auto c = parse_config(y + in, "good.yaml");
+    ASSERT_TRUE(c.ok()) << c.error();
+    ASSERT_EQ(c->ports.size(), 3u);
+    EXPECT_EQ(c->ports[2].kind, DevKind::XdpUplink);
+    EXPECT_EQ(c->ports[2].links, (std::vector<std::string>{"eth0", "eth1"}));
+    EXPECT_EQ(c->ports[2].agg, "ztg2k");
+    EXPECT_EQ(port_kind(DevKind::XdpUplink).xdp_program, "ztg_xdp_uplink");
+    EXPECT_EQ(parse_config(y, "bad.yaml").error(),
+              "ports[2].role: uplink needs the inbound section (its links' traffic to meshed pods "
+              "is what goes into istioin)");
+    std::string no_uplink = y;
+    const size_t up = no_uplink.find("  - {name: up,");
+    no_uplink.erase(up, no_uplink.find('\n', up) + 1 - up);
+    EXPECT_NE(parse_config(no_uplink + in, "bad.yaml")
+                  .error()
+                  .find("inbound: with a pods port attach: xdp, a port {role: uplink, attach: "
+                        "xdp, links: [...]} is required"),
+              std::string::npos);
+    std::string two = y;
+    two.replace(two.find("  - {name: up,"), 0,
+                "  - {name: up2, role: uplink, attach: xdp, links: [eth2]}\n");
+    EXPECT_NE(
+        parse_config(two + in, "bad.yaml").error().find("ports[3].role: one uplink port only"),
+        std::string::npos)
+        << parse_config(two + in, "bad.yaml").error();
+    std::string device = y;
+    device.replace(device.find("role: uplink, attach: xdp"), 25, "role: uplink");
+    EXPECT_EQ(parse_config(device + in, "bad.yaml").error(),
+              "ports[2].attach: role uplink of a node needs attach: xdp (the node's links toward "
+              "clients outside it)");
+    std::string auto_links = y;
+    auto_links.replace(auto_links.find("links: [eth0, eth1]"), 19, "links: auto");
+    EXPECT_EQ(parse_config(auto_links + in, "bad.yaml").error(),
+              "ports[2].links: auto is for a pods port (the uplink port names the node's links "
+              "toward clients outside it)");
+}
+
 // The aggregation pairs carry the tunnel's packets at tunnel.mtu: up to what a veth with
 // an XDP program takes (the kernel refuses the program above 3506).
 TEST(Config, AttachXdpTunnelMtuBoundedByVethXdp) {
@@ -150,7 +200,8 @@ const Bad kBad[] = {
     {"no ztunnel port", "role: ztunnel", "role: pods",
      "ports: exactly one port with role ztunnel is required, found 0"},
     {"bad port role", "role: ztunnel", "role: tunnel",
-     "ports[1].role: 'tunnel' is not a port role of a node (pods or ztunnel)"},
+     "ports[1].role: 'tunnel' is not a port role of a node (pods or ztunnel or uplink (attach: "
+     "xdp))"},
     {"duplicate pod", "[10.244.2.3, 10.244.2.2]", "[10.244.2.3, 10.244.2.3]",
      "pods[1]: duplicate pod 10.244.2.3 (also pods[0])"},
     {"pods not a list", "[10.244.2.3, 10.244.2.2]", "10.244.2.3",

@@ -285,4 +285,66 @@ TEST(InboundScale, TenThousandConnectionsComeAndGo) {
     EXPECT_EQ(h.counter(Harness::kPods, Ctr::redirect), kConns) << "forgotten: classified anew";
 }
 
+// attach: xdp: the uplink port's stage (the kernel's program chose the frames before the kernel
+// routed them) and, with no twin, the way back to the kernel's routes through that port.
+class XdpInbound : public Inbound {
+  protected:
+    uint16_t up = 0;
+    void SetUp() override {
+        Inbound::SetUp();
+        up = uint16_t(h.topo.devs.size()); // an uplink port with attach: xdp, no twin
+        h.topo.devs.push_back({4, DevKind::XdpUplink, kNoDev, {{0x02, 0, 0, 0, 0x0c, 0x01}}});
+        h.topo.xdp_uplink = up;
+        h.topo.devs[Harness::kZt].peer = kNoDev; // ztunnel's port attach: xdp: no twin either
+        h.counters = std::vector<DeviceCounters>(h.topo.devs.size()); // fresh: none counted yet
+        h.ctx.tx.assign(h.topo.devs.size(), TxQueue{});
+    }
+};
+
+TEST_F(XdpInbound, UplinkFramesGoIntoIstioinAfterTheRoutedHop) {
+    const auto in = make_frame(tcp(kClient, kPod));
+    rte_mbuf* m = h.frame(in);
+    node_from_xdp_uplink(h.ctx, up, &m, 1);
+    EXPECT_EQ(h.counter(up, Ctr::inbound), 1u);
+    const auto b = one(Harness::kZt);
+    ASSERT_EQ(b.size(), 64 + in.size() - 14);
+    EXPECT_EQ(b[46] << 16 | b[47] << 8 | b[48], 1000) << "VNI";
+    EXPECT_EQ(0, std::memcmp(b.data() + 50, kPistioin.addr_bytes, 6)) << "inner dst pistioin";
+    auto routed = in;
+    auto* rip = reinterpret_cast<rte_ipv4_hdr*>(routed.data() + 14);
+    rip->time_to_live = 63;
+    rip->hdr_checksum = 0;
+    rip->hdr_checksum = rte_ipv4_cksum(rip);
+    EXPECT_EQ(0, std::memcmp(b.data() + 64, routed.data() + 14, in.size() - 14))
+        << "the client's packet as the kernel's table 100 route would hand it to istioin";
+    // What the program never hands over (it passes TTL 1), or a frame that is no IPv4: dropped
+    // and counted, never sent on.
+    FrameSpec f = tcp(kClient, kPod);
+    f.ttl = 1;
+    m = h.frame(make_frame(f));
+    node_from_xdp_uplink(h.ctx, up, &m, 1);
+    EXPECT_EQ(h.counter(up, Ctr::drop_no_twin), 1u);
+    EXPECT_TRUE(h.take(Harness::kZt).empty());
+}
+
+TEST_F(XdpInbound, DecapsulatedToTheClientIsRoutedByTheKernelThroughTheUplink) {
+    FrameSpec f = tcp(kPod, kClient, 9080, 40000); // ztunnel's reply to the client (pistioin)
+    const auto inner = make_frame(f);
+    Outer o;
+    o.vni = 1000;
+    rte_mbuf* m = h.frame(geneve(o, inner));
+    node_from_ztunnel(h.ctx, Harness::kZt, &m, 1);
+    EXPECT_EQ(h.counter(Harness::kZt, Ctr::decap_unknown_pod), 1u);
+    const auto b = one(up);
+    ASSERT_EQ(b.size(), inner.size());
+    EXPECT_EQ(b[14 + 8], 63) << "one routed hop";
+    EXPECT_EQ(0, std::memcmp(b.data() + 26, inner.data() + 26, 8)) << "addresses untouched";
+    // TTL 1: the kernel would answer; ztgeneve has no way to it here.
+    f.ttl = 1;
+    m = h.frame(geneve(o, make_frame(f)));
+    node_from_ztunnel(h.ctx, Harness::kZt, &m, 1);
+    EXPECT_EQ(h.counter(Harness::kZt, Ctr::drop_no_twin), 1u);
+    EXPECT_TRUE(h.take(up).empty());
+}
+
 } // namespace
