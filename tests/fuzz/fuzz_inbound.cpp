@@ -10,7 +10,10 @@
 //          swapped): a remembered connection's reply returns to ztunnel unencapsulated;
 //   bit 2: the pods port's twin (node_from_twin): the skips (ztunnel IP, UDP, node address,
 //          a proxied connection), inbound Geneve VNI 1000, pass;
-//   bit 3: the ztunnel's MAC unknown.
+//   bit 3: the ztunnel's MAC unknown;
+//   bit 4: the uplink's aggregation device with `attach: xdp` (node_from_xdp_uplink): what
+//          its program handed over goes into istioin with table 100's hop (TTL - 1), TTL 1
+//          and non-IPv4 (never handed over) dropped.
 // Every predicted fate is checked with its device and bytes; frames on paths that are not
 // inbound's (decapsulation, outbound classification: their own targets) are checked only
 // never to get an inbound verdict. No mbuf leaks or is sent twice, the stages' counters
@@ -94,7 +97,7 @@ constexpr int kNone = -1;
 struct Expect {
     Ctr ctr = Ctr::pass;
     int dev = kNone;
-    enum { Same, Routed, Encap, Any } bytes = Same;
+    enum { Same, Routed, Encap, EncapRouted, Any } bytes = Same;
     bool predicted = true; // false: not an inbound path, only "no inbound verdict"
 };
 
@@ -150,6 +153,23 @@ Expect predict_twin(const Parsed& p, const Snapshot& s, Model& m, const FlowTabl
     return {Ctr::inbound, Harness::kZt, Expect::Encap};
 }
 
+// The uplink's stage with `attach: xdp`: the program's choice is not made again.
+Expect predict_xdp_uplink(const Parsed& p, const std::vector<uint8_t>& b, const Snapshot& s) {
+    if (!p.ipv4 || ttl_of(b, p) <= 1) return {Ctr::drop_no_twin};
+    if (!s.nexthop_known) return {Ctr::drop_no_nexthop};
+    if (p.ip_len > s.max_inner_len) return {Ctr::fragmented, kNone, Expect::Any, false};
+    return {Ctr::inbound, Harness::kZt, Expect::EncapRouted};
+}
+
+// Whether an IPv4 header's checksum (RFC 1071) holds.
+bool header_sums(const uint8_t* ip) {
+    const size_t len = size_t(ip[0] & 0xf) * 4;
+    uint32_t sum = 0;
+    for (size_t i = 0; i < len; i += 2) sum += uint32_t(ip[i]) << 8 | ip[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+
 void check_bytes(const Expect& e, const std::vector<uint8_t>& meant, const Parsed& p,
                  const std::vector<uint8_t>& o, const Snapshot& s, const std::string& what) {
     const std::vector<uint8_t> ip(meant.begin() + p.l3_off, meant.begin() + p.l3_off + p.ip_len);
@@ -178,6 +198,22 @@ void check_bytes(const Expect& e, const std::vector<uint8_t>& meant, const Parse
         FUZZ_CHECK(std::memcmp(o.data(), tn.tmpl.bytes.data(), 14) == 0, what + ": outer MACs");
         FUZZ_CHECK(std::equal(ip.begin(), ip.end(), o.begin() + EncapTemplate::kSize),
                    what + ": inner packet changed");
+        break;
+    }
+    case Expect::EncapRouted: {
+        const TunnelEntry& tn = s.inbound_tunnel();
+        FUZZ_CHECK(o.size() == EncapTemplate::kSize + ip.size(), what + ": encapsulated length");
+        FUZZ_CHECK((uint32_t(o[46]) << 16 | o[47] << 8 | o[48]) == tn.vni, what + ": VNI");
+        FUZZ_CHECK(std::memcmp(o.data(), tn.tmpl.bytes.data(), 14) == 0, what + ": outer MACs");
+        FUZZ_CHECK(std::memcmp(o.data() + 50, tn.tmpl.bytes.data() + 50, 14) == 0,
+                   what + ": inner Ethernet header (istioin -> pistioin)");
+        const uint8_t* in = o.data() + EncapTemplate::kSize;
+        FUZZ_CHECK(in[8] == ip[8] - 1, what + ": table 100's hop: TTL not decremented");
+        for (size_t i = 0; i < ip.size(); i++)
+            if (i != 8 && i != 10 && i != 11)
+                FUZZ_CHECK(in[i] == ip[i], what + ": inner packet changed at " + std::to_string(i));
+        if (header_sums(ip.data()))
+            FUZZ_CHECK(header_sums(in), what + ": inner IPv4 checksum not updated with the TTL");
         break;
     }
     case Expect::Any:
@@ -305,6 +341,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         run_stage(h, Harness::kPodsTwin, node_from_twin, in.frames, frames, s,
                   [&](const Parsed& p, const std::vector<uint8_t>&) {
                       return predict_twin(p, s, m, flows);
+                  });
+        tally(Harness::kPodsTwin);
+    }
+    if (in.mode & 16) {
+        // On the twin's index: the stage's verdicts do not depend on its device's kind, and
+        // the twin's checksum rule (completed only for what is encapsulated) is the uplink's.
+        run_stage(h, Harness::kPodsTwin, node_from_xdp_uplink, in.frames, frames, s,
+                  [&](const Parsed& p, const std::vector<uint8_t>& b) {
+                      return predict_xdp_uplink(p, b, s);
                   });
         tally(Harness::kPodsTwin);
     }
