@@ -13,7 +13,8 @@ ztunnel's program hands it to ztgeneve, which learns it in the flow table and de
 pod's replies on it return to ztunnel unencapsulated (proxy_return, table 102), never to the
 source nor into a tunnel. Not redirected: a kubelet-like probe from the node's address (its SYN
 leaves the node's own stack; the pod's replies are found in the kernel's conntrack as the node's
-connection), UDP to a meshed pod from the client and from a meshed pod. The links' in-kernel
+connection), ztunnel's own connection to a pod, UDP to a meshed pod from the client and from
+a meshed pod. The links' in-kernel
 counters (inbound, to_ztgeneve, to_kernel) move by what the captures show.
 
 After kill -9: the kernel path ztgeneve installed. This kernel has no Geneve module, so
@@ -274,19 +275,26 @@ def test_probe_from_node_address(lab):
                 and {p[IP].src, p[IP].dst} == {lab.gw_ip, pod_ip}]
 
 
-@pytest.mark.parametrize("src", ["client", OTHER])
-def test_udp_to_meshed_pod(lab, src):
+UDP_CASES = {  # id: (source, pp's port, payload)
+    "client": ("client", UDP_PORT, b"ztgeneve udp"),
+    "meshed-pod": (OTHER, UDP_PORT, b"ztgeneve udp"),
+}
+
+
+@pytest.mark.parametrize("case", list(UDP_CASES))
+def test_udp_to_meshed_pod(lab, case):
     """UDP to pp (a meshed pod) from the client outside the node and from another meshed pod:
-    never handed to ztgeneve (the `-p udp` skip): echoed back, none of it on ztunnel's link, the
-    source's link counts it to_kernel."""
+    never handed to ztgeneve (the `-p udp` skip): echoed back unchanged, none of it on
+    ztunnel's link, the source's link counts it to_kernel."""
+    src, port, payload = UDP_CASES[case]
     src_ns, src_ip, link = (lab.client_ns, labtopo.CLIENT_IP, UPLINK) if src == "client" else \
         (lab.ns(src), lab.ip(src), lab.host_veth(src))
     pod_ip = lab.ip(POD)
     zt = capture(lab, lab.zt_ns, labtopo.ZT_LINK, "udp", direction="in")
     with netns.Captures(zt):
         b, xb = counters(lab)
-        out = json.loads(netns.client(src_ns, "udpecho", pod_ip, UDP_PORT, "--count", 3, "--hex",
-                                      b"ztgeneve udp".hex(), timeout=60))
+        out = json.loads(netns.client(src_ns, "udpecho", pod_ip, port, "--count", 3, "--hex",
+                                      payload.hex(), timeout=60))
         a, xa = counters(lab)
     assert out["sent"] == out["echoed"] == 3, out
     assert delta(xa, xb, link, "to_ztgeneve") == delta(xa, xb, link, "inbound") == 0
@@ -295,6 +303,31 @@ def test_udp_to_meshed_pod(lab, src):
     assert not tunnelled_between(zt.packets(), src_ip, pod_ip)
     assert not [p for p in zt.packets() if IP in p and not pu.outer_is_geneve(p)
                 and {p[IP].src, p[IP].dst} == {src_ip, pod_ip}]
+
+
+def test_ztunnels_own_connection(lab):
+    """ztunnel's own connection to pp (from the ztunnel IP: the `-s ZT_IP` skip): on ztunnel's
+    link its frames stay the kernel's (ztunnel's program hands over only the connections for
+    clients: nothing learned), on pp's link the pod's replies to the ztunnel IP too (neither
+    to_ztgeneve nor inbound); 4 KiB echoed, none of it in a tunnel."""
+    pod_ip, zt_ip = lab.ip(POD), lab.zt_ip
+    pod_link, zt_link = lab.host_veth(POD), lab.host_veth(lab.zt_name)
+    pod = capture(lab, lab.ns(POD), "eth0", f"tcp port {PORT} and host {zt_ip}")
+    with netns.Captures(pod):
+        b, xb = counters(lab)
+        conn = echo(lab.zt_ns, pod_ip, 4096)
+        pod.wait_for(lambda p: pu.is_tcp(p, src=pod_ip, dst=zt_ip) and p[TCP].flags & 0x01, timeout=5)
+        a, xa = counters(lab)
+    assert conn["ok"] and conn["local"].startswith(zt_ip + ":"), conn
+    frames = [p for p in pod.packets() if TCP in p and PORT in (p[TCP].sport, p[TCP].dport)]
+    to_pod = [p for p in frames if p[IP].dst == pod_ip]
+    replies = [p for p in frames if p[IP].src == pod_ip]
+    assert to_pod and replies and not [p for p in frames if pu.outer_is_geneve(p)]
+    assert delta(xa, xb, zt_link, "to_ztgeneve") == 0 and delta(xa, xb, zt_link, "to_kernel") >= len(to_pod)
+    assert delta(xa, xb, pod_link, "to_ztgeneve") == delta(xa, xb, pod_link, "inbound") == 0
+    assert delta(xa, xb, pod_link, "to_kernel") >= len(replies)
+    for dev, key in (("ztunnel", "flow_insert"), ("ztunnel", "proxied"), ("pods", "rx"), ("uplink", "rx")):
+        assert delta(a, b, dev, key) == 0, (dev, key, delta(a, b, dev, key))
 
 
 def test_counters_balance(lab):
