@@ -39,24 +39,13 @@ def sh(ns, cmd, check=True):
     return labtopo.sh(ns, cmd, check=check)
 
 
-def stand_ins(t):
-    """Veths named istioin / istioout with Istio's addresses, and istioout's peer address
-    resolved to pistioout, so that table 101's default route carries a marked SYN out."""
-    sh(t.node_ns, "ip link add istioin type veth peer name pistioin && "
-                  "ip link add istioout type veth peer name pistioout && "
-                  "ip addr add 192.168.126.1/30 dev istioin && ip addr add 192.168.127.1/30 dev istioout && "
-                  "for l in istioin pistioin istioout pistioout; do ip link set $l up; done")
-    mac = json.loads(sh(t.node_ns, "ip -j link show pistioout"))[0]["address"]
-    sh(t.node_ns, f"ip neigh replace {ISTIOOUT_PEER} lladdr {mac} dev istioout nud permanent")
-
-
 @pytest.fixture(scope="module")
 def cni(request):
     t = cni_lab(request, PREFIX, PODS, lambda t: t.xdp_config(
         START, kernel_mode="program", prefix=FILE_PREFIX, links="auto"))
     t.added = [p for p in t.pods if p.startswith("pod-")][:ADDED]
     t.veth = {p: t.host_veth(p) for p in t.pods}
-    stand_ins(t)
+    t.tunnel_stand_ins()
     return t
 
 

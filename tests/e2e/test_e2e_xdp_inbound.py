@@ -59,18 +59,6 @@ def sh(ns, cmd, check=True):
     return labtopo.sh(ns, cmd, check=check)
 
 
-def istioin_stand_in(t):
-    """A veth named istioin (192.168.126.1/30) whose peer pistioin holds 192.168.126.2, in the
-    node: this kernel has no Geneve module, and with a link of that name program mode can
-    install table 100's pod routes, which the fallback then takes. pistioin's address is the
-    node's own, so the kernel would not answer ARP for it from istioin: a static neighbour."""
-    sh(t.node_ns, "ip link add istioin type veth peer name pistioin && "
-                  "ip addr add 192.168.126.1/30 dev istioin && ip addr add 192.168.126.2/30 dev pistioin && "
-                  "ip link set istioin up && ip link set pistioin up")
-    mac = json.loads(sh(t.node_ns, "ip -j link show pistioin"))[0]["address"]
-    sh(t.node_ns, f"ip neigh replace 192.168.126.2 lladdr {mac} dev istioin nud permanent")
-
-
 @pytest.fixture(scope="module")
 def lab(request):
     if os.geteuid() != 0:
@@ -83,7 +71,7 @@ def lab(request):
     request.addfinalizer(t.down)
     t.up()
     t.client_up(UPLINK)
-    istioin_stand_in(t)
+    t.tunnel_stand_ins(["istioin"])
     t.log_dir = d = tempfile.mkdtemp(prefix="ztg-e2e-xdpin-")
     cfg = os.path.join(d, "node.yaml")
     with open(cfg, "w") as f:

@@ -62,6 +62,7 @@ plumbed (names, addresses, kube-proxy's DNAT, ztunnel's rules and taps); NodeLab
 lab) and CniLab are the article's node built from them.
 """
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -624,6 +625,22 @@ class CniLab(PodNode):
         veths = {self.host_veth(p) for p in self.all_pods()}
         if len(veths) != len(self.all_pods()):
             raise LabError("two pods' host veths have the same name")
+
+    # Istio's tunnel links: name -> (the node's address, the peer's: the routes' next hop)
+    TUNNEL_LINKS = {"istioin": (ISTIOIN_IP, PISTIOIN_IP), "istioout": (ISTIOOUT_IP, PISTIOOUT_IP)}
+
+    def tunnel_stand_ins(self, names=("istioin", "istioout")):
+        """Veths named istioin / istioout (peers pistioin / pistioout) in the node with the
+        node's /30 address each: this kernel has no Geneve module, and with links of those
+        names program mode installs table 100's and 101's routes, which the fallback takes.
+        Each route's next hop (the peer's address, which no one holds) is a static neighbour
+        on the peer's MAC, so what the kernel routes there is captured leaving on p<name>."""
+        for name in names:
+            ip, peer_ip = self.TUNNEL_LINKS[name]
+            sh(self.node_ns, f"ip link add {name} type veth peer name p{name} && "
+                             f"ip addr add {ip}/30 dev {name} && ip link set {name} up && ip link set p{name} up")
+            mac = json.loads(sh(self.node_ns, f"ip -j link show p{name}"))[0]["address"]
+            sh(self.node_ns, f"ip neigh replace {peer_ip} lladdr {mac} dev {name} nud permanent")
 
     # ------------------------------------------------------------ names
     def all_pods(self):
