@@ -456,7 +456,8 @@ void parse_inbound(Map m, Config& c) {
         if (auto n = fm.get("max"); n)
             in.max_flows = uint32_t(unsigned_in(n, fm.path("max"), 8, 1u << 24));
         if (auto n = fm.get("idle_timeout_s"); n)
-            in.idle_timeout_s = uint32_t(unsigned_in(n, fm.path("idle_timeout_s"), 1, 432000));
+            in.idle_timeout_s =
+                uint32_t(unsigned_in(n, fm.path("idle_timeout_s"), 1, InboundConfig::kMaxTimeoutS));
         if (auto n = fm.get("closing_timeout_s"); n)
             in.closing_timeout_s = uint32_t(unsigned_in(n, fm.path("closing_timeout_s"), 1, 3600));
         if (auto n = fm.get("dns_idle_timeout_s"); n)

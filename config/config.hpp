@@ -107,6 +107,7 @@ struct InboundConfig {
     // translated back (the kernel's rule for it is kernel.dns_capture, program mode).
     bool dns_capture = false;
     uint32_t dns_idle_timeout_s = 5; // a captured query's entry without a packet this long
+    static constexpr uint32_t kMaxTimeoutS = 432000; // the longest (idle_timeout_s): 5 days
     bool operator==(const InboundConfig&) const = default;
 };
 

@@ -186,6 +186,10 @@ void Runtime::poll_events() {
 // Four times a second: what was idle longer than inbound.flows.idle_timeout_s (closing:
 // closing_timeout_s; a captured DNS query: dns_idle_timeout_s) leaves the flow table; its
 // slots are free after a grace period.
+// At 16 ticks a second, the longest timeout is far below the half wrap that the sweep tells
+// apart from a tick stamped after its `now`.
+static_assert(uint64_t(InboundConfig::kMaxTimeoutS) * 16 < FlowTable::kTickMask / 2);
+
 void Runtime::expire_flows() {
     if (!flows_ || !workers_running_) return;
     const uint64_t now = rte_get_tsc_cycles();

@@ -127,6 +127,7 @@ uint32_t FlowTable::expire(uint32_t now, uint32_t idle, uint32_t closing, uint32
         const uint32_t st = state_of(m);
         if (st != Live && st != Closing) continue;
         const uint32_t age = (now - tick_of(m)) & kTickMask;
+        if (age > kTickMask / 2) continue;   // stamped after `now`: just seen
         const bool dns = (m & kDnsBit) != 0; // a DNS entry: its own idle time, whatever its state
         if (age < (dns ? dns_idle : st == Live ? idle : closing)) continue;
         // The CAS fails if a worker refreshed it since the load: it stays.

@@ -145,7 +145,9 @@ class FlowTable {
 
     // Writer (control thread): removes what was idle `idle` ticks (closing: `closing`
     // ticks; a DNS entry: `dns_idle` ticks, default `idle`), then, after a grace period,
-    // makes its slots free. Returns how many it removed.
+    // makes its slots free. Returns how many it removed. An entry stamped after `now` was
+    // read (a worker saw it while the sweep ran) is not idle: an age of more than half the
+    // wrap is a tick ahead of `now`, which is why timeouts stay far below 2^26 ticks.
     uint32_t expire(uint32_t now, uint32_t idle, uint32_t closing, uint32_t dns_idle = 0);
 
   private:

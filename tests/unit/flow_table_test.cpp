@@ -71,6 +71,22 @@ TEST(FlowTable, TicksWrap) {
     EXPECT_EQ(t.expire(3, 5, 5), 1u);
 }
 
+TEST(FlowTable, TickNewerThanTheSweepsIsNotIdle) {
+    eal_once();
+    Rcu rcu(1);
+    FlowTable t("ft_ahead", 100, rcu);
+    // The sweep reads `now`, then a worker stamps the next tick while it runs: an entry one
+    // tick ahead of `now` was just seen, not idle for the whole wrap (2^27 - 1 ticks).
+    t.learn(key(5), 101, true, false);
+    t.learn(key(6), 101, true, false);
+    EXPECT_EQ(t.touch(key(6), 101, true), FlowKind::Proxied) << "closing";
+    EXPECT_EQ(t.expire(100, 60, 5), 0u);
+    EXPECT_TRUE(t.contains(key(5)));
+    EXPECT_TRUE(t.contains(key(6)));
+    EXPECT_EQ(t.expire(106, 60, 5), 1u) << "the closing one, 5 ticks after its FIN";
+    EXPECT_EQ(t.expired(), 1u);
+}
+
 TEST(FlowTable, SynRevivesClosingTuple) {
     eal_once();
     Rcu rcu(1);
