@@ -50,17 +50,9 @@ def lab(request):
              for port in (UDP_PORT, pu.GENEVE_PORT)}
     for u in t.udp.values():
         request.addfinalizer(u.stop)
-    t.captures = []
+    t.capture = netns.CaptureSet(t.log_dir)
     yield t
-    for c in t.captures:
-        c.cleanup()
-
-
-def capture(lab, ns, iface, bpf, direction=None):
-    c = netns.Capture(ns, iface, bpf=bpf, direction=direction, snaplen=200, buffer_kib=16384,
-                      path=os.path.join(lab.log_dir, f"{ns}-{iface}-{len(lab.captures)}.pcap"))
-    lab.captures.append(c)
-    return c
+    t.capture.cleanup()
 
 
 def counters(lab):
@@ -80,10 +72,10 @@ def inbound_connection(lab, src_ns, src_ip):
     """One 1 MiB echo from src_ns to pp:9080 with captures on ztunnel's link (what the node
     sends it), in pp and at the source; returns what the checks need."""
     pod_ip = lab.ip("pp")
-    zt = capture(lab, lab.zt_ns, labtopo.ZT_LINK, f"(udp dst port 6081) or (tcp and src host {pod_ip})",
-                 direction="in")
-    pod = capture(lab, lab.ns("pp"), "eth0", f"tcp port {PORT}")
-    src = capture(lab, src_ns, "eth0", f"tcp and host {pod_ip}")
+    zt = lab.capture(lab.zt_ns, labtopo.ZT_LINK, f"(udp dst port 6081) or (tcp and src host {pod_ip})",
+                     direction="in")
+    pod = lab.capture(lab.ns("pp"), "eth0", f"tcp port {PORT}")
+    src = lab.capture(src_ns, "eth0", f"tcp and host {pod_ip}")
     before, ep_before = counters(lab), telemetry.counters(lab.ep_prefix)["ports"]
     seen = len(lab.inbound_listener.upstreams())
     with netns.Captures(zt, pod, src):
@@ -247,8 +239,8 @@ def skip_window(lab, traffic, pod_bpf, settled, timeout=15):
     pp; waits (bounded) until settled(counters delta, pod packets) holds: ztgeneve counts a
     frame as it sends it, the pod's capture sees it a moment later. Returns traffic's result,
     the two captures' packets and the counters before and after."""
-    zt = capture(lab, lab.zt_ns, labtopo.ZT_LINK, "ip", direction="in")
-    pod = capture(lab, lab.ns("pp"), "eth0", pod_bpf)
+    zt = lab.capture(lab.zt_ns, labtopo.ZT_LINK, "ip", direction="in")
+    pod = lab.capture(lab.ns("pp"), "eth0", pod_bpf)
     with netns.Captures(zt, pod):
         before = counters(lab)
         out = traffic()

@@ -84,10 +84,9 @@ def lab(request):
           f"{RELAYS} relay processes for {N_CONNS} connections")
     t.inbound_up(PORT, many=True, ring_frames=RING_FRAMES, relays=RELAYS, servers=SERVERS, metrics=METRICS,
                  flows={"max": BIG_MAX, "closing_timeout_s": CLOSING_S})
-    t.captures = []
+    t.capture = netns.CaptureSet(t.log_dir)
     yield t
-    for c in t.captures:
-        c.cleanup()
+    t.capture.cleanup()
 
 
 CLIENTS = []  # every Clients started, ended before a restart
@@ -288,11 +287,9 @@ def test_table_full(full):
     f0, b = flow_metrics(lab), counters(lab)
     assert f0["flows"] == 0, f0
     seen = len(lab.inbound_listener.upstreams())
-    from_zt = netns.Capture(lab.node_ns, "v-ztunnel", bpf=f"tcp dst port {PORT} and src host {cip}",
-                            direction="in", snaplen=96, path=os.path.join(lab.log_dir, "full-zt.pcap"))
-    at_pod = netns.Capture(lab.ns("pp"), "eth0", bpf=f"tcp port {PORT}", snaplen=96,
-                           path=os.path.join(lab.log_dir, "full-pod.pcap"))
-    lab.captures += [from_zt, at_pod]
+    from_zt = lab.capture(lab.node_ns, "v-ztunnel", f"tcp dst port {PORT} and src host {cip}",
+                          direction="in", snaplen=96)
+    at_pod = lab.capture(lab.ns("pp"), "eth0", f"tcp port {PORT}", snaplen=96)
     with netns.Captures(from_zt, at_pod):
         clients = Clients(lab, FULL_CONNS, parallel=FULL_CONNS, timeout=CONNECT_TIMEOUT_S + 20)
         opened = clients.opened(timeout=60)

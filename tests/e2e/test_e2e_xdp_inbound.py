@@ -98,17 +98,9 @@ def lab(request):
     server = ListenerProcess(t.ns(POD), os.path.join(d, "server-pp.log"), port=PORT, mark=0,
                              addr="0.0.0.0").start()
     request.addfinalizer(server.stop)
-    t.captures = []
+    t.capture = netns.CaptureSet(t.log_dir)
     yield t
-    for c in t.captures:
-        c.cleanup()
-
-
-def capture(t, ns, iface, bpf, direction=None):
-    c = netns.Capture(ns, iface, bpf=bpf, direction=direction, snaplen=200, buffer_kib=16384,
-                      path=os.path.join(t.log_dir, f"{ns}-{iface}-{len(t.captures)}.pcap"))
-    t.captures.append(c)
-    return c
+    t.capture.cleanup()
 
 
 def counters(t):
@@ -130,9 +122,9 @@ def inbound_connection(t, src_ns, src_ip, link):
     it); checks what every inbound connection must show; link: the node's link the source's
     frames arrive on (its program hands them over)."""
     pod_ip = t.ip(POD)
-    zt = capture(t, t.zt_ns, labtopo.ZT_LINK, f"(udp dst port 6081) or (tcp and src host {pod_ip})",
-                 direction="in")
-    src = capture(t, src_ns, "eth0", f"tcp and host {pod_ip}")
+    zt = t.capture(t.zt_ns, labtopo.ZT_LINK, f"(udp dst port 6081) or (tcp and src host {pod_ip})",
+                   direction="in")
+    src = t.capture(src_ns, "eth0", f"tcp and host {pod_ip}")
     (b, xb), seen = counters(t), len(t.inbound_listener.upstreams())
     with netns.Captures(zt, src):
         conn = echo(src_ns, pod_ip, MB)
@@ -243,8 +235,8 @@ def test_probe_from_node_address(lab):
     and stay the kernel's (pp's link: to_kernel, not to_ztgeneve); nothing of it reaches
     ztunnel's link, in Geneve or not."""
     pod_ip, veth = lab.ip(POD), lab.host_veth(POD)
-    zt = capture(lab, lab.zt_ns, labtopo.ZT_LINK, f"host {lab.gw_ip} or udp port 6081", direction="in")
-    pod = capture(lab, lab.ns(POD), "eth0", f"tcp port {PORT} and host {lab.gw_ip}")
+    zt = lab.capture(lab.zt_ns, labtopo.ZT_LINK, f"host {lab.gw_ip} or udp port 6081", direction="in")
+    pod = lab.capture(lab.ns(POD), "eth0", f"tcp port {PORT} and host {lab.gw_ip}")
     with netns.Captures(zt, pod):
         b, xb = counters(lab)
         conn = echo(lab.node_ns, pod_ip, 4096)
@@ -278,7 +270,7 @@ def test_udp_to_meshed_pod(lab, case):
     src_ns, src_ip, link = (lab.client_ns, labtopo.CLIENT_IP, UPLINK) if src == "client" else \
         (lab.ns(src), lab.ip(src), lab.host_veth(src))
     pod_ip = lab.ip(POD)
-    zt = capture(lab, lab.zt_ns, labtopo.ZT_LINK, "udp", direction="in")
+    zt = lab.capture(lab.zt_ns, labtopo.ZT_LINK, "udp", direction="in")
     with netns.Captures(zt):
         b, xb = counters(lab)
         out = json.loads(netns.client(src_ns, "udpecho", pod_ip, port, "--count", 3, "--hex",
@@ -300,7 +292,7 @@ def test_ztunnels_own_connection(lab):
     to_ztgeneve nor inbound); 4 KiB echoed, none of it in a tunnel."""
     pod_ip, zt_ip = lab.ip(POD), lab.zt_ip
     pod_link, zt_link = lab.host_veth(POD), lab.host_veth(lab.zt_name)
-    pod = capture(lab, lab.ns(POD), "eth0", f"tcp port {PORT} and host {zt_ip}")
+    pod = lab.capture(lab.ns(POD), "eth0", f"tcp port {PORT} and host {zt_ip}")
     with netns.Captures(pod):
         b, xb = counters(lab)
         conn = echo(lab.zt_ns, pod_ip, 4096)

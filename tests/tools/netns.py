@@ -164,6 +164,25 @@ class Capture:
                 pass
 
 
+class CaptureSet:
+    """A test module's captures: each written under log_dir as <ns>-<iface>-<n>.pcap (headers
+    only by default, a big kernel buffer: the TCP tests move megabytes), all removed by
+    cleanup() (kept with ZTG_KEEP_PCAPS)."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.caps = log_dir, []
+
+    def __call__(self, ns, iface, bpf, direction=None, snaplen=200, buffer_kib=16384):
+        c = Capture(ns, iface, bpf=bpf, direction=direction, snaplen=snaplen, buffer_kib=buffer_kib,
+                    path=os.path.join(self.log_dir, f"{ns}-{iface}-{len(self.caps)}.pcap"))
+        self.caps.append(c)
+        return c
+
+    def cleanup(self):
+        for c in self.caps:
+            c.cleanup()
+
+
 class Captures:
     """Several captures started together, all stopped on exit."""
 
